@@ -1,0 +1,416 @@
+//! Herald's Kubernetes API: `NotificationPolicy` (namespaced) and `ClusterNotificationPolicy`
+//! (cluster-scoped), group `herald.dev`, version `v1alpha1`.
+//!
+//! These types are the single source of the CRD YAML in `crds/` (`herald crd` prints them).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "herald.dev";
+pub const VERSION: &str = "v1alpha1";
+/// The Secret key read when a `secretRef` names no key (the same key Flagger's AlertProviders use).
+pub const DEFAULT_SECRET_KEY: &str = "address";
+
+/// Declares a policy spec struct: the given leading fields followed by the rules shared by
+/// both policy kinds. A macro rather than `#[serde(flatten)]`, because flatten loses the field
+/// path in errors and hides unknown (misspelt) fields from `herald check`.
+macro_rules! policy_spec {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Canary names: exact names or globs such as `payments-*`. Empty means every canary.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub canaries: Vec<String>,
+            /// Labels the Canary object must carry (all of them). Events received over HTTP carry
+            /// no labels, so a policy with `matchLabels` only fires for events Herald saw in the
+            /// cluster.
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub match_labels: BTreeMap<String, String>,
+            /// Canary phases to notify on. Empty means every phase.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub phases: Vec<CanaryPhase>,
+            /// Event types to notify on (`Normal`, `Warning`). Empty means both.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub event_types: Vec<EventType>,
+            /// A regular expression (Rust `regex` syntax) the event message must match.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub message_pattern: Option<String>,
+            /// Where to send matching events. Receiver names are unique within a policy.
+            #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+            #[schemars(length(min = 1))]
+            pub receivers: Vec<Receiver>,
+            /// Handlebars templates for the notification's title and text, for every receiver
+            /// that does not set its own.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub template: Option<MessageTemplate>,
+            /// Stop sending without deleting the policy.
+            #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+            pub suspend: bool,
+        }
+
+        impl $name {
+            /// The rules shared by both policy kinds.
+            pub fn rules(&self) -> PolicyRules<'_> {
+                PolicyRules {
+                    canaries: &self.canaries,
+                    match_labels: &self.match_labels,
+                    phases: &self.phases,
+                    event_types: &self.event_types,
+                    message_pattern: self.message_pattern.as_deref(),
+                    receivers: &self.receivers,
+                    template: self.template.as_ref(),
+                    suspend: self.suspend,
+                }
+            }
+        }
+    };
+}
+
+/// A borrowed view of the rules both policy kinds share. Every empty selector means "all".
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyRules<'a> {
+    pub canaries: &'a [String],
+    pub match_labels: &'a BTreeMap<String, String>,
+    pub phases: &'a [CanaryPhase],
+    pub event_types: &'a [EventType],
+    pub message_pattern: Option<&'a str>,
+    pub receivers: &'a [Receiver],
+    pub template: Option<&'a MessageTemplate>,
+    pub suspend: bool,
+}
+
+policy_spec! {
+    /// Which canaries, which events, and where to send them. Applies to canaries in the
+    /// policy's own namespace.
+    #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+    #[kube(
+        group = "herald.dev",
+        version = "v1alpha1",
+        kind = "NotificationPolicy",
+        plural = "notificationpolicies",
+        shortname = "notpol",
+        namespaced,
+        status = "PolicyStatus",
+        category = "herald",
+        printcolumn = r#"{"name":"Receivers","type":"string","jsonPath":".spec.receivers[*].name"}"#,
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )]
+    #[serde(rename_all = "camelCase")]
+    pub struct NotificationPolicySpec {}
+}
+
+policy_spec! {
+    /// Like `NotificationPolicy`, but for canaries in every namespace chosen by
+    /// `namespaceSelector` (all namespaces when it is empty). Secrets named by `secretRef` are
+    /// read from Herald's own namespace.
+    #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+    #[kube(
+        group = "herald.dev",
+        version = "v1alpha1",
+        kind = "ClusterNotificationPolicy",
+        plural = "clusternotificationpolicies",
+        shortname = "cnotpol",
+        status = "PolicyStatus",
+        category = "herald",
+        printcolumn = r#"{"name":"Receivers","type":"string","jsonPath":".spec.receivers[*].name"}"#,
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )]
+    #[serde(rename_all = "camelCase")]
+    pub struct ClusterNotificationPolicySpec {
+        /// Which namespaces this policy covers. Empty means all namespaces.
+        #[serde(default, skip_serializing_if = "NamespaceSelector::is_empty")]
+        pub namespace_selector: NamespaceSelector,
+    }
+}
+
+/// Namespaces a cluster policy covers: exact names or globs, and/or namespace labels.
+/// Both must match when both are set.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSelector {
+    /// Namespace names or globs such as `team-*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_names: Vec<String>,
+    /// Labels the namespace must carry. Only known in a cluster; standalone Herald never
+    /// matches a selector that sets these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl NamespaceSelector {
+    pub fn is_empty(&self) -> bool {
+        self.match_names.is_empty() && self.match_labels.is_empty()
+    }
+}
+
+/// Flagger's canary phases (`status.phase` of a `flagger.app/v1beta1` Canary).
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum CanaryPhase {
+    Initializing,
+    Initialized,
+    Waiting,
+    Progressing,
+    WaitingPromotion,
+    Promoting,
+    Finalising,
+    Succeeded,
+    Failed,
+    Terminating,
+    Terminated,
+}
+
+impl CanaryPhase {
+    pub const ALL: [CanaryPhase; 11] = [
+        CanaryPhase::Initializing,
+        CanaryPhase::Initialized,
+        CanaryPhase::Waiting,
+        CanaryPhase::Progressing,
+        CanaryPhase::WaitingPromotion,
+        CanaryPhase::Promoting,
+        CanaryPhase::Finalising,
+        CanaryPhase::Succeeded,
+        CanaryPhase::Failed,
+        CanaryPhase::Terminating,
+        CanaryPhase::Terminated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CanaryPhase::Initializing => "Initializing",
+            CanaryPhase::Initialized => "Initialized",
+            CanaryPhase::Waiting => "Waiting",
+            CanaryPhase::Progressing => "Progressing",
+            CanaryPhase::WaitingPromotion => "WaitingPromotion",
+            CanaryPhase::Promoting => "Promoting",
+            CanaryPhase::Finalising => "Finalising",
+            CanaryPhase::Succeeded => "Succeeded",
+            CanaryPhase::Failed => "Failed",
+            CanaryPhase::Terminating => "Terminating",
+            CanaryPhase::Terminated => "Terminated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CanaryPhase> {
+        CanaryPhase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// The Kubernetes event type Flagger records: `Normal` or `Warning`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// One destination. Exactly one of `slack`, `msteams` or `webhook` is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.slack), has(self.msteams), has(self.webhook)].filter(k, k).size() == 1").message("a receiver sets exactly one of slack, msteams, webhook"))]
+pub struct Receiver {
+    /// Unique within the policy; shown in status, metrics-free logs and `herald render`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackReceiver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msteams: Option<TeamsReceiver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookReceiver>,
+    /// Overrides the policy's template for this receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<MessageTemplate>,
+}
+
+/// Where a receiver's URL comes from: inline `url`, or a key of a Secret (preferred: webhook
+/// URLs are credentials). Every receiver kind has exactly one of the two.
+#[derive(Clone, Copy, Debug)]
+pub enum AddressRef<'a> {
+    Url(&'a str),
+    Secret(&'a SecretKeyRef),
+    /// Neither or both were set: the spec is invalid.
+    Invalid,
+}
+
+fn address_ref<'a>(url: &'a Option<String>, secret: &'a Option<SecretKeyRef>) -> AddressRef<'a> {
+    match (url, secret) {
+        (Some(url), None) => AddressRef::Url(url),
+        (None, Some(secret)) => AddressRef::Secret(secret),
+        _ => AddressRef::Invalid,
+    }
+}
+
+/// A key of a Secret in the policy's namespace (Herald's namespace for cluster policies).
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Defaults to `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl SecretKeyRef {
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(DEFAULT_SECRET_KEY)
+    }
+}
+
+/// A Slack incoming webhook.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
+pub struct SlackReceiver {
+    /// The endpoint URL. Anyone who can read the policy sees it: prefer `secretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The Secret key holding the endpoint URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Channel override, e.g. `#deploys` (honoured by legacy webhooks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// e.g. `:rocket:`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_emoji: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
+}
+
+/// A Microsoft Teams webhook: a Workflows webhook (Adaptive Card, the default) or a legacy
+/// Office 365 connector (MessageCard).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
+pub struct TeamsReceiver {
+    /// The endpoint URL. Anyone who can read the policy sees it: prefer `secretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The Secret key holding the endpoint URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    #[serde(default)]
+    pub format: TeamsFormat,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TeamsFormat {
+    #[default]
+    AdaptiveCard,
+    MessageCard,
+}
+
+/// Any HTTP endpoint. The body is Flagger's event JSON unless `body` gives a template.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
+pub struct WebhookReceiver {
+    /// The endpoint URL. Anyone who can read the policy sees it: prefer `secretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The Secret key holding the endpoint URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A handlebars template that must render a JSON document; use `{{json value}}` to
+    /// insert a value as a JSON literal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Handlebars templates for a notification. Unset parts use Herald's defaults.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// What Herald observed of a policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: True when the policy delivers; False with a reason (`InvalidSpec`,
+    /// `TemplateError`, `SecretNotFound`, `Suspended`) when it does not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Per receiver: the last delivery and how many have failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub receivers: Vec<ReceiverStatus>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiverStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery_time: Option<String>,
+    /// `Delivered` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<String>,
+    #[serde(default)]
+    pub failures: u64,
+}
+
+/// Every CRD Herald defines, in a stable order.
+pub fn crds(
+) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    vec![NotificationPolicy::crd(), ClusterNotificationPolicy::crd()]
+}
+
+/// The CRDs as the multi-document YAML checked in under `crds/`.
+pub fn crds_yaml() -> String {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd).expect("a CRD always serialises"));
+    }
+    out
+}
+
+macro_rules! impl_address {
+    ($($kind:ty),*) => {$(
+        impl $kind {
+            pub fn address(&self) -> AddressRef<'_> {
+                address_ref(&self.url, &self.secret_ref)
+            }
+        }
+    )*};
+}
+impl_address!(SlackReceiver, TeamsReceiver, WebhookReceiver);

@@ -1,0 +1,441 @@
+//! Flagger's event-webhook payload: parsed strictly, serialised back byte-compatible.
+//!
+//! Flagger (`CanaryWebhookPayload`) sends
+//! `{"name","namespace","phase","checksum","metadata":{"eventMessage","eventType","timestamp"}}`
+//! where `metadata` is a Go `map[string]string` (so its keys arrive sorted) and `timestamp` is
+//! unix milliseconds as a string.
+
+use std::collections::BTreeMap;
+
+use herald_api::{CanaryPhase, EventType};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+
+use crate::EventError;
+
+pub const MESSAGE_KEY: &str = "eventMessage";
+pub const TYPE_KEY: &str = "eventType";
+pub const TIMESTAMP_KEY: &str = "timestamp";
+
+/// One canary event, as Flagger's event webhook sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlaggerEvent {
+    pub name: String,
+    pub namespace: String,
+    /// The phase as Flagger wrote it; phases newer than Herald are kept, see [`Self::known_phase`].
+    pub phase: String,
+    /// Hash of the canary's tracked configs and spec: identifies a revision. Older Flagger
+    /// versions do not send it.
+    pub checksum: Option<String>,
+    /// Every metadata key, `eventMessage`, `eventType` and `timestamp` included (validated
+    /// present on parse).
+    pub metadata: BTreeMap<String, String>,
+    /// Top-level fields Herald does not know, kept so that re-serialising loses nothing.
+    pub extra: BTreeMap<String, Value>,
+    event_type: EventType,
+    timestamp_ms: u64,
+    known_phase: Option<CanaryPhase>,
+}
+
+impl FlaggerEvent {
+    /// Builds an event from its parts (the controller's path: Kubernetes Events and Canary
+    /// status changes).
+    pub fn new(
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+        phase: impl Into<String>,
+        message: impl Into<String>,
+        event_type: EventType,
+        timestamp_ms: u64,
+    ) -> Self {
+        let phase = phase.into();
+        let mut metadata = BTreeMap::new();
+        metadata.insert(MESSAGE_KEY.to_owned(), message.into());
+        metadata.insert(TYPE_KEY.to_owned(), event_type.as_str().to_owned());
+        metadata.insert(TIMESTAMP_KEY.to_owned(), timestamp_ms.to_string());
+        FlaggerEvent {
+            name: name.into(),
+            namespace: namespace.into(),
+            known_phase: CanaryPhase::parse(&phase),
+            phase,
+            checksum: None,
+            metadata,
+            extra: BTreeMap::new(),
+            event_type,
+            timestamp_ms,
+        }
+    }
+
+    pub fn with_checksum(mut self, checksum: impl Into<String>) -> Self {
+        self.checksum = Some(checksum.into());
+        self
+    }
+
+    /// Parses the JSON body Flagger POSTs. Errors name the offending field.
+    pub fn from_json(body: &[u8]) -> Result<Self, EventError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| EventError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            reason: crate::json_error_reason(&e),
+        })?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, EventError> {
+        let Value::Object(mut obj) = value else {
+            return Err(EventError::field("", "expected a JSON object"));
+        };
+        let name = take_string(&mut obj, "name")?;
+        let namespace = take_string(&mut obj, "namespace")?;
+        let phase = take_string(&mut obj, "phase")?;
+        let checksum = match obj.remove("checksum") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => return Err(EventError::field("checksum", expected_string(&other))),
+        };
+        let metadata = match obj.remove("metadata") {
+            Some(Value::Object(m)) => m,
+            Some(other) => {
+                return Err(EventError::field(
+                    "metadata",
+                    format!("expected an object, found {}", kind(&other)),
+                ))
+            }
+            None => return Err(EventError::field("metadata", "missing field")),
+        };
+        let mut meta = BTreeMap::new();
+        for (key, value) in metadata {
+            match value {
+                Value::String(s) => {
+                    meta.insert(key, s);
+                }
+                other => {
+                    return Err(EventError::field(
+                        format!("metadata.{key}"),
+                        expected_string(&other),
+                    ))
+                }
+            }
+        }
+        let message_present = meta.contains_key(MESSAGE_KEY);
+        if !message_present {
+            return Err(EventError::field("metadata.eventMessage", "missing field"));
+        }
+        let event_type = match meta.get(TYPE_KEY).map(String::as_str) {
+            Some("Normal") => EventType::Normal,
+            Some("Warning") => EventType::Warning,
+            Some(other) => {
+                return Err(EventError::field(
+                    "metadata.eventType",
+                    format!("expected \"Normal\" or \"Warning\", found {other:?}"),
+                ))
+            }
+            None => return Err(EventError::field("metadata.eventType", "missing field")),
+        };
+        let timestamp_ms = match meta.get(TIMESTAMP_KEY) {
+            Some(ts) => parse_timestamp(ts)?,
+            None => return Err(EventError::field("metadata.timestamp", "missing field")),
+        };
+        if name.is_empty() {
+            return Err(EventError::field("name", "must not be empty"));
+        }
+        if namespace.is_empty() {
+            return Err(EventError::field("namespace", "must not be empty"));
+        }
+        Ok(FlaggerEvent {
+            name,
+            namespace,
+            known_phase: CanaryPhase::parse(&phase),
+            phase,
+            checksum,
+            metadata: meta,
+            extra: obj.into_iter().collect(),
+            event_type,
+            timestamp_ms,
+        })
+    }
+
+    /// The JSON Flagger would have sent: field order `name, namespace, phase, checksum,
+    /// metadata` (as Go marshals its struct), metadata keys sorted (as Go marshals maps).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an event always serialises")
+    }
+
+    pub fn message(&self) -> &str {
+        self.metadata
+            .get(MESSAGE_KEY)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn event_type(&self) -> EventType {
+        self.event_type
+    }
+
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// The phase if it is one Herald knows; `None` for a phase from a newer Flagger.
+    pub fn known_phase(&self) -> Option<CanaryPhase> {
+        self.known_phase
+    }
+
+    /// How the event reads to a person, from its phase, type and message; drives colours.
+    pub fn severity(&self) -> Severity {
+        Severity::of(self)
+    }
+}
+
+impl Serialize for FlaggerEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", &self.name)?;
+        map.serialize_entry("namespace", &self.namespace)?;
+        map.serialize_entry("phase", &self.phase)?;
+        if let Some(checksum) = &self.checksum {
+            map.serialize_entry("checksum", checksum)?;
+        }
+        map.serialize_entry("metadata", &self.metadata)?;
+        for (key, value) in &self.extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// How an event reads to a person: decides colours and the `severity` template variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Progress: initialisation, new revision, weight advanced.
+    Info,
+    /// The canary was promoted.
+    Success,
+    /// Needs attention but has not failed: halted advancement, waiting for approval.
+    Warning,
+    /// The rollout failed or is rolling back.
+    Error,
+}
+
+impl Severity {
+    pub fn of(event: &FlaggerEvent) -> Severity {
+        let message = event.message();
+        if event.known_phase == Some(CanaryPhase::Failed)
+            || message.starts_with("Rolling back")
+            || message.starts_with("Canary failed")
+            || message.contains("Progress deadline exceeded")
+            || message.starts_with("Promotion failed")
+        {
+            Severity::Error
+        } else if event.known_phase == Some(CanaryPhase::Succeeded)
+            || message.starts_with("Promotion completed")
+        {
+            Severity::Success
+        } else if event.event_type == EventType::Warning || message.contains("waiting for approval")
+        {
+            Severity::Warning
+        } else {
+            Severity::Info
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Success => "success",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+fn take_string(obj: &mut Map<String, Value>, field: &'static str) -> Result<String, EventError> {
+    match obj.remove(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(EventError::field(field, expected_string(&other))),
+        None => Err(EventError::field(field, "missing field")),
+    }
+}
+
+fn parse_timestamp(ts: &str) -> Result<u64, EventError> {
+    if ts.is_empty() || !ts.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(EventError::field(
+            "metadata.timestamp",
+            format!("expected unix milliseconds as a string of digits, found {ts:?}"),
+        ));
+    }
+    ts.parse()
+        .map_err(|_| EventError::field("metadata.timestamp", format!("{ts:?} is out of range")))
+}
+
+fn expected_string(found: &Value) -> String {
+    format!("expected a string, found {}", kind(found))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLAGGER: &str = r#"{"name":"podinfo","namespace":"default","phase":"Progressing","checksum":"6d8f9b5c7","metadata":{"eventMessage":"New revision detected! Scaling up podinfo.default","eventType":"Normal","timestamp":"1578607635167"}}"#;
+
+    #[test]
+    fn parses_flagger_payload_and_serialises_it_back_byte_for_byte() {
+        let event = FlaggerEvent::from_json(FLAGGER.as_bytes()).unwrap();
+        assert_eq!(event.name, "podinfo");
+        assert_eq!(event.namespace, "default");
+        assert_eq!(event.known_phase(), Some(CanaryPhase::Progressing));
+        assert_eq!(event.checksum.as_deref(), Some("6d8f9b5c7"));
+        assert_eq!(
+            event.message(),
+            "New revision detected! Scaling up podinfo.default"
+        );
+        assert_eq!(event.event_type(), EventType::Normal);
+        assert_eq!(event.timestamp_ms(), 1_578_607_635_167);
+        assert_eq!(String::from_utf8(event.to_json()).unwrap(), FLAGGER);
+    }
+
+    #[test]
+    fn payload_without_checksum_and_with_extra_metadata_round_trips() {
+        let body = r#"{"name":"podinfo","namespace":"test","phase":"Failed","metadata":{"cluster":"prod-eu","eventMessage":"Canary failed! Scaling down podinfo.test","eventType":"Warning","timestamp":"1"}}"#;
+        let event = FlaggerEvent::from_json(body.as_bytes()).unwrap();
+        assert_eq!(event.checksum, None);
+        assert_eq!(event.metadata["cluster"], "prod-eu");
+        assert_eq!(String::from_utf8(event.to_json()).unwrap(), body);
+    }
+
+    #[test]
+    fn unknown_phase_is_kept() {
+        let body = FLAGGER.replace("Progressing", "Paused");
+        let event = FlaggerEvent::from_json(body.as_bytes()).unwrap();
+        assert_eq!(event.phase, "Paused");
+        assert_eq!(event.known_phase(), None);
+        assert_eq!(String::from_utf8(event.to_json()).unwrap(), body);
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_kept() {
+        let body = FLAGGER.replace(r#""phase""#, r#""zeta":[1],"phase""#);
+        let event = FlaggerEvent::from_json(body.as_bytes()).unwrap();
+        assert_eq!(event.extra["zeta"], serde_json::json!([1]));
+        assert!(String::from_utf8(event.to_json())
+            .unwrap()
+            .ends_with(r#"},"zeta":[1]}"#));
+    }
+
+    fn error_of(body: &str) -> String {
+        FlaggerEvent::from_json(body.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_payloads_name_the_field() {
+        assert_eq!(error_of(r#"{"namespace":"d"}"#), "name: missing field");
+        assert_eq!(
+            error_of(&FLAGGER.replace(r#""podinfo""#, "7")),
+            "name: expected a string, found a number"
+        );
+        assert_eq!(
+            error_of(&FLAGGER.replace(r#""Normal""#, r#""Info""#)),
+            r#"metadata.eventType: expected "Normal" or "Warning", found "Info""#
+        );
+        assert_eq!(
+            error_of(&FLAGGER.replace(r#""1578607635167""#, "1578607635167")),
+            "metadata.timestamp: expected a string, found a number"
+        );
+        assert_eq!(
+            error_of(&FLAGGER.replace(r#""1578607635167""#, r#""2020-01-09T22:07:15Z""#)),
+            r#"metadata.timestamp: expected unix milliseconds as a string of digits, found "2020-01-09T22:07:15Z""#
+        );
+        assert_eq!(
+            error_of(
+                r#"{"name":"a","namespace":"b","phase":"Failed","metadata":{"eventType":"Normal","timestamp":"1"}}"#
+            ),
+            "metadata.eventMessage: missing field"
+        );
+        assert_eq!(
+            error_of(r#"{"name":"a","namespace":"b","phase":"Failed"}"#),
+            "metadata: missing field"
+        );
+        assert_eq!(error_of("[1]"), "expected a JSON object");
+        assert_eq!(
+            error_of(&FLAGGER.replace(r#""default""#, r#""""#)),
+            "namespace: must not be empty"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        assert_eq!(
+            error_of("{\n\"name\": }"),
+            "invalid JSON at line 2, column 9: expected value"
+        );
+    }
+
+    #[test]
+    fn severity_follows_what_flagger_alerts_on() {
+        let ev = |phase: &str, msg: &str, t: EventType| {
+            FlaggerEvent::new("p", "d", phase, msg, t, 1).severity()
+        };
+        assert_eq!(
+            ev(
+                "Progressing",
+                "New revision detected! Scaling up p.d",
+                EventType::Normal
+            ),
+            Severity::Info
+        );
+        assert_eq!(
+            ev(
+                "Succeeded",
+                "Promotion completed! Scaling down p.d",
+                EventType::Normal
+            ),
+            Severity::Success
+        );
+        assert_eq!(
+            ev(
+                "Progressing",
+                "Rolling back p.d failed checks threshold reached 5",
+                EventType::Warning
+            ),
+            Severity::Error
+        );
+        assert_eq!(
+            ev(
+                "Failed",
+                "Canary failed! Scaling down p.d",
+                EventType::Warning
+            ),
+            Severity::Error
+        );
+        assert_eq!(
+            ev(
+                "Progressing",
+                "Halt advancement no values found",
+                EventType::Warning
+            ),
+            Severity::Warning
+        );
+        assert_eq!(
+            ev(
+                "WaitingPromotion",
+                "Canary promotion is waiting for approval.",
+                EventType::Normal
+            ),
+            Severity::Warning
+        );
+    }
+}
