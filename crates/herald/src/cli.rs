@@ -1,0 +1,169 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::delivery::DeliveryConfig;
+use crate::policy_files::PolicyFiles;
+use crate::serve::ServeOptions;
+use crate::telemetry::LogFormat;
+use crate::{commands, demo, serve, Result};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Flagger canary events to Slack, Teams and webhooks, routed by NotificationPolicy"
+)]
+pub struct Cli {
+    /// Log format: human-readable text or JSON lines.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "HERALD_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log level or tracing filter (RUST_LOG overrides it).
+    #[arg(long, global = true, default_value = "info", env = "HERALD_LOG_LEVEL")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print Herald's CustomResourceDefinitions as multi-document YAML.
+    Crd,
+    /// Validate policy files: every problem with its file, document and field.
+    Check(PolicyArgs),
+    /// Print the notifications an event would produce, one JSON object per line; sends nothing.
+    Render {
+        #[command(flatten)]
+        policies: PolicyArgs,
+        /// A file with one Flagger event JSON, or JSON lines; `-` reads stdin.
+        #[arg(long)]
+        event: PathBuf,
+    },
+    /// Run standalone: policies from files, Flagger events over HTTP.
+    Serve(ServeArgs),
+    /// See Herald work with no cluster and no Slack: a local capture server receives the
+    /// notifications for example rollouts.
+    Demo {
+        /// Port of the local capture server the example Secrets point at.
+        #[arg(long, default_value_t = 9099)]
+        capture_port: u16,
+        /// Policy files to use instead of the built-in examples.
+        #[arg(long, num_args = 1..)]
+        policies: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Policy YAML files or directories (NotificationPolicy, ClusterNotificationPolicy and v1
+    /// Secret documents).
+    #[arg(long, required = true, num_args = 1..)]
+    pub policies: Vec<PathBuf>,
+    /// Cluster name shown in messages (`{{cluster}}`).
+    #[arg(long, default_value = "", env = "HERALD_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// Namespace whose Secrets ClusterNotificationPolicies refer to.
+    #[arg(long, default_value = "default", env = "HERALD_NAMESPACE")]
+    pub namespace: String,
+}
+
+impl PolicyArgs {
+    pub fn files(&self) -> PolicyFiles {
+        PolicyFiles {
+            paths: self.policies.clone(),
+            cluster: self.cluster_name.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+    /// Address for the events, metrics and probe endpoints.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "HERALD_LISTEN")]
+    pub listen: SocketAddr,
+    /// Attempts per notification, the first included.
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Timeout of one delivery attempt.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: Duration,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+    /// Notifications waiting per receiver before new ones are dropped (and counted).
+    #[arg(long, default_value_t = 1000)]
+    pub queue_capacity: usize,
+    /// Minimum time between two messages to one receiver URL (e.g. 1s for Slack webhooks).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub min_interval: Duration,
+    /// Largest accepted event body, in bytes.
+    #[arg(long, default_value_t = crate::server::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// On SIGTERM/SIGINT, how long to keep delivering queued notifications.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// How often policy files are checked for changes (SIGHUP reloads at once).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+}
+
+impl ServeArgs {
+    pub fn options(&self) -> ServeOptions {
+        ServeOptions {
+            listen: self.listen,
+            files: self.policies.files(),
+            delivery: DeliveryConfig {
+                max_attempts: self.max_attempts.max(1),
+                timeout: self.delivery_timeout,
+                min_backoff: self.min_backoff,
+                max_backoff: self.max_backoff,
+                queue_capacity: self.queue_capacity.max(1),
+                min_interval: self.min_interval,
+                ..DeliveryConfig::default()
+            },
+            body_limit: self.body_limit,
+            drain_timeout: self.drain_timeout,
+            reload_interval: self.reload_interval,
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", herald_api::crds_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => commands::check(&args.files()),
+        Command::Render { policies, event } => commands::render(&policies.files(), &event),
+        Command::Serve(args) => runtime().block_on(serve::run_until_signal(args.options())),
+        Command::Demo {
+            capture_port,
+            policies,
+        } => runtime().block_on(demo::run(capture_port, policies)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}

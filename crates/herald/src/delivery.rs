@@ -1,0 +1,485 @@
+//! The delivery engine: one FIFO queue and worker per destination URL (so one receiver's
+//! messages arrive in event order while receivers deliver concurrently), retries with
+//! exponential backoff and jitter, `Retry-After` honoured, bounded attempts and queues.
+//!
+//! Every queued notification ends in exactly one counted outcome: delivered, failed, or
+//! dropped (queue full, or still queued when the shutdown deadline passed). A `Job` that is
+//! dropped without an outcome counts itself as dropped, so nothing is lost silently.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
+use herald_core::Redacted;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::StatusCode;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::metrics::{Metrics, Outcome, ReceiverLabels};
+
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// Attempts per notification, the first included.
+    pub max_attempts: u32,
+    /// Timeout of one HTTP attempt.
+    pub timeout: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The longest `Retry-After` Herald waits; longer requests are shortened to this.
+    pub max_retry_after: Duration,
+    /// Notifications waiting per destination before new ones are dropped.
+    pub queue_capacity: usize,
+    /// Minimum time between two requests to one destination (Slack allows about one
+    /// message per second per webhook). Zero disables it.
+    pub min_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 5,
+            timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(60),
+            queue_capacity: 1000,
+            min_interval: Duration::ZERO,
+        }
+    }
+}
+
+/// One notification to send.
+pub struct Job {
+    /// `namespace/name` of the policy, for logs.
+    pub policy: Arc<str>,
+    pub receiver: Arc<str>,
+    pub receiver_type: &'static str,
+    pub url: Redacted,
+    pub headers: Arc<[(String, String)]>,
+    pub body: Bytes,
+    /// When Herald received the event; delivery latency is measured from here.
+    pub received_at: Instant,
+    ticket: Option<Ticket>,
+}
+
+impl Job {
+    pub fn new(
+        policy: Arc<str>,
+        receiver: Arc<str>,
+        receiver_type: &'static str,
+        url: Redacted,
+        headers: Arc<[(String, String)]>,
+        body: Bytes,
+        received_at: Instant,
+    ) -> Self {
+        Job {
+            policy,
+            receiver,
+            receiver_type,
+            url,
+            headers,
+            body,
+            received_at,
+            ticket: None,
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(mut ticket) = self.ticket.take() {
+            ticket.resolve(outcome, self.received_at.elapsed());
+        }
+    }
+}
+
+/// Accounts for one queued job: queue depth while it lives, exactly one outcome at the end.
+struct Ticket {
+    metrics: Arc<Metrics>,
+    receiver_type: &'static str,
+    policy: Arc<str>,
+    receiver: Arc<str>,
+    resolved: bool,
+}
+
+impl Ticket {
+    fn resolve(&mut self, outcome: Outcome, elapsed: Duration) {
+        self.resolved = true;
+        self.metrics.count_delivery(self.receiver_type, outcome);
+        self.metrics
+            .delivery_duration
+            .get_or_create(&ReceiverLabels {
+                receiver_type: self.receiver_type,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.metrics.queue_depth.dec();
+        if !self.resolved {
+            self.metrics
+                .count_delivery(self.receiver_type, Outcome::Dropped);
+            warn!(policy = %self.policy, receiver = %self.receiver, "notification dropped: Herald stopped before delivering it");
+        }
+    }
+}
+
+/// Queues notifications and delivers them in the background.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    config: DeliveryConfig,
+    metrics: Arc<Metrics>,
+    queues: RwLock<HashMap<String, mpsc::Sender<Job>>>,
+    workers: std::sync::Mutex<JoinSet<()>>,
+    closed: AtomicBool,
+}
+
+/// What a shutdown drain achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// True when every queued notification reached an outcome before the deadline.
+    pub complete: bool,
+}
+
+impl Dispatcher {
+    pub fn new(config: DeliveryConfig, metrics: Arc<Metrics>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            // Receivers' redirects are not followed: a webhook that moved must be reconfigured.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("the HTTP client configuration is valid");
+        Dispatcher {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                metrics,
+                queues: RwLock::new(HashMap::new()),
+                workers: std::sync::Mutex::new(JoinSet::new()),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Queues a job behind the earlier ones for the same URL. Returns false, counting and
+    /// logging the job as dropped, when that queue is full or Herald is shutting down.
+    pub fn enqueue(&self, mut job: Job) -> bool {
+        let inner = &self.inner;
+        inner.metrics.queue_depth.inc();
+        job.ticket = Some(Ticket {
+            metrics: inner.metrics.clone(),
+            receiver_type: job.receiver_type,
+            policy: job.policy.clone(),
+            receiver: job.receiver.clone(),
+            resolved: false,
+        });
+        if inner.closed.load(Ordering::Acquire) {
+            warn!(policy = %job.policy, receiver = %job.receiver, "notification dropped: shutting down");
+            job.finish(Outcome::Dropped);
+            return false;
+        }
+        let sender = self.sender_for(job.url.expose());
+        match sender.try_send(job) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(mut job)) => {
+                warn!(
+                    policy = %job.policy,
+                    receiver = %job.receiver,
+                    capacity = inner.config.queue_capacity,
+                    "notification dropped: the receiver's queue is full"
+                );
+                job.finish(Outcome::Dropped);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(mut job)) => {
+                job.finish(Outcome::Dropped);
+                false
+            }
+        }
+    }
+
+    fn sender_for(&self, url: &str) -> mpsc::Sender<Job> {
+        if let Some(sender) = self
+            .inner
+            .queues
+            .read()
+            .expect("queue lock poisoned")
+            .get(url)
+        {
+            return sender.clone();
+        }
+        let mut queues = self.inner.queues.write().expect("queue lock poisoned");
+        queues
+            .entry(url.to_owned())
+            .or_insert_with(|| {
+                let (sender, receiver) = mpsc::channel(self.inner.config.queue_capacity);
+                let inner = self.inner.clone();
+                self.inner
+                    .workers
+                    .lock()
+                    .expect("worker lock poisoned")
+                    .spawn(run_queue(inner, receiver));
+                sender
+            })
+            .clone()
+    }
+
+    /// Stops accepting jobs and waits up to `deadline` for the queued ones. Jobs still
+    /// queued at the deadline are counted and logged as dropped.
+    pub async fn drain(&self, deadline: Duration) -> DrainReport {
+        self.inner.closed.store(true, Ordering::Release);
+        // Dropping the senders lets each worker stop once its queue is empty.
+        self.inner
+            .queues
+            .write()
+            .expect("queue lock poisoned")
+            .clear();
+        let mut workers =
+            std::mem::take(&mut *self.inner.workers.lock().expect("worker lock poisoned"));
+        let finished = tokio::time::timeout(deadline, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !finished {
+            warn!(deadline = ?deadline, "shutdown deadline passed with notifications still queued; dropping them");
+            workers.shutdown().await;
+        }
+        DrainReport { complete: finished }
+    }
+}
+
+async fn run_queue(inner: Arc<Inner>, mut queue: mpsc::Receiver<Job>) {
+    let mut last_sent: Option<Instant> = None;
+    while let Some(mut job) = queue.recv().await {
+        let outcome = deliver(&inner, &job, &mut last_sent).await;
+        job.finish(outcome);
+    }
+}
+
+/// Why an attempt failed, and whether to try again.
+enum AttemptError {
+    Retry {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    Permanent {
+        detail: String,
+    },
+}
+
+async fn deliver(inner: &Inner, job: &Job, last_sent: &mut Option<Instant>) -> Outcome {
+    let config = &inner.config;
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(config.min_backoff)
+        .with_max_delay(config.max_backoff)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let labels = ReceiverLabels {
+        receiver_type: job.receiver_type,
+    };
+    for attempt in 1..=config.max_attempts {
+        if let Some(previous) = last_sent {
+            let next = *previous + config.min_interval;
+            if next > Instant::now() {
+                tokio::time::sleep_until(next.into()).await;
+            }
+        }
+        *last_sent = Some(Instant::now());
+        inner.metrics.delivery_attempts.get_or_create(&labels).inc();
+        match attempt_once(inner, job).await {
+            Ok(status) => {
+                info!(
+                    policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
+                    attempt, status = status.as_u16(), "notification delivered"
+                );
+                return Outcome::Delivered;
+            }
+            Err(AttemptError::Permanent { detail }) => {
+                error!(
+                    policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
+                    attempt, error = %detail, "notification failed; not retrying"
+                );
+                return Outcome::Failed;
+            }
+            Err(AttemptError::Retry {
+                detail,
+                retry_after,
+            }) => {
+                if attempt == config.max_attempts {
+                    error!(
+                        policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
+                        attempt, error = %detail, "notification failed after the last attempt"
+                    );
+                    return Outcome::Failed;
+                }
+                let delay = match retry_after {
+                    Some(asked) => asked.min(config.max_retry_after),
+                    None => backoff.next().unwrap_or(config.max_backoff),
+                };
+                warn!(
+                    policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
+                    attempt, error = %detail, retry_in = ?delay, "notification attempt failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    Outcome::Failed
+}
+
+async fn attempt_once(inner: &Inner, job: &Job) -> Result<StatusCode, AttemptError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION"))),
+    );
+    for (name, value) in job.headers.iter() {
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.insert(name, value);
+            }
+            _ => {
+                return Err(AttemptError::Permanent {
+                    detail: format!("invalid header {name:?}"),
+                })
+            }
+        }
+    }
+    let response = inner
+        .client
+        .post(job.url.expose())
+        .headers(headers)
+        .body(job.body.clone())
+        .send()
+        .await
+        .map_err(|e| AttemptError::Retry {
+            detail: describe(&e),
+            retry_after: None,
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(status);
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(parse_retry_after);
+    let snippet = snippet(&response.bytes().await.unwrap_or_default());
+    let detail = format!("HTTP {}: {snippet}", status.as_u16());
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        Err(AttemptError::Retry {
+            detail,
+            retry_after,
+        })
+    } else {
+        debug!(
+            status = status.as_u16(),
+            "receiver rejected the notification"
+        );
+        Err(AttemptError::Permanent { detail })
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The start of a response body, on one line, for logs.
+fn snippet(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.len() > MAX {
+        line.push('…');
+    }
+    line
+}
+
+/// A transport error without its URL (reqwest puts the full URL, credentials included, in
+/// its messages).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response"
+    } else {
+        "request failed"
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.contains("://") && !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {}", causes.join(": "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("3")),
+            Some(Duration::from_secs(3))
+        );
+        let past = HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
+        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
+        let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let parsed = parse_retry_after(&HeaderValue::from_str(&soon).unwrap()).unwrap();
+        assert!(
+            parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120),
+            "{parsed:?}"
+        );
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn snippets_are_one_bounded_line() {
+        assert_eq!(snippet(b"no_service\n"), "no_service ");
+        let long = vec![b'x'; 500];
+        assert_eq!(snippet(&long).chars().count(), 201);
+    }
+}

@@ -1,0 +1,47 @@
+//! Herald: Flagger canary events to Slack, Teams and webhooks, chosen by NotificationPolicy.
+//!
+//! The binary's commands live in [`cli`]; the standalone server in [`serve`]; delivery in
+//! [`delivery`]. The pure parts (event model, matching, templating, payloads) are in
+//! `herald-core`, the CRD types in `herald-api`.
+
+pub mod cli;
+pub mod commands;
+pub mod delivery;
+pub mod demo;
+pub mod metrics;
+pub mod policy_files;
+pub mod serve;
+pub mod server;
+pub mod telemetry;
+
+use std::path::PathBuf;
+
+/// Everything that stops a Herald command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{} problem(s) in the policies:\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    InvalidPolicies {
+        problems: Vec<herald_core::LoadProblem>,
+    },
+    #[error("{source_name}: {message}")]
+    BadEvent {
+        source_name: String,
+        message: String,
+    },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+    #[error("demo: {0}")]
+    Demo(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,142 @@
+//! `herald serve`: the standalone server's lifecycle (start, reload, drain on shutdown).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::delivery::{DeliveryConfig, Dispatcher, DrainReport};
+use crate::metrics::Metrics;
+use crate::policy_files::{self, PolicyFiles};
+use crate::server::{router, AppState};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub files: PolicyFiles,
+    pub delivery: DeliveryConfig,
+    pub body_limit: usize,
+    pub drain_timeout: Duration,
+    pub reload_interval: Duration,
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    watcher: JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+/// Loads the policies (refusing to start on any problem), binds, and serves in the
+/// background.
+pub async fn start(options: ServeOptions) -> Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let set = options
+        .files
+        .load()?
+        .map_err(|rejected| Error::InvalidPolicies {
+            problems: rejected.problems,
+        })?;
+    metrics.policies_loaded.set(set.policies().len() as i64);
+    let policies = Arc::new(ArcSwap::from_pointee(set));
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: options.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    let state = AppState {
+        policies: policies.clone(),
+        dispatcher: Dispatcher::new(options.delivery.clone(), metrics.clone()),
+        metrics: metrics.clone(),
+        body_limit: options.body_limit,
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let http = {
+        let mut stopped = stopped.clone();
+        let app = router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    };
+    let watcher = {
+        let mut stopped = stopped.clone();
+        tokio::spawn(policy_files::watch(
+            options.files.clone(),
+            policies,
+            metrics,
+            options.reload_interval,
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ))
+    };
+    info!(%addr, policies = state.policies.load().policies().len(), "herald serving");
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        http,
+        watcher,
+        drain_timeout: options.drain_timeout,
+    })
+}
+
+impl Running {
+    /// Stops accepting events, finishes the requests in flight, then delivers what is queued
+    /// until the drain deadline.
+    pub async fn stop(self) -> Result<DrainReport> {
+        let _ = self.stop.send(true);
+        let served = self
+            .http
+            .await
+            .map_err(|e| Error::Serve(std::io::Error::other(e)))?;
+        served.map_err(Error::Serve)?;
+        let _ = self.watcher.await;
+        info!(deadline = ?self.drain_timeout, "stopped accepting events; delivering queued notifications");
+        let report = self.state.dispatcher.drain(self.drain_timeout).await;
+        info!(complete = report.complete, "shut down");
+        Ok(report)
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then drains and exits 0.
+pub async fn run_until_signal(options: ServeOptions) -> Result<ExitCode> {
+    let running = start(options).await?;
+    shutdown_signal().await;
+    running.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

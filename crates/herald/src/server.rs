@@ -1,0 +1,222 @@
+//! The HTTP API: Flagger's event webhook in, metrics and probes out.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use herald_core::{FlaggerEvent, MatchInput, PolicyId, PolicySet, ReceiverKind};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::delivery::{Dispatcher, Job};
+use crate::metrics::Metrics;
+
+/// Default limit on an event body. Flagger's are a few hundred bytes.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub policies: Arc<ArcSwap<PolicySet>>,
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
+    pub body_limit: usize,
+    /// False until policies are loaded; `/readyz` answers 503 until then.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/events", post(post_event))
+        .route("/events/{namespace}/{policy}", post(post_event_to_policy))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; events go to POST /events",
+            )
+        })
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn post_event(State(state): State<AppState>, request: Request) -> Response {
+    accept_event(&state, None, request).await
+}
+
+async fn post_event_to_policy(
+    State(state): State<AppState>,
+    Path((namespace, policy)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    accept_event(
+        &state,
+        Some(PolicyId::namespaced(namespace, policy)),
+        request,
+    )
+    .await
+}
+
+async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request) -> Response {
+    let received_at = Instant::now();
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        state.metrics.events_rejected.inc();
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
+    let body = match read_body(request.into_body(), state.body_limit).await {
+        Ok(body) => body,
+        Err(response) => {
+            state.metrics.events_rejected.inc();
+            return response;
+        }
+    };
+    let event = match FlaggerEvent::from_json(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            state.metrics.events_rejected.inc();
+            debug!(error = %e, "rejected event body");
+            let mut answer = json!({ "error": e.to_string() });
+            if let Some(field) = e.field_path() {
+                answer["field"] = json!(field);
+            }
+            return (StatusCode::BAD_REQUEST, Json(answer)).into_response();
+        }
+    };
+    state.metrics.events_received.inc();
+    if event.known_phase().is_none() {
+        warn!(canary = %event.name, namespace = %event.namespace, phase = %event.phase, "event has a phase Herald does not know; only policies without a phase filter match it");
+    }
+    state
+        .metrics
+        .observe_canary(&event.name, &event.namespace, event.known_phase());
+
+    let policies = state.policies.load_full();
+    let only_index = match &only {
+        None => None,
+        Some(id) => match policies.find(id) {
+            Some(index) => Some(index),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no valid NotificationPolicy {id}"),
+                )
+            }
+        },
+    };
+    let queued = dispatch(state, &policies, &event, only_index, received_at);
+    info!(
+        canary = %event.name, namespace = %event.namespace, phase = %event.phase,
+        message = %event.message(), deliveries = queued, "event received"
+    );
+    (StatusCode::ACCEPTED, Json(json!({ "deliveries": queued }))).into_response()
+}
+
+/// Renders and queues every delivery for the event; returns how many were queued.
+pub fn dispatch(
+    state: &AppState,
+    policies: &PolicySet,
+    event: &FlaggerEvent,
+    only: Option<u32>,
+    received_at: Instant,
+) -> usize {
+    let mut queued = 0;
+    for result in policies.deliveries(&MatchInput::event(event), only) {
+        match result {
+            Ok(delivery) => {
+                let policy = policies.policy(delivery.policy);
+                let receiver = &policy.receivers[delivery.receiver as usize];
+                let job = Job::new(
+                    Arc::from(policy.id.to_string()),
+                    Arc::from(receiver.name.as_str()),
+                    receiver.kind.type_name(),
+                    receiver.url.clone(),
+                    headers(&receiver.kind),
+                    Bytes::from(delivery.body),
+                    received_at,
+                );
+                if state.dispatcher.enqueue(job) {
+                    queued += 1;
+                }
+            }
+            Err(failure) => {
+                state.metrics.render_failures.inc();
+                let policy = policies.policy(failure.policy);
+                warn!(
+                    policy = %policy.id,
+                    receiver = %policy.receivers[failure.receiver as usize].name,
+                    error = %failure.error,
+                    "template failed for this event; notification not sent"
+                );
+            }
+        }
+    }
+    queued
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if e.into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("event body exceeds {limit} bytes"),
+            )
+        } else {
+            error(StatusCode::BAD_REQUEST, "could not read the request body")
+        }
+    })
+}
+
+/// Extra request headers: only generic webhooks have them.
+fn headers(kind: &ReceiverKind) -> Arc<[(String, String)]> {
+    match kind {
+        ReceiverKind::Webhook(options) => options.headers.clone().into(),
+        _ => Arc::from([]),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        "ok".into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "policies not loaded yet")
+    }
+}
