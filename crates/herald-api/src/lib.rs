@@ -394,14 +394,26 @@ pub fn crds(
     vec![NotificationPolicy::crd(), ClusterNotificationPolicy::crd()]
 }
 
-/// The CRDs as the multi-document YAML checked in under `crds/`.
+/// One CRD as YAML, the content of `crds/<name>.yaml`.
+pub fn crd_yaml(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
+    serde_yaml::to_string(crd).expect("a CRD always serialises")
+}
+
+/// The file name a CRD is checked in under: `crds/<metadata.name>.yaml`.
+pub fn crd_file_name(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+/// All CRDs as multi-document YAML (`herald crd`).
 pub fn crds_yaml() -> String {
-    let mut out = String::new();
-    for crd in crds() {
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd).expect("a CRD always serialises"));
-    }
-    out
+    crds()
+        .iter()
+        .map(|crd| format!("---\n{}", crd_yaml(crd)))
+        .collect()
 }
 
 macro_rules! impl_address {

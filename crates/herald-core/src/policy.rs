@@ -745,6 +745,33 @@ impl<'s> PolicySetBuilder<'s> {
     }
 }
 
+/// Removes the whitespace between JSON tokens, keeping keys in the template's order (a body
+/// template is written for people; receivers and `herald render` lines get it compact).
+/// Expects valid JSON.
+pub fn minify_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn template_problem(path: &str, e: &TemplateError) -> Problem {
     Problem::new(Reason::TemplateError, path, e.to_string())
 }
@@ -911,7 +938,7 @@ impl PolicySet {
                             ),
                         }
                     })?;
-                    Ok(body.into_bytes())
+                    Ok(minify_json(&body).into_bytes())
                 }
             };
         }
@@ -931,5 +958,18 @@ impl PolicySet {
             }
             ReceiverKind::Webhook(_) => unreachable!("handled above"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minify_json;
+
+    #[test]
+    fn minify_keeps_strings_and_key_order() {
+        assert_eq!(
+            minify_json("{\"z\": 1,\n \"a\": \"x y \\\" {\\n}\" , \"b\" : [ 1 , 2 ] }"),
+            r#"{"z":1,"a":"x y \" {\n}","b":[1,2]}"#
+        );
     }
 }

@@ -39,7 +39,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print Herald's CustomResourceDefinitions as multi-document YAML.
-    Crd,
+    Crd {
+        /// Write one file per CRD into this directory instead (how `crds/` is generated).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Validate policy files: every problem with its file, document and field.
     Check(PolicyArgs),
     /// Print the notifications an event would produce, one JSON object per line; sends nothing.
@@ -147,8 +151,16 @@ impl ServeArgs {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Crd => {
+        Command::Crd { dir: None } => {
             print!("{}", herald_api::crds_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd { dir: Some(dir) } => {
+            for crd in herald_api::crds() {
+                let path = dir.join(herald_api::crd_file_name(&crd));
+                std::fs::write(&path, herald_api::crd_yaml(&crd))
+                    .map_err(|source| crate::Error::Read { path, source })?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => commands::check(&args.files()),

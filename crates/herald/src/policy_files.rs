@@ -20,6 +20,9 @@ pub struct PolicyFiles {
     pub namespace: String,
 }
 
+/// The state of the policy files, compared to notice edits.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
 /// Policies that could not all be loaded.
 #[derive(Debug)]
 pub struct Rejected {
@@ -86,7 +89,8 @@ impl PolicyFiles {
     }
 
     /// What identifies the current state of the files: paths, sizes and modification times.
-    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    /// Taken before a load, so an edit made during the load is seen as a change.
+    pub fn fingerprint(&self) -> Fingerprint {
         self.files()
             .unwrap_or_default()
             .into_iter()
@@ -136,16 +140,16 @@ pub fn reload(files: &PolicyFiles, current: &ArcSwap<PolicySet>, metrics: &Metri
     }
 }
 
-/// Reloads when the files change (polled: robust to the symlink swaps of mounted
+/// Reloads when the files differ from `last` (polled: robust to the symlink swaps of mounted
 /// ConfigMaps) or on SIGHUP, until `stop` resolves.
 pub async fn watch(
     files: PolicyFiles,
+    mut last: Fingerprint,
     current: Arc<ArcSwap<PolicySet>>,
     metrics: Arc<Metrics>,
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut last = files.fingerprint();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hangup = hangup_signal();

@@ -42,6 +42,7 @@ pub struct Running {
 /// background.
 pub async fn start(options: ServeOptions) -> Result<Running> {
     let metrics = Arc::new(Metrics::new());
+    let fingerprint = options.files.fingerprint();
     let set = options
         .files
         .load()?
@@ -80,6 +81,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         let mut stopped = stopped.clone();
         tokio::spawn(policy_files::watch(
             options.files.clone(),
+            fingerprint,
             policies,
             metrics,
             options.reload_interval,

@@ -107,6 +107,20 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
             return (StatusCode::BAD_REQUEST, Json(answer)).into_response();
         }
     };
+    let policies = state.policies.load_full();
+    let only_index = match &only {
+        None => None,
+        Some(id) => match policies.find(id) {
+            Some(index) => Some(index),
+            None => {
+                state.metrics.events_rejected.inc();
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no valid NotificationPolicy {id}"),
+                );
+            }
+        },
+    };
     state.metrics.events_received.inc();
     if event.known_phase().is_none() {
         warn!(canary = %event.name, namespace = %event.namespace, phase = %event.phase, "event has a phase Herald does not know; only policies without a phase filter match it");
@@ -114,20 +128,6 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
     state
         .metrics
         .observe_canary(&event.name, &event.namespace, event.known_phase());
-
-    let policies = state.policies.load_full();
-    let only_index = match &only {
-        None => None,
-        Some(id) => match policies.find(id) {
-            Some(index) => Some(index),
-            None => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("no valid NotificationPolicy {id}"),
-                )
-            }
-        },
-    };
     let queued = dispatch(state, &policies, &event, only_index, received_at);
     info!(
         canary = %event.name, namespace = %event.namespace, phase = %event.phase,

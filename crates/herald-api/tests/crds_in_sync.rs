@@ -1,0 +1,56 @@
+//! `crds/` is generated from the Rust types; this fails when someone changed the types
+//! without regenerating (`herald crd --dir crds`).
+
+use std::path::PathBuf;
+
+#[test]
+fn checked_in_crds_match_the_rust_types() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    let mut expected_files = Vec::new();
+    for crd in herald_api::crds() {
+        let name = herald_api::crd_file_name(&crd);
+        let path = dir.join(&name);
+        let on_disk =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            on_disk == herald_api::crd_yaml(&crd),
+            "crds/{name} is out of date: run `cargo run -- crd --dir crds` and commit the result"
+        );
+        expected_files.push(name);
+    }
+    let mut present: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    expected_files.sort();
+    assert_eq!(
+        present, expected_files,
+        "crds/ holds exactly the generated CRDs"
+    );
+}
+
+#[test]
+fn crd_schema_carries_the_validation_rules() {
+    let yaml = herald_api::crds_yaml();
+    for rule in [
+        "[has(self.slack), has(self.msteams), has(self.webhook)].filter(k, k).size() == 1",
+        "has(self.url) != has(self.secretRef)",
+        "x-kubernetes-list-map-keys",
+    ] {
+        assert!(yaml.contains(rule), "missing {rule}");
+    }
+    let crds = herald_api::crds();
+    assert_eq!(crds[0].spec.scope, "Namespaced");
+    assert_eq!(crds[1].spec.scope, "Cluster");
+    let version = &crds[0].spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    assert!(version.subresources.as_ref().unwrap().status.is_some());
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Receivers", "Ready", "Reason", "Age"]);
+}
