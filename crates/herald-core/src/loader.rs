@@ -2,6 +2,10 @@
 //! files holding NotificationPolicy, ClusterNotificationPolicy and v1 Secret documents.
 //! Every problem names its file, document and field path. Pure: the caller reads the files.
 
+// Load problems are built once per bad document, never on a hot path; boxing them would only
+// obscure the code.
+#![allow(clippy::result_large_err)]
+
 use std::fmt;
 
 use herald_api::{ClusterNotificationPolicy, NotificationPolicy};

@@ -288,11 +288,7 @@ impl CompiledPolicy {
         } else if self.id.namespace.as_deref() != Some(event.namespace.as_str()) {
             return false;
         }
-        if self.phases != 0
-            && !event
-                .known_phase()
-                .is_some_and(|p| self.phases & phase_bit(p) != 0)
-        {
+        if self.phases != 0 && event.known_phase().is_none_or(|p| self.phases & phase_bit(p) == 0) {
             return false;
         }
         if self.event_types != 0 && self.event_types & event_type_bit(event.event_type()) == 0 {
