@@ -10,6 +10,8 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod flagger;
+
 pub const GROUP: &str = "herald.dev";
 pub const VERSION: &str = "v1alpha1";
 /// The Secret key read when a `secretRef` names no key (the same key Flagger's AlertProviders use).

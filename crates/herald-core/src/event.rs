@@ -204,6 +204,20 @@ impl Serialize for FlaggerEvent {
     }
 }
 
+/// What Herald knows of an event's Canary when it watches the cluster: labels for
+/// `matchLabels`, progress for templates (`{{canary.weight}}`). Events received over HTTP
+/// have none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryFacts {
+    pub labels: BTreeMap<String, String>,
+    pub weight: Option<i64>,
+    pub failed_checks: Option<i64>,
+    pub iterations: Option<i64>,
+    /// `status.lastAppliedSpec`: identifies the revision being rolled out.
+    pub revision: Option<String>,
+}
+
 /// How an event reads to a person: decides colours and the `severity` template variable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -9,7 +9,7 @@ pub mod policy;
 pub mod secret;
 pub mod template;
 
-pub use event::{FlaggerEvent, Severity};
+pub use event::{CanaryFacts, FlaggerEvent, Severity};
 pub use loader::{load_documents, load_sources, Document, LoadProblem, Loaded, Origin};
 pub use payload::ReceiverKind;
 pub use policy::{

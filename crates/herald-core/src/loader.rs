@@ -78,6 +78,7 @@ struct TypeMeta {
 /// Splits a YAML text into documents and reads each one.
 pub fn load_documents(source: &str, text: &str) -> Vec<Result<(Origin, Document), LoadProblem>> {
     let mut out = Vec::new();
+    let mut last_error_at = None;
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let origin = Origin {
             source: source.to_owned(),
@@ -87,6 +88,12 @@ pub fn load_documents(source: &str, text: &str) -> Vec<Result<(Origin, Document)
             Ok(serde_yaml::Value::Null) => continue,
             Ok(value) => value,
             Err(e) => {
+                let at = e.location().map(|at| (at.line(), at.column()));
+                // A syntax error leaves the parser stuck: every later document repeats it at
+                // the same place. Any other error (a duplicate key) spoils only its document.
+                if at.is_some() && at <= last_error_at {
+                    break;
+                }
                 let message = match e.location() {
                     Some(at) => format!(
                         "invalid YAML at line {}, column {}: {}",
@@ -102,8 +109,11 @@ pub fn load_documents(source: &str, text: &str) -> Vec<Result<(Origin, Document)
                     path: String::new(),
                     message,
                 }));
-                // The YAML stream cannot be read past a syntax error.
-                break;
+                if at.is_none() {
+                    break;
+                }
+                last_error_at = at;
+                continue;
             }
         };
         out.push(read_document(origin, value));
@@ -219,7 +229,7 @@ pub struct Loaded {
 /// `kubectl apply` would put them.
 pub fn load_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -> Loaded {
     let mut loaded = Loaded::default();
-    let mut seen: Vec<(PolicyId, Origin)> = Vec::new();
+    let mut seen: std::collections::HashMap<PolicyId, Origin> = std::collections::HashMap::new();
     for (name, text) in sources {
         for result in load_documents(name, text) {
             match result {
@@ -232,7 +242,7 @@ pub fn load_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -
                     .push((origin, format!("{api_version} {kind}"))),
                 Ok((origin, Document::Policy(policy))) => {
                     let id = policy.id();
-                    if let Some((_, first)) = seen.iter().find(|(seen_id, _)| *seen_id == id) {
+                    if let Some(first) = seen.get(&id) {
                         loaded.problems.push(LoadProblem {
                             origin,
                             policy: Some(id),
@@ -241,7 +251,7 @@ pub fn load_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -
                         });
                         continue;
                     }
-                    seen.push((id, origin.clone()));
+                    seen.insert(id, origin.clone());
                     loaded.policies.push((origin, *policy));
                 }
             }

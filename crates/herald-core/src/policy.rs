@@ -13,7 +13,7 @@ use herald_api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use regex::Regex;
 
-use crate::event::FlaggerEvent;
+use crate::event::{CanaryFacts, FlaggerEvent};
 use crate::payload::{self, Message, ReceiverKind, SlackOptions, WebhookOptions};
 use crate::secret::{Redacted, SecretError, SecretSource};
 use crate::template::{self, TemplateEngine, TemplateError, TemplateId};
@@ -258,12 +258,12 @@ fn event_type_bit(event_type: EventType) -> u8 {
     }
 }
 
-/// What is known about an event's canary: the event itself, and the labels of the Canary and
-/// its namespace when Herald has seen them in the cluster.
+/// What is known about an event's canary: the event itself, and the Canary (labels, progress)
+/// and the labels of its namespace when Herald has seen them in the cluster.
 #[derive(Clone, Copy, Debug)]
 pub struct MatchInput<'a> {
     pub event: &'a FlaggerEvent,
-    pub canary_labels: Option<&'a BTreeMap<String, String>>,
+    pub canary: Option<&'a CanaryFacts>,
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
 }
 
@@ -271,7 +271,7 @@ impl<'a> MatchInput<'a> {
     pub fn event(event: &'a FlaggerEvent) -> Self {
         MatchInput {
             event,
-            canary_labels: None,
+            canary: None,
             namespace_labels: None,
         }
     }
@@ -288,14 +288,18 @@ impl CompiledPolicy {
         } else if self.id.namespace.as_deref() != Some(event.namespace.as_str()) {
             return false;
         }
-        if self.phases != 0 && event.known_phase().is_none_or(|p| self.phases & phase_bit(p) == 0) {
+        if self.phases != 0
+            && event
+                .known_phase()
+                .is_none_or(|p| self.phases & phase_bit(p) == 0)
+        {
             return false;
         }
         if self.event_types != 0 && self.event_types & event_type_bit(event.event_type()) == 0 {
             return false;
         }
         self.canaries.matches(&event.name)
-            && labels_match(&self.match_labels, input.canary_labels)
+            && labels_match(&self.match_labels, input.canary.map(|c| &c.labels))
             && self
                 .message_pattern
                 .as_ref()
@@ -554,7 +558,11 @@ impl<'s> PolicySetBuilder<'s> {
         problems: &mut Vec<Problem>,
     ) -> Option<TemplateId> {
         let checked = self.engine.compile(source).and_then(|id| {
-            let context = template::event_context(&template::sample_event(), &self.cluster);
+            let context = template::event_context(
+                &template::sample_event(),
+                &self.cluster,
+                Some(&template::sample_canary()),
+            );
             self.engine.render(id, &context).map(|_| id)
         });
         match checked {
@@ -634,7 +642,11 @@ impl<'s> PolicySetBuilder<'s> {
         problems: &mut Vec<Problem>,
     ) -> Option<TemplateId> {
         let id = self.compile_checked(source, path, problems)?;
-        let context = template::event_context(&template::sample_event(), &self.cluster);
+        let context = template::event_context(
+            &template::sample_event(),
+            &self.cluster,
+            Some(&template::sample_canary()),
+        );
         let rendered = self.engine.render(id, &context).ok()?;
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&rendered) {
             problems.push(Problem::new(
@@ -888,7 +900,7 @@ impl PolicySet {
         if matched.is_empty() {
             return Vec::new();
         }
-        let mut context = template::event_context(input.event, &self.cluster);
+        let mut context = template::event_context(input.event, &self.cluster, input.canary);
         let mut out = Vec::new();
         for policy_index in matched {
             let policy = &self.policies[policy_index as usize];

@@ -10,7 +10,7 @@ use handlebars::{
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 
-use crate::FlaggerEvent;
+use crate::{CanaryFacts, FlaggerEvent};
 
 /// The title when a policy sets none: the canary, prefixed by the cluster when one is set.
 pub const DEFAULT_TITLE: &str = "{{#if cluster}}[{{cluster}}] {{/if}}{{name}}.{{namespace}}";
@@ -120,8 +120,8 @@ fn render_error(e: RenderError) -> TemplateError {
 }
 
 /// The variables every template sees. `policy` and `receiver` are filled per delivery by
-/// [`set_delivery`].
-pub fn event_context(event: &FlaggerEvent, cluster: &str) -> Context {
+/// [`set_delivery`]; `canary` is null for events received over HTTP.
+pub fn event_context(event: &FlaggerEvent, cluster: &str, canary: Option<&CanaryFacts>) -> Context {
     let ms = event.timestamp_ms();
     let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
@@ -145,6 +145,7 @@ pub fn event_context(event: &FlaggerEvent, cluster: &str) -> Context {
         "severity": event.severity().as_str(),
         "cluster": cluster,
         "metadata": metadata,
+        "canary": canary,
         "policy": "",
         "receiver": "",
     }))
@@ -171,6 +172,17 @@ pub fn sample_event() -> FlaggerEvent {
         1_578_607_635_167,
     )
     .with_checksum("5d8f8f7b9c")
+}
+
+/// The canary facts used to check templates at load time.
+pub fn sample_canary() -> CanaryFacts {
+    CanaryFacts {
+        labels: [("app".to_owned(), "podinfo".to_owned())].into(),
+        weight: Some(10),
+        failed_checks: Some(0),
+        iterations: Some(1),
+        revision: Some("5d8f8f7b9c".to_owned()),
+    }
 }
 
 handlebars_helper!(upper: |s: str| s.to_uppercase());
@@ -224,7 +236,7 @@ mod tests {
     fn render(source: &str) -> Result<String, TemplateError> {
         let mut engine = TemplateEngine::new();
         let id = engine.compile(source)?;
-        let mut ctx = event_context(&sample_event(), "prod-eu");
+        let mut ctx = event_context(&sample_event(), "prod-eu", None);
         set_delivery(&mut ctx, "default/team", "slack");
         engine.render(id, &ctx)
     }
@@ -248,6 +260,16 @@ mod tests {
             out,
             "podinfo|default|podinfo.default|Progressing|Normal|1578607635167|2020-01-09T22:07:15.167Z|5d8f8f7b9c|info|prod-eu|Normal|default/team|slack"
         );
+    }
+
+    #[test]
+    fn canary_facts_when_known() {
+        let mut engine = TemplateEngine::new();
+        let id = engine.compile("{{#if canary}}weight {{canary.weight}}, {{canary.labels.app}}{{else}}no canary{{/if}}").unwrap();
+        let known = event_context(&sample_event(), "", Some(&sample_canary()));
+        assert_eq!(engine.render(id, &known).unwrap(), "weight 10, podinfo");
+        let unknown = event_context(&sample_event(), "", None);
+        assert_eq!(engine.render(id, &unknown).unwrap(), "no canary");
     }
 
     #[test]

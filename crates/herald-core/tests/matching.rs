@@ -126,34 +126,34 @@ fn match_labels_need_known_labels_that_all_agree() {
         .concat(),
     );
     let ev = progressing("podinfo", "default");
-    let with = |canary_labels| MatchInput {
+    let with = |canary| MatchInput {
         event: &ev,
-        canary_labels,
+        canary,
         namespace_labels: None,
     };
 
     // An event received over HTTP carries no labels: a policy with matchLabels cannot fire.
     assert_eq!(matched(&set, &with(None)), ["default/unlabelled"]);
 
-    let empty = labels(&[]);
+    let empty = canary(&[]);
     assert_eq!(matched(&set, &with(Some(&empty))), ["default/unlabelled"]);
 
-    let partial = labels(&[("team", "payments")]);
+    let partial = canary(&[("team", "payments")]);
     assert_eq!(matched(&set, &with(Some(&partial))), ["default/unlabelled"]);
 
-    let different = labels(&[("team", "payments"), ("tier", "frontend")]);
+    let different = canary(&[("team", "payments"), ("tier", "frontend")]);
     assert_eq!(
         matched(&set, &with(Some(&different))),
         ["default/unlabelled"]
     );
 
-    let all = labels(&[("team", "payments"), ("tier", "backend")]);
+    let all = canary(&[("team", "payments"), ("tier", "backend")]);
     assert_eq!(
         matched(&set, &with(Some(&all))),
         ["default/labelled", "default/unlabelled"]
     );
 
-    let superset = labels(&[
+    let superset = canary(&[
         ("team", "payments"),
         ("tier", "backend"),
         ("app", "podinfo"),
@@ -394,7 +394,7 @@ fn cluster_policy_namespace_selector_match_labels_needs_namespace_labels() {
             &set,
             &MatchInput {
                 event: &ev,
-                canary_labels: None,
+                canary: None,
                 namespace_labels,
             },
         )
@@ -416,11 +416,11 @@ fn canary_labels_do_not_satisfy_a_namespace_selector() {
         "prod",
         "namespaceSelector:\n  matchLabels:\n    env: prod",
     ));
-    let prod = labels(&[("env", "prod")]);
+    let prod = canary(&[("env", "prod")]);
     let ev = progressing("podinfo", "payments");
     let input = MatchInput {
         event: &ev,
-        canary_labels: Some(&prod),
+        canary: Some(&prod),
         namespace_labels: None,
     };
     assert!(matched(&set, &input).is_empty());
@@ -433,14 +433,14 @@ fn every_filter_must_agree() {
         "strict",
         "canaries: [\"payments-*\"]\nphases: [Progressing]\neventTypes: [Warning]\nmessagePattern: \"^Rolling back\"\nmatchLabels:\n  team: payments",
     ));
-    let team = labels(&[("team", "payments")]);
-    let check = |name: &str, phase: &str, message: &str, t, canary_labels| {
+    let team = canary(&[("team", "payments")]);
+    let check = |name: &str, phase: &str, message: &str, t, canary| {
         let ev = event(name, "default", phase, message, t);
         !matched(
             &set,
             &MatchInput {
                 event: &ev,
-                canary_labels,
+                canary,
                 namespace_labels: None,
             },
         )

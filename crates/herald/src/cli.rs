@@ -56,6 +56,8 @@ pub enum Command {
     },
     /// Run standalone: policies from files, Flagger events over HTTP.
     Serve(ServeArgs),
+    /// Run in a cluster: NotificationPolicies, Canaries and their Events from the API server.
+    Controller(ControllerArgs),
     /// See Herald work with no cluster and no Slack: a local capture server receives the
     /// notifications for example rollouts.
     Demo {
@@ -99,6 +101,68 @@ pub struct ServeArgs {
     /// Address for the events, metrics and probe endpoints.
     #[arg(long, default_value = "127.0.0.1:8080", env = "HERALD_LISTEN")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    /// How often policy files are checked for changes (SIGHUP reloads at once).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Address for the events, metrics and probe endpoints.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "HERALD_LISTEN")]
+    pub listen: SocketAddr,
+    /// Cluster name shown in messages (`{{cluster}}`).
+    #[arg(long, default_value = "", env = "HERALD_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// Herald's namespace: its Lease and state ConfigMap, and the Secrets of
+    /// ClusterNotificationPolicies.
+    #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// Elect a leader with a coordination.k8s.io Lease (for more than one replica).
+    #[arg(long)]
+    pub leader_election: bool,
+    #[arg(long, default_value = "herald-leader")]
+    pub lease_name: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME", default_value_t = default_identity())]
+    pub identity: String,
+    /// ConfigMap where Herald records what it has sent.
+    #[arg(long, default_value = "herald-state")]
+    pub state_configmap: String,
+    /// How long a Canary's phase change to Initialized, Succeeded or Failed waits for Flagger's
+    /// own Event before Herald announces it.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub phase_grace: Duration,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+fn default_identity() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| format!("herald-{}", std::process::id()))
+}
+
+impl ControllerArgs {
+    pub fn options(&self) -> crate::controller::ControllerOptions {
+        crate::controller::ControllerOptions {
+            listen: self.listen,
+            cluster: self.cluster_name.clone(),
+            namespace: self.namespace.clone(),
+            delivery: self.delivery.config(),
+            body_limit: self.delivery.body_limit,
+            drain_timeout: self.delivery.drain_timeout,
+            phase_grace: self.phase_grace,
+            state_configmap: self.state_configmap.clone(),
+            lease_name: self.leader_election.then(|| self.lease_name.clone()),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+/// How notifications are delivered (`serve` and `controller`).
+#[derive(Debug, Args)]
+pub struct DeliveryArgs {
     /// Attempts per notification, the first included.
     #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
@@ -123,9 +187,20 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long to keep delivering queued notifications.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
-    /// How often policy files are checked for changes (SIGHUP reloads at once).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub reload_interval: Duration,
+}
+
+impl DeliveryArgs {
+    pub fn config(&self) -> DeliveryConfig {
+        DeliveryConfig {
+            max_attempts: self.max_attempts.max(1),
+            timeout: self.delivery_timeout,
+            min_backoff: self.min_backoff,
+            max_backoff: self.max_backoff,
+            queue_capacity: self.queue_capacity.max(1),
+            min_interval: self.min_interval,
+            ..DeliveryConfig::default()
+        }
+    }
 }
 
 impl ServeArgs {
@@ -133,17 +208,9 @@ impl ServeArgs {
         ServeOptions {
             listen: self.listen,
             files: self.policies.files(),
-            delivery: DeliveryConfig {
-                max_attempts: self.max_attempts.max(1),
-                timeout: self.delivery_timeout,
-                min_backoff: self.min_backoff,
-                max_backoff: self.max_backoff,
-                queue_capacity: self.queue_capacity.max(1),
-                min_interval: self.min_interval,
-                ..DeliveryConfig::default()
-            },
-            body_limit: self.body_limit,
-            drain_timeout: self.drain_timeout,
+            delivery: self.delivery.config(),
+            body_limit: self.delivery.body_limit,
+            drain_timeout: self.delivery.drain_timeout,
             reload_interval: self.reload_interval,
         }
     }
@@ -166,6 +233,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(args) => commands::check(&args.files()),
         Command::Render { policies, event } => commands::render(&policies.files(), &event),
         Command::Serve(args) => runtime().block_on(serve::run_until_signal(args.options())),
+        Command::Controller(args) => runtime().block_on(crate::controller::run(args.options())),
         Command::Demo {
             capture_port,
             policies,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
-use herald_core::Redacted;
+use herald_core::{PolicyId, Redacted};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
@@ -53,10 +53,42 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// Told the final outcome of every notification (the controller keeps per-receiver status
+/// and records Kubernetes Events from it).
+pub trait DeliveryObserver: Send + Sync {
+    fn finished(&self, policy: &PolicyId, receiver: &str, outcome: Outcome);
+}
+
+/// Runs a callback once every notification of one event has reached an outcome, unless one
+/// of them was dropped (then the event counts as not handled, and is retried after a restart).
+/// Shared by the event's jobs: the last one to finish drops it.
+pub struct EventCompletion {
+    dropped: AtomicBool,
+    on_complete: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl EventCompletion {
+    pub fn new(on_complete: impl FnOnce() + Send + 'static) -> Arc<Self> {
+        Arc::new(EventCompletion {
+            dropped: AtomicBool::new(false),
+            on_complete: std::sync::Mutex::new(Some(Box::new(on_complete))),
+        })
+    }
+}
+
+impl Drop for EventCompletion {
+    fn drop(&mut self) {
+        if !self.dropped.load(Ordering::Acquire) {
+            if let Some(callback) = self.on_complete.lock().ok().and_then(|mut c| c.take()) {
+                callback();
+            }
+        }
+    }
+}
+
 /// One notification to send.
 pub struct Job {
-    /// `namespace/name` of the policy, for logs.
-    pub policy: Arc<str>,
+    pub policy: Arc<PolicyId>,
     pub receiver: Arc<str>,
     pub receiver_type: &'static str,
     pub url: Redacted,
@@ -64,12 +96,14 @@ pub struct Job {
     pub body: Bytes,
     /// When Herald received the event; delivery latency is measured from here.
     pub received_at: Instant,
+    /// Shared with the other notifications of the same event.
+    pub completion: Option<Arc<EventCompletion>>,
     ticket: Option<Ticket>,
 }
 
 impl Job {
     pub fn new(
-        policy: Arc<str>,
+        policy: Arc<PolicyId>,
         receiver: Arc<str>,
         receiver_type: &'static str,
         url: Redacted,
@@ -85,6 +119,7 @@ impl Job {
             headers,
             body,
             received_at,
+            completion: None,
             ticket: None,
         }
     }
@@ -99,8 +134,10 @@ impl Job {
 /// Accounts for one queued job: queue depth while it lives, exactly one outcome at the end.
 struct Ticket {
     metrics: Arc<Metrics>,
+    observer: Option<Arc<dyn DeliveryObserver>>,
+    completion: Option<Arc<EventCompletion>>,
     receiver_type: &'static str,
-    policy: Arc<str>,
+    policy: Arc<PolicyId>,
     receiver: Arc<str>,
     resolved: bool,
 }
@@ -108,7 +145,7 @@ struct Ticket {
 impl Ticket {
     fn resolve(&mut self, outcome: Outcome, elapsed: Duration) {
         self.resolved = true;
-        self.metrics.count_delivery(self.receiver_type, outcome);
+        self.report(outcome);
         self.metrics
             .delivery_duration
             .get_or_create(&ReceiverLabels {
@@ -118,12 +155,25 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    fn report(&self, outcome: Outcome) {
+        self.metrics.count_delivery(self.receiver_type, outcome);
+        if outcome == Outcome::Dropped {
+            if let Some(completion) = &self.completion {
+                completion.dropped.store(true, Ordering::Release);
+            }
+        }
+        if let Some(observer) = &self.observer {
+            observer.finished(&self.policy, &self.receiver, outcome);
+        }
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.metrics.queue_depth.dec();
         if !self.resolved {
-            self.metrics
-                .count_delivery(self.receiver_type, Outcome::Dropped);
+            self.report(Outcome::Dropped);
             warn!(policy = %self.policy, receiver = %self.receiver, "notification dropped: Herald stopped before delivering it");
         }
     }
@@ -139,6 +189,7 @@ struct Inner {
     client: reqwest::Client,
     config: DeliveryConfig,
     metrics: Arc<Metrics>,
+    observer: Option<Arc<dyn DeliveryObserver>>,
     queues: RwLock<HashMap<String, mpsc::Sender<Job>>>,
     workers: std::sync::Mutex<JoinSet<()>>,
     closed: AtomicBool,
@@ -153,6 +204,14 @@ pub struct DrainReport {
 
 impl Dispatcher {
     pub fn new(config: DeliveryConfig, metrics: Arc<Metrics>) -> Self {
+        Self::with_observer(config, metrics, None)
+    }
+
+    pub fn with_observer(
+        config: DeliveryConfig,
+        metrics: Arc<Metrics>,
+        observer: Option<Arc<dyn DeliveryObserver>>,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -165,6 +224,7 @@ impl Dispatcher {
                 client,
                 config,
                 metrics,
+                observer,
                 queues: RwLock::new(HashMap::new()),
                 workers: std::sync::Mutex::new(JoinSet::new()),
                 closed: AtomicBool::new(false),
@@ -179,6 +239,8 @@ impl Dispatcher {
         inner.metrics.queue_depth.inc();
         job.ticket = Some(Ticket {
             metrics: inner.metrics.clone(),
+            observer: inner.observer.clone(),
+            completion: job.completion.clone(),
             receiver_type: job.receiver_type,
             policy: job.policy.clone(),
             receiver: job.receiver.clone(),

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod controller;
 pub mod delivery;
 pub mod demo;
 pub mod metrics;
@@ -42,6 +43,10 @@ pub enum Error {
     Serve(std::io::Error),
     #[error("demo: {0}")]
     Demo(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("leader election: {0}")]
+    Leader(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -16,7 +16,7 @@ use herald_core::{FlaggerEvent, MatchInput, PolicyId, PolicySet, ReceiverKind};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::delivery::{Dispatcher, Job};
+use crate::delivery::{Dispatcher, EventCompletion, Job};
 use crate::metrics::Metrics;
 
 /// Default limit on an event body. Flagger's are a few hundred bytes.
@@ -128,7 +128,14 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
     state
         .metrics
         .observe_canary(&event.name, &event.namespace, event.known_phase());
-    let queued = dispatch(state, &policies, &event, only_index, received_at);
+    let queued = dispatch(
+        state,
+        &policies,
+        &MatchInput::event(&event),
+        only_index,
+        received_at,
+        None,
+    );
     info!(
         canary = %event.name, namespace = %event.namespace, phase = %event.phase,
         message = %event.message(), deliveries = queued, "event received"
@@ -136,22 +143,24 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
     (StatusCode::ACCEPTED, Json(json!({ "deliveries": queued }))).into_response()
 }
 
-/// Renders and queues every delivery for the event; returns how many were queued.
+/// Renders and queues every delivery for the event; returns how many were queued. Each job
+/// carries `completion`, so its owner learns when all of them have an outcome.
 pub fn dispatch(
     state: &AppState,
     policies: &PolicySet,
-    event: &FlaggerEvent,
+    input: &MatchInput<'_>,
     only: Option<u32>,
     received_at: Instant,
+    completion: Option<Arc<EventCompletion>>,
 ) -> usize {
     let mut queued = 0;
-    for result in policies.deliveries(&MatchInput::event(event), only) {
+    for result in policies.deliveries(input, only) {
         match result {
             Ok(delivery) => {
                 let policy = policies.policy(delivery.policy);
                 let receiver = &policy.receivers[delivery.receiver as usize];
-                let job = Job::new(
-                    Arc::from(policy.id.to_string()),
+                let mut job = Job::new(
+                    Arc::new(policy.id.clone()),
                     Arc::from(receiver.name.as_str()),
                     receiver.kind.type_name(),
                     receiver.url.clone(),
@@ -159,6 +168,7 @@ pub fn dispatch(
                     Bytes::from(delivery.body),
                     received_at,
                 );
+                job.completion = completion.clone();
                 if state.dispatcher.enqueue(job) {
                     queued += 1;
                 }

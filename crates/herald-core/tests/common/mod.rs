@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use herald_api::EventType;
 use herald_core::{
-    load_sources, Delivery, FlaggerEvent, LoadProblem, Loaded, MatchInput, PolicyId, PolicySet,
+    load_sources, CanaryFacts, Delivery, FlaggerEvent, LoadProblem, Loaded, MatchInput, PolicyId,
+    PolicySet,
 };
 
 /// The cluster name templates see in these tests.
@@ -83,6 +84,14 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// What the controller knows of a Canary carrying these labels.
+pub fn canary(pairs: &[(&str, &str)]) -> CanaryFacts {
+    CanaryFacts {
+        labels: labels(pairs),
+        ..CanaryFacts::default()
+    }
 }
 
 /// The ids (`namespace/name` or `name`) of the policies that fire, in the set's order.

@@ -1,0 +1,358 @@
+//! The shipped examples (`examples/policies`, `examples/events`) load cleanly and send exactly
+//! the notifications they describe, event by event.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use herald_core::{load_sources, FlaggerEvent, MatchInput, PolicySet};
+use serde_json::{json, Value};
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// Every file of `examples/policies`, loaded together as `herald --policies examples/policies`
+/// would, built with no cluster name and Herald running in `default`.
+fn example_policies() -> PolicySet {
+    let dir = examples().join("policies");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                text,
+            )
+        })
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        [
+            "audit-webhook.yaml",
+            "oncall-failures.yaml",
+            "secrets.yaml",
+            "team-slack.yaml",
+            "teams-messagecard.yaml"
+        ],
+        "the examples changed: update this test"
+    );
+    let mut loaded = load_sources(files.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+    let set = loaded.build("", "default");
+    assert_eq!(loaded.problems, [], "the examples must check clean");
+    assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
+    assert_eq!(loaded.secrets.len(), 3);
+    set
+}
+
+fn events(file: &str) -> Vec<(String, FlaggerEvent)> {
+    let path = examples().join("events").join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let event = FlaggerEvent::from_json(line.as_bytes())
+                .unwrap_or_else(|e| panic!("{file}: {e}: {line}"));
+            (line.to_owned(), event)
+        })
+        .collect()
+}
+
+const AUDIT: [(&str, &str); 2] = [
+    ("default/audit", "audit-log"),
+    ("default/audit", "audit-summary"),
+];
+const AUDIT_AND_SLACK: [(&str, &str); 3] = [
+    ("default/audit", "audit-log"),
+    ("default/audit", "audit-summary"),
+    ("default/team-payments", "deploys-channel"),
+];
+const ONCALL_AUDIT_AND_SLACK: [(&str, &str); 4] = [
+    ("oncall-failures", "oncall-teams"),
+    ("default/audit", "audit-log"),
+    ("default/audit", "audit-summary"),
+    ("default/team-payments", "deploys-channel"),
+];
+
+fn body_of(deliveries: &[(String, String, Vec<u8>)], receiver: &str) -> Value {
+    let (_, _, body) = deliveries
+        .iter()
+        .find(|(_, r, _)| r == receiver)
+        .unwrap_or_else(|| panic!("no delivery to {receiver}"));
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{receiver} body is not JSON: {e}"))
+}
+
+/// For each event: the exact (policy, receiver) sequence, and the audit-log receiver gets
+/// Flagger's JSON byte for byte.
+fn assert_sequence(
+    file: &str,
+    expected: &[&[(&str, &str)]],
+) -> Vec<Vec<(String, String, Vec<u8>)>> {
+    let set = example_policies();
+    let events = events(file);
+    assert_eq!(events.len(), expected.len(), "{file}: number of events");
+    let mut all = Vec::new();
+    for (n, ((line, event), expected)) in events.iter().zip(expected).enumerate() {
+        let got = deliveries(&set, &MatchInput::event(event), None);
+        let got_pairs: Vec<(String, String)> =
+            got.iter().map(|(p, r, _)| (p.clone(), r.clone())).collect();
+        assert_eq!(got_pairs, pairs(expected), "{file} line {}: {line}", n + 1);
+        let (_, _, audit_log) = got
+            .iter()
+            .find(|(_, r, _)| r == "audit-log")
+            .expect("the audit policy takes every event");
+        assert_eq!(
+            String::from_utf8_lossy(audit_log),
+            line.as_str(),
+            "{file} line {}: audit-log must forward Flagger's JSON unchanged",
+            n + 1
+        );
+        all.push(got);
+    }
+    all
+}
+
+#[test]
+fn examples_check_clean_and_resolve_their_secrets() {
+    let set = example_policies();
+    let ids: Vec<String> = set.policies().iter().map(|p| p.id.to_string()).collect();
+    assert_eq!(
+        ids,
+        [
+            "oncall-failures",
+            "default/audit",
+            "default/team-payments",
+            "staging/staging-teams"
+        ]
+    );
+    let urls: Vec<(String, &str, &str)> = set
+        .policies()
+        .iter()
+        .flat_map(|p| {
+            p.receivers
+                .iter()
+                .map(|r| (r.name.clone(), r.kind.type_name(), r.url.expose()))
+        })
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            (
+                "oncall-teams".to_owned(),
+                "msteams",
+                "http://127.0.0.1:9099/teams/oncall"
+            ),
+            (
+                "audit-log".to_owned(),
+                "webhook",
+                "http://127.0.0.1:9099/audit"
+            ),
+            (
+                "audit-summary".to_owned(),
+                "webhook",
+                "http://127.0.0.1:9099/audit"
+            ),
+            (
+                "deploys-channel".to_owned(),
+                "slack",
+                "http://127.0.0.1:9099/slack/deploys"
+            ),
+            (
+                "staging-connector".to_owned(),
+                "msteams",
+                "http://127.0.0.1:9099/teams/staging"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn rollout_notifies_the_team_and_the_audit_log() {
+    let all = assert_sequence(
+        "rollout.jsonl",
+        &[
+            &AUDIT_AND_SLACK, // Initialization done!
+            &AUDIT_AND_SLACK, // New revision detected!
+            &AUDIT,           // Starting canary analysis
+            &AUDIT,           // Advance … weight 10
+            &AUDIT,           // Advance … weight 20
+            &AUDIT,           // Copying … template spec (Promoting)
+            &AUDIT,           // Routing all traffic to primary (Finalising)
+            &AUDIT_AND_SLACK, // Promotion completed!
+        ],
+    );
+
+    // Promotion completed: Slack in Flagger's layout, green.
+    assert_eq!(
+        body_of(&all[7], "deploys-channel"),
+        json!({
+            "channel": "#deploys",
+            "username": "herald",
+            "icon_emoji": ":rocket:",
+            "attachments": [{
+                "color": "good",
+                "fallback": "podinfo.default Promotion completed! Scaling down podinfo.default",
+                "author_name": "podinfo.default",
+                "text": "Promotion completed! Scaling down podinfo.default",
+                "mrkdwn_in": ["text"],
+                "fields": [{"title": "Phase", "value": "Succeeded", "short": true}],
+                "ts": 1764072420
+            }]
+        })
+    );
+    // Initialization: the info colour.
+    assert_eq!(
+        body_of(&all[0], "deploys-channel")["attachments"][0]["color"],
+        "#0076D7"
+    );
+    // The body template is written over two lines for people; the receiver gets it compact,
+    // keys in the template's order.
+    let (_, _, summary) = all[1]
+        .iter()
+        .find(|(_, r, _)| r == "audit-summary")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(summary),
+        r#"{"canary":"podinfo.default","phase":"Progressing","severity":"info","text":"New revision detected! Scaling up podinfo.default","at":"2025-11-25T12:01:00Z","revision":"7c4d5e6f8"}"#
+    );
+    assert_eq!(
+        body_of(&all[1], "audit-summary"),
+        json!({
+            "canary": "podinfo.default",
+            "phase": "Progressing",
+            "severity": "info",
+            "text": "New revision detected! Scaling up podinfo.default",
+            "at": "2025-11-25T12:01:00Z",
+            "revision": "7c4d5e6f8"
+        })
+    );
+}
+
+#[test]
+fn rollback_pages_oncall() {
+    let all = assert_sequence(
+        "rollback.jsonl",
+        &[
+            &AUDIT_AND_SLACK,        // New revision detected!
+            &AUDIT,                  // Starting canary analysis
+            &AUDIT,                  // Advance … weight 10
+            &AUDIT,                  // Halt advancement (Warning, but not a failure)
+            &ONCALL_AUDIT_AND_SLACK, // Rolling back …
+            &ONCALL_AUDIT_AND_SLACK, // Canary failed!
+        ],
+    );
+
+    assert_eq!(
+        body_of(&all[4], "oncall-teams"),
+        json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "msteams": {"width": "Full"},
+                    "body": [
+                        {
+                            "type": "TextBlock",
+                            "text": "Rollout of podinfo.default failed",
+                            "weight": "Bolder",
+                            "size": "Medium",
+                            "color": "attention",
+                            "wrap": true
+                        },
+                        {
+                            "type": "TextBlock",
+                            "text": "Rolling back podinfo.default failed checks threshold reached 5 (phase Progressing, 2025-11-25T13:04:00Z)",
+                            "wrap": true
+                        },
+                        {"type": "FactSet", "facts": [{"title": "Phase", "value": "Progressing"}]}
+                    ]
+                }
+            }]
+        })
+    );
+    assert_eq!(
+        body_of(&all[5], "deploys-channel"),
+        json!({
+            "channel": "#deploys",
+            "username": "herald",
+            "icon_emoji": ":rocket:",
+            "attachments": [{
+                "color": "danger",
+                "fallback": "podinfo.default Canary failed! Scaling down podinfo.default",
+                "author_name": "podinfo.default",
+                "text": "Canary failed! Scaling down podinfo.default",
+                "mrkdwn_in": ["text"],
+                "fields": [{"title": "Phase", "value": "Failed", "short": true}],
+                "ts": 1764075900
+            }]
+        })
+    );
+    assert_eq!(
+        body_of(&all[5], "audit-summary"),
+        json!({
+            "canary": "podinfo.default",
+            "phase": "Failed",
+            "severity": "error",
+            "text": "Canary failed! Scaling down podinfo.default",
+            "at": "2025-11-25T13:05:00Z",
+            "revision": "9e1f2a3b4"
+        })
+    );
+}
+
+#[test]
+fn staging_gets_message_cards_for_its_phases_only() {
+    let set = example_policies();
+    let at = |phase: &str, message: &str| {
+        let ev = FlaggerEvent::from_json(
+            format!(
+                r#"{{"name":"web","namespace":"staging","phase":"{phase}","metadata":{{"eventMessage":"{message}","eventType":"Normal","timestamp":"1764072000000"}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        deliveries(&set, &MatchInput::event(&ev), None)
+    };
+    assert!(at("Progressing", "Advance web.staging canary weight 10").is_empty());
+    let done = at("Succeeded", "Promotion completed! Scaling down web.staging");
+    let got: Vec<(&str, &str)> = done
+        .iter()
+        .map(|(p, r, _)| (p.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(got, [("staging/staging-teams", "staging-connector")]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&done[0].2).unwrap(),
+        json!({
+            "@type": "MessageCard",
+            "@context": "http://schema.org/extensions",
+            "themeColor": "2EB886",
+            "summary": "web.staging Promotion completed! Scaling down web.staging",
+            "sections": [{
+                "activityTitle": "Promotion completed! Scaling down web.staging",
+                "activitySubtitle": "web.staging",
+                "facts": [{"name": "Phase", "value": "Succeeded"}]
+            }]
+        })
+    );
+}
+
+#[test]
+fn new_revision_example_event() {
+    let set = example_policies();
+    let path = examples().join("events/new-revision.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let ev = FlaggerEvent::from_json(text.trim_end().as_bytes()).unwrap();
+    let got = deliveries(&set, &MatchInput::event(&ev), None);
+    let got_pairs: Vec<(String, String)> =
+        got.iter().map(|(p, r, _)| (p.clone(), r.clone())).collect();
+    assert_eq!(got_pairs, pairs(&AUDIT_AND_SLACK));
+    assert_eq!(got[0].2, text.trim_end().as_bytes());
+}

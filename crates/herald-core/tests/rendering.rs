@@ -1,0 +1,203 @@
+//! What each receiver is sent: templates (inherited, overridden, per-delivery variables), the
+//! cluster name, and webhook bodies, for policies loaded from YAML.
+
+mod common;
+
+use common::*;
+use herald_api::EventType;
+use herald_core::{load_sources, FlaggerEvent, MatchInput};
+use serde_json::{json, Value};
+
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body).expect("every body is JSON")
+}
+
+const POLICY: &str = r#"
+apiVersion: herald.dev/v1alpha1
+kind: NotificationPolicy
+metadata:
+  name: team
+  namespace: default
+spec:
+  template:
+    title: "{{upper name}} in {{namespace}}"
+    text: "{{message}} ({{severity}})"
+  receivers:
+    - name: inherits
+      slack:
+        url: https://hooks.example.com/1
+    - name: own-text
+      slack:
+        url: https://hooks.example.com/2
+      template:
+        text: "{{policy}} → {{receiver}}: {{truncate message 14}}"
+    - name: own-body
+      webhook:
+        url: https://hooks.example.com/3
+        body: '{"who": {{json receiver}}, "policy": {{json policy}}, "checksum": {{json checksum}}, "cluster": {{json cluster}}}'
+"#;
+
+#[test]
+fn templates_are_inherited_and_overridden_per_part() {
+    let set = build_ok(POLICY);
+    let ev = event(
+        "podinfo",
+        "default",
+        "Progressing",
+        "Rolling back podinfo.default failed checks threshold reached 5",
+        EventType::Warning,
+    );
+    let got = deliveries(&set, &MatchInput::event(&ev), None);
+    assert_eq!(got.len(), 3);
+
+    let inherits = json_of(&got[0].2);
+    assert_eq!(
+        inherits["attachments"][0]["author_name"],
+        "PODINFO in default"
+    );
+    assert_eq!(
+        inherits["attachments"][0]["text"],
+        "Rolling back podinfo.default failed checks threshold reached 5 (error)"
+    );
+
+    // The title still comes from the policy; the text is the receiver's own.
+    let own = json_of(&got[1].2);
+    assert_eq!(own["attachments"][0]["author_name"], "PODINFO in default");
+    assert_eq!(
+        own["attachments"][0]["text"],
+        "default/team → own-text: Rolling back …"
+    );
+
+    assert_eq!(
+        json_of(&got[2].2),
+        json!({"who": "own-body", "policy": "default/team", "checksum": null, "cluster": ""})
+    );
+}
+
+#[test]
+fn cluster_name_is_shown_when_set() {
+    let yaml = "apiVersion: herald.dev/v1alpha1\nkind: NotificationPolicy\nmetadata:\n  name: slack\nspec:\n  receivers:\n    - name: s\n      slack:\n        url: https://hooks.example.com/s\n";
+    let mut loaded = load_sources([("p.yaml", yaml)]);
+    let set = loaded.build("prod-eu", HERALD_NAMESPACE);
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    assert_eq!(set.cluster(), "prod-eu");
+    let ev = progressing("podinfo", "default");
+    let got = deliveries(&set, &MatchInput::event(&ev), None);
+    let body = json_of(&got[0].2);
+    assert_eq!(
+        body["attachments"][0]["author_name"],
+        "[prod-eu] podinfo.default"
+    );
+    assert_eq!(
+        body["attachments"][0]["fields"],
+        json!([
+            {"title": "Phase", "value": "Progressing", "short": true},
+            {"title": "Cluster", "value": "prod-eu", "short": true}
+        ])
+    );
+}
+
+#[test]
+fn webhook_without_body_forwards_flaggers_json_unchanged() {
+    let set = build_ok(&policy("default", "forward", ""));
+    // Unknown phase, extra metadata and an unknown top-level field: all kept, byte for byte.
+    let line = r#"{"name":"podinfo","namespace":"default","phase":"Paused","metadata":{"cluster":"eu","eventMessage":"Paused \"podinfo\"","eventType":"Normal","timestamp":"1764072000000"},"zeta":[1,{"b":2}]}"#;
+    let ev = FlaggerEvent::from_json(line.as_bytes()).unwrap();
+    let got = deliveries(&set, &MatchInput::event(&ev), None);
+    assert_eq!(got.len(), 1);
+    assert_eq!(String::from_utf8(got[0].2.clone()).unwrap(), line);
+}
+
+#[test]
+fn body_that_breaks_json_for_one_event_fails_only_that_delivery() {
+    // Valid JSON for the load-time sample message, but not for a message with quotes.
+    let yaml = "apiVersion: herald.dev/v1alpha1\nkind: NotificationPolicy\nmetadata:\n  name: team\nspec:\n  receivers:\n    - name: naive\n      webhook:\n        url: https://hooks.example.com/1\n        body: '{\"text\": \"{{message}}\"}'\n    - name: safe\n      webhook:\n        url: https://hooks.example.com/2\n        body: '{\"text\": {{json message}}}'\n";
+    let set = build_ok(yaml);
+
+    let fine = progressing("podinfo", "default");
+    let got = deliveries(&set, &MatchInput::event(&fine), None);
+    assert_eq!(
+        json_of(&got[0].2),
+        json!({"text": "Advance podinfo.default canary weight 10"})
+    );
+
+    let quoted = event(
+        "podinfo",
+        "default",
+        "Progressing",
+        r#"Halt advancement no values found for metric "request-success-rate""#,
+        EventType::Warning,
+    );
+    let results = set.deliveries(&MatchInput::event(&quoted), None);
+    assert_eq!(results.len(), 2);
+    let failure = results[0].as_ref().unwrap_err();
+    assert_eq!(set.receiver(failure.policy, failure.receiver).name, "naive");
+    assert!(
+        failure
+            .error
+            .reason
+            .starts_with("body template rendered invalid JSON: "),
+        "{}",
+        failure.error
+    );
+    let delivered = results[1].as_ref().unwrap();
+    assert_eq!(
+        set.receiver(delivered.policy, delivered.receiver).name,
+        "safe"
+    );
+    assert_eq!(
+        json_of(&delivered.body),
+        json!({"text": "Halt advancement no values found for metric \"request-success-rate\""})
+    );
+}
+
+#[test]
+fn teams_message_card_and_adaptive_card_from_yaml() {
+    let yaml = "apiVersion: herald.dev/v1alpha1\nkind: ClusterNotificationPolicy\nmetadata:\n  name: teams\nspec:\n  receivers:\n    - name: legacy\n      msteams:\n        url: https://hooks.example.com/1\n        format: MessageCard\n    - name: workflows\n      msteams:\n        url: https://hooks.example.com/2\n";
+    let set = build_ok(yaml);
+    let ev = event(
+        "podinfo",
+        "default",
+        "WaitingPromotion",
+        "Canary promotion is waiting for approval.",
+        EventType::Normal,
+    );
+    let got = deliveries(&set, &MatchInput::event(&ev), None);
+    assert_eq!(got.len(), 2);
+    let card = json_of(&got[0].2);
+    assert_eq!(card["@type"], "MessageCard");
+    assert_eq!(card["themeColor"], "FFA500");
+    let adaptive = json_of(&got[1].2);
+    assert_eq!(adaptive["type"], "message");
+    assert_eq!(
+        adaptive["attachments"][0]["content"]["body"][0]["color"], "warning",
+        "format defaults to AdaptiveCard"
+    );
+}
+
+#[test]
+fn canary_progress_is_available_when_the_controller_knows_the_canary() {
+    let yaml = "apiVersion: herald.dev/v1alpha1\nkind: NotificationPolicy\nmetadata:\n  name: progress\nspec:\n  template:\n    text: \"{{message}}{{#if canary}} (weight {{canary.weight}}, app {{canary.labels.app}}){{/if}}\"\n  receivers:\n    - name: s\n      slack:\n        url: https://hooks.example.com/s\n";
+    let set = build_ok(yaml);
+    let ev = progressing("podinfo", "default");
+    let text = |input: &MatchInput<'_>| {
+        let got = deliveries(&set, input, None);
+        json_of(&got[0].2)["attachments"][0]["text"].clone()
+    };
+    // Over HTTP nothing is known of the Canary.
+    assert_eq!(
+        text(&MatchInput::event(&ev)),
+        "Advance podinfo.default canary weight 10"
+    );
+    let mut facts = canary(&[("app", "podinfo")]);
+    facts.weight = Some(30);
+    let input = MatchInput {
+        event: &ev,
+        canary: Some(&facts),
+        namespace_labels: None,
+    };
+    assert_eq!(
+        text(&input),
+        "Advance podinfo.default canary weight 10 (weight 30, app podinfo)"
+    );
+}

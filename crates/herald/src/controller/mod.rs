@@ -1,0 +1,497 @@
+//! `herald controller`: Herald in a cluster. Watches NotificationPolicies,
+//! ClusterNotificationPolicies and the Secrets they use (status, the PolicySet), Canaries and
+//! the Events Flagger records on them (notifications), serves the same HTTP API as
+//! `herald serve`, and elects a leader with a Lease so that replicas do not notify twice.
+
+pub mod canaries;
+pub mod policies;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use herald_api::{ClusterNotificationPolicy, NotificationPolicy};
+use herald_core::{PolicySet, PolicySetBuilder};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use self::canaries::CanaryNotifier;
+use self::policies::{Context, PolicyResource, ReceiverStats, StatusObserver};
+use self::state::StateStore;
+use crate::delivery::{DeliveryConfig, Dispatcher};
+use crate::metrics::{Metrics, Outcome};
+use crate::server::{router, AppState};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    pub listen: SocketAddr,
+    pub cluster: String,
+    /// Herald's own namespace: its Lease, its state ConfigMap, cluster policies' Secrets.
+    pub namespace: String,
+    pub delivery: DeliveryConfig,
+    pub body_limit: usize,
+    pub drain_timeout: Duration,
+    /// How long a terminal phase change waits for Flagger's own Event.
+    pub phase_grace: Duration,
+    pub state_configmap: String,
+    /// `None` runs without leader election (one replica).
+    pub lease_name: Option<String>,
+    pub identity: String,
+}
+
+/// Runs until SIGTERM/SIGINT, then stops taking events, drains and saves its state.
+pub async fn run(options: ControllerOptions) -> Result<ExitCode> {
+    let client = Client::try_default().await?;
+    let running = start(client, options).await?;
+    crate::serve::shutdown_signal().await;
+    running.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A started controller.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: AppState,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    state: Arc<Mutex<Option<Arc<StateStore>>>>,
+    drain_timeout: Duration,
+}
+
+impl Running {
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.app.dispatcher.drain(self.drain_timeout).await;
+        let state = self.state.lock().expect("state slot").clone();
+        if let Some(state) = state {
+            state.flush().await?;
+        }
+        info!("controller stopped");
+        Ok(())
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+pub async fn start(client: Client, options: ControllerOptions) -> Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let stats = Arc::new(ReceiverStats::default());
+    let (refresh_tx, refresh_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (failures_tx, failures_rx) = tokio::sync::mpsc::unbounded_channel();
+    let observer = StatusObserver {
+        stats: stats.clone(),
+        refresh: refresh_tx,
+        failures: failures_tx,
+    };
+    let dispatcher = Dispatcher::with_observer(
+        options.delivery.clone(),
+        metrics.clone(),
+        Some(Arc::new(observer)),
+    );
+    let app = AppState {
+        policies: Arc::new(ArcSwap::from_pointee(PolicySet::empty())),
+        dispatcher,
+        metrics,
+        body_limit: options.body_limit,
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let leader = match &options.lease_name {
+        None => watch::channel(true).1,
+        Some(lease) => {
+            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease)
+                .with_namespace(&options.namespace)
+                .with_identity(&options.identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await
+                .map_err(|e| Error::Leader(e.to_string()))?;
+            let (leader, _task) = manager.watch().await;
+            leader
+        }
+    };
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        herald_namespace: options.namespace.clone(),
+        cluster: options.cluster.clone(),
+        secrets: Default::default(),
+        stats,
+        rebuild: Default::default(),
+        leader: leader.clone(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: options.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    {
+        let app_router = router(app.clone());
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app_router)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                error!(error = %e, "HTTP server failed");
+            }
+        }));
+    }
+
+    // Status refreshes after deliveries, at most every 2 s, for both policy kinds.
+    let (np_trigger, np_refresh) = futures::channel::mpsc::unbounded();
+    let (cnp_trigger, cnp_refresh) = futures::channel::mpsc::unbounded();
+    let reconcile_all = vec![np_trigger, cnp_trigger];
+    tasks.push(tokio::spawn(throttle_refresh(
+        refresh_rx,
+        reconcile_all.clone(),
+        stopped(stop_rx.clone()),
+    )));
+
+    let (np_store, np_task) =
+        policy_controller::<NotificationPolicy>(&client, &ctx, np_refresh, stop_rx.clone());
+    let (cnp_store, cnp_task) =
+        policy_controller::<ClusterNotificationPolicy>(&client, &ctx, cnp_refresh, stop_rx.clone());
+    tasks.push(np_task);
+    tasks.push(cnp_task);
+    tasks.push(tokio::spawn(rebuild_policy_set(
+        ctx.clone(),
+        app.clone(),
+        np_store.clone(),
+        cnp_store.clone(),
+        stopped(stop_rx.clone()),
+    )));
+    tasks.push(tokio::spawn(publish_failures(
+        client.clone(),
+        options.identity.clone(),
+        failures_rx,
+        np_store,
+        cnp_store,
+        stopped(stop_rx.clone()),
+    )));
+
+    let state_slot: Arc<Mutex<Option<Arc<StateStore>>>> = Arc::default();
+    tasks.push(tokio::spawn(lead(
+        client,
+        options.clone(),
+        app.clone(),
+        leader,
+        reconcile_all,
+        state_slot.clone(),
+        stop_rx,
+    )));
+    info!(%addr, "herald controller started");
+    Ok(Running {
+        addr,
+        app,
+        stop,
+        tasks,
+        state: state_slot,
+        drain_timeout: options.drain_timeout,
+    })
+}
+
+/// One policy kind's controller: reconciles on policy changes, on changes of the Secrets it
+/// uses, and on status refresh triggers.
+fn policy_controller<P: PolicyResource>(
+    client: &Client,
+    ctx: &Arc<Context>,
+    refresh: futures::channel::mpsc::UnboundedReceiver<()>,
+    stop: watch::Receiver<bool>,
+) -> (Store<P>, tokio::task::JoinHandle<()>) {
+    let controller = Controller::new(Api::<P>::all(client.clone()), watcher::Config::default());
+    let store = controller.store();
+    let mapper_store = store.clone();
+    let mapper_ctx = ctx.clone();
+    let task = controller
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let namespace = secret.namespace().unwrap_or_default();
+                // Any change (or deletion) of a Secret: read it again on the next reconcile.
+                if mapper_ctx.secrets.contains(&namespace, &secret.name_any()) {
+                    mapper_ctx.secrets.forget(&namespace, &secret.name_any());
+                    mapper_ctx.rebuild.notify_one();
+                }
+                policies::policies_using(&mapper_store, &secret, &mapper_ctx.herald_namespace)
+            },
+        )
+        .reconcile_all_on(refresh)
+        .graceful_shutdown_on(stopped(stop))
+        .run(
+            policies::reconcile::<P>,
+            policies::error_policy::<P>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "policy controller");
+            }
+        });
+    (store, tokio::spawn(task))
+}
+
+/// Batches delivery-triggered status refreshes: at most one every 2 seconds.
+async fn throttle_refresh(
+    mut refresh: tokio::sync::mpsc::UnboundedReceiver<()>,
+    triggers: Vec<futures::channel::mpsc::UnboundedSender<()>>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            got = refresh.recv() => if got.is_none() { return },
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        while refresh.try_recv().is_ok() {}
+        for trigger in &triggers {
+            let _ = trigger.unbounded_send(());
+        }
+    }
+}
+
+/// Rebuilds the delivering PolicySet whenever a policy or a Secret changed.
+async fn rebuild_policy_set(
+    ctx: Arc<Context>,
+    app: AppState,
+    namespaced: Store<NotificationPolicy>,
+    cluster: Store<ClusterNotificationPolicy>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    tokio::select! {
+        _ = &mut stop => return,
+        _ = async { listed(&namespaced).await; listed(&cluster).await; } => {}
+    }
+    loop {
+        // Secrets first: the reconciles may not have fetched them all yet, and a set built
+        // without them would wrongly leave policies out.
+        let objects = namespaced
+            .state()
+            .into_iter()
+            .map(|p| p.to_object())
+            .chain(cluster.state().into_iter().map(|p| p.to_object()));
+        for object in objects {
+            if let Err(e) = ctx
+                .secrets
+                .fetch_missing(&ctx.client, &object, &ctx.herald_namespace)
+                .await
+            {
+                warn!(policy = %object.id(), error = %e, "cannot read a Secret of this policy");
+            }
+        }
+        let set = build_policy_set(&ctx, &namespaced, &cluster);
+        app.metrics.policies_loaded.set(set.policies().len() as i64);
+        info!(
+            valid = set.policies().len(),
+            invalid = set.problems().len(),
+            "policies in effect"
+        );
+        app.policies.store(Arc::new(set));
+        app.ready.store(true, Ordering::Release);
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ctx.rebuild.notified() => {}
+        }
+        // Let a burst of changes settle into one rebuild.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until a store holds the initial list. Polls `wait_until_ready` with a timeout: its
+/// wake-up was seen to be missed here, which left Herald unready until the next change.
+async fn listed<K>(store: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
+}
+
+/// Every valid policy of both kinds, compiled against the cached Secrets.
+fn build_policy_set(
+    ctx: &Context,
+    namespaced: &Store<NotificationPolicy>,
+    cluster: &Store<ClusterNotificationPolicy>,
+) -> PolicySet {
+    let mut builder = PolicySetBuilder::new(
+        &ctx.secrets,
+        ctx.cluster.clone(),
+        ctx.herald_namespace.clone(),
+    );
+    let objects = namespaced
+        .state()
+        .into_iter()
+        .map(|p| p.to_object())
+        .chain(cluster.state().into_iter().map(|p| p.to_object()));
+    for object in objects {
+        // A policy with problems is left out; its reconcile reports them in its status.
+        let _ = builder.add(&object);
+    }
+    builder.build()
+}
+
+/// A Warning Event on the policy for each notification that failed or was dropped.
+async fn publish_failures(
+    client: Client,
+    identity: String,
+    mut failures: tokio::sync::mpsc::UnboundedReceiver<(herald_core::PolicyId, String, Outcome)>,
+    namespaced: Store<NotificationPolicy>,
+    cluster: Store<ClusterNotificationPolicy>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "herald".into(),
+            instance: Some(identity),
+        },
+    );
+    tokio::pin!(stop);
+    loop {
+        let (policy, receiver, outcome) = tokio::select! {
+            _ = &mut stop => return,
+            failure = failures.recv() => match failure { Some(f) => f, None => return },
+        };
+        let reference = match &policy.namespace {
+            Some(ns) => namespaced
+                .get(&ObjectRef::new(&policy.name).within(ns))
+                .map(|p| p.object_ref(&())),
+            None => cluster
+                .get(&ObjectRef::new(&policy.name))
+                .map(|p| p.object_ref(&())),
+        };
+        let Some(reference) = reference else { continue };
+        let (reason, note) = match outcome {
+            Outcome::Failed => (
+                "DeliveryFailed",
+                format!("notification to receiver {receiver} failed; see Herald's logs"),
+            ),
+            _ => (
+                "DeliveryDropped",
+                format!("notification to receiver {receiver} was dropped (queue full or shutdown)"),
+            ),
+        };
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Notify".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, "could not record a Kubernetes Event");
+        }
+    }
+}
+
+/// While this replica leads: load the delivery state, notify on canary events, save the
+/// state every second.
+async fn lead(
+    client: Client,
+    options: ControllerOptions,
+    app: AppState,
+    mut leader: watch::Receiver<bool>,
+    reconcile_all: Vec<futures::channel::mpsc::UnboundedSender<()>>,
+    slot: Arc<Mutex<Option<Arc<StateStore>>>>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped(stop.clone()) => return,
+            res = leader.wait_for(|l| *l) => if res.is_err() { return },
+        }
+        info!("leading: writing policy status, notifying on canary events");
+        // Followers skip status writes: catch up now.
+        for trigger in &reconcile_all {
+            let _ = trigger.unbounded_send(());
+        }
+        let now = jiff::Timestamp::now().as_millisecond();
+        let state = match StateStore::load(
+            client.clone(),
+            &options.namespace,
+            &options.state_configmap,
+            now,
+        )
+        .await
+        {
+            Ok(state) => Arc::new(state),
+            Err(e) => {
+                error!(error = %e, "cannot load the delivery state; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        *slot.lock().expect("state slot") = Some(state.clone());
+        let lost = {
+            let mut leader = leader.clone();
+            let stop = stopped(stop.clone());
+            async move {
+                tokio::select! {
+                    _ = stop => {}
+                    _ = leader.wait_for(|l| !*l) => {}
+                }
+            }
+        };
+        let (done_tx, done_rx) = watch::channel(false);
+        let flusher = {
+            let state = state.clone();
+            let done = stopped(done_rx);
+            tokio::spawn(async move {
+                tokio::pin!(done);
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = &mut done => return,
+                        _ = tick.tick() => { let _ = state.flush().await; }
+                    }
+                }
+            })
+        };
+        let grace = options.phase_grace;
+        let notifier_app = app.clone();
+        let notifier_state = state.clone();
+        canaries::run(
+            client.clone(),
+            move |canaries, namespaces| {
+                CanaryNotifier::new(notifier_app, notifier_state, canaries, namespaces, grace)
+            },
+            lost,
+        )
+        .await;
+        let _ = done_tx.send(true);
+        let _ = flusher.await;
+        if *stop.borrow() {
+            return;
+        }
+        warn!("lost leadership: no longer notifying on canary events");
+        let _ = state.flush().await;
+    }
+}

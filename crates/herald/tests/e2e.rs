@@ -1,0 +1,391 @@
+//! End to end against a real kube-apiserver (v1.20, with etcd): `tests/e2e/run.sh` starts
+//! one on loopback and runs these with `--ignored`. The controller runs in process, notifies a
+//! local HTTP sink, and is stopped and started again to check what it remembers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use herald::controller::ControllerOptions;
+use herald::delivery::DeliveryConfig;
+use herald_api::flagger::{Canary, CanaryStatus};
+use herald_api::NotificationPolicy;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, ObjectReference, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn client() -> Client {
+    Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the test API server (tests/e2e/run.sh)")
+}
+
+/// Installs Herald's CRDs and a stand-in Canary CRD. `create`, not server-side apply: the 1.20
+/// API server rejects CEL rules under SSA but accepts (and ignores) them on create.
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in herald_api::crds().into_iter().chain([Canary::crd()]) {
+        let name = crd.name_any();
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("creating CRD {name}: {e}"),
+        }
+        tokio::time::timeout(
+            WAIT,
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD established in time")
+        .unwrap();
+    }
+}
+
+async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", std::process::id() % 100_000);
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+    name
+}
+
+fn options(namespace: &str) -> ControllerOptions {
+    ControllerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cluster: "e2e".to_owned(),
+        namespace: namespace.to_owned(),
+        delivery: DeliveryConfig {
+            max_attempts: 3,
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(50),
+            ..DeliveryConfig::default()
+        },
+        body_limit: herald::server::DEFAULT_BODY_LIMIT,
+        drain_timeout: Duration::from_secs(5),
+        phase_grace: Duration::from_millis(500),
+        state_configmap: "herald-state".to_owned(),
+        lease_name: Some("herald-leader".to_owned()),
+        identity: "e2e-replica".to_owned(),
+    }
+}
+
+async fn ready_condition(
+    api: &Api<NotificationPolicy>,
+    name: &str,
+    want: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let policy = api.get(name).await.unwrap();
+        let ready = policy
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        if let Some(ready) = ready {
+            if ready.status == want {
+                return serde_json::to_value(&policy.status).unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policy {name} never became Ready={want}: {:?}",
+            policy.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records an Event on a Canary the way Flagger's event recorder does.
+async fn flagger_event(
+    client: &Client,
+    ns: &str,
+    canary: &str,
+    name: &str,
+    message: &str,
+    kind: &str,
+) {
+    let now = jiff::Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ns.to_owned()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("flagger.app/v1beta1".into()),
+            kind: Some("Canary".into()),
+            name: Some(canary.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        reason: Some("Synced".into()),
+        message: Some(message.into()),
+        type_: Some(kind.into()),
+        count: Some(1),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: None::<MicroTime>,
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("flagger".into()),
+            host: None,
+        }),
+        ..Default::default()
+    };
+    Api::<Event>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
+}
+
+async fn set_phase(client: &Client, ns: &str, canary: &str, phase: &str) {
+    let status = CanaryStatus {
+        phase: Some(phase.into()),
+        canary_weight: Some(10),
+        last_applied_spec: Some("rev-1".into()),
+        last_transition_time: Some(jiff::Timestamp::now().to_string()),
+        ..Default::default()
+    };
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .patch_status(
+            canary,
+            &PatchParams::apply("flagger-e2e").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "status": status}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver: tests/e2e/run.sh"]
+async fn controller_end_to_end() {
+    herald::telemetry::init(
+        herald::telemetry::LogFormat::Text,
+        "info,herald=debug,kube=warn",
+    );
+    let client = client().await;
+    install_crds(&client).await;
+    let herald_ns = namespace(&client, "herald").await;
+    let ns = namespace(&client, "shop").await;
+    let sink = Sink::start().await;
+
+    // A policy whose Secret does not exist yet: Ready=False, SecretNotFound.
+    let policies: Api<NotificationPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy: NotificationPolicy = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationPolicy",
+        "metadata": {"name": "team", "namespace": ns},
+        "spec": {
+            "canaries": ["podinfo"],
+            "receivers": [{"name": "chat", "slack": {"secretRef": {"name": "slack-url"}, "channel": "#shop"}}],
+            "template": {"text": "{{message}}{{#if canary}} (weight {{canary.weight}}){{/if}}"}
+        }
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let mut running = herald::controller::start(client.clone(), options(&herald_ns))
+        .await
+        .unwrap();
+    let status = ready_condition(&policies, "team", "False").await;
+    assert_eq!(status["conditions"][0]["reason"], "SecretNotFound");
+    assert_eq!(
+        status["conditions"][0]["message"],
+        format!("spec.receivers[0].slack.secretRef: Secret {ns}/slack-url not found")
+    );
+    assert_eq!(status["observedGeneration"], 1);
+
+    // The Secret appears: the watch picks it up, the policy becomes Ready.
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("slack-url".into()),
+            ..Default::default()
+        },
+        string_data: Some([("address".to_owned(), sink.url("/slack/T0/s3cr3t"))].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let status = ready_condition(&policies, "team", "True").await;
+    assert!(
+        !status.to_string().contains("s3cr3t"),
+        "no secret in the status"
+    );
+
+    // Flagger creates the canary and records an Event: one Slack message, with the canary's
+    // progress from its status.
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), &ns);
+    let canary: Canary = serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": ns, "labels": {"team": "shop"}},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"}}
+    }))
+    .unwrap();
+    canaries
+        .create(&PostParams::default(), &canary)
+        .await
+        .unwrap();
+    set_phase(&client, &ns, "podinfo", "Progressing").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    flagger_event(
+        &client,
+        &ns,
+        "podinfo",
+        "podinfo.e1",
+        &format!("New revision detected! Scaling up podinfo.{ns}"),
+        "Normal",
+    )
+    .await;
+    let got = sink.wait_for(1, WAIT).await;
+    let body = got[0].json();
+    assert_eq!(body["channel"], "#shop");
+    assert_eq!(
+        body["attachments"][0]["author_name"],
+        format!("[e2e] podinfo.{ns}")
+    );
+    assert_eq!(
+        body["attachments"][0]["text"],
+        format!("New revision detected! Scaling up podinfo.{ns} (weight 10)")
+    );
+    assert_eq!(
+        body["attachments"][0]["fields"][0],
+        json!({"title": "Phase", "value": "Progressing", "short": true})
+    );
+
+    // The leader holds the Lease; the delivery state is saved.
+    let lease = Api::<Lease>::namespaced(client.clone(), &herald_ns)
+        .get("herald-leader")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("e2e-replica")
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), &herald_ns)
+            .get("herald-state")
+            .await
+            .unwrap();
+        let entry = cm
+            .data
+            .unwrap_or_default()
+            .get(&format!("{ns}.podinfo"))
+            .cloned()
+            .unwrap_or_default();
+        if entry.contains("\"handled\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "state never saved: {entry}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Restart: the Event is listed again but not re-sent. An Event recorded while Herald was
+    // down is sent once.
+    running.stop().await.unwrap();
+    flagger_event(
+        &client,
+        &ns,
+        "podinfo",
+        "podinfo.e2",
+        &format!("Advance podinfo.{ns} canary weight 20"),
+        "Normal",
+    )
+    .await;
+    running = herald::controller::start(client.clone(), options(&herald_ns))
+        .await
+        .unwrap();
+    sink.wait_for(2, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let texts: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| {
+            r.json()["attachments"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            format!("New revision detected! Scaling up podinfo.{ns} (weight 10)"),
+            format!("Advance podinfo.{ns} canary weight 20 (weight 10)")
+        ]
+    );
+
+    // The canary fails without Flagger recording an Event: Herald announces the phase change,
+    // once, after the grace period.
+    set_phase(&client, &ns, "podinfo", "Failed").await;
+    sink.wait_for(3, WAIT).await;
+    let failed = sink.received()[2].json();
+    assert_eq!(failed["attachments"][0]["color"], "danger");
+    assert_eq!(
+        failed["attachments"][0]["text"],
+        format!("Canary failed! podinfo.{ns} (phase change seen by Herald) (weight 10)")
+    );
+
+    // Back to Progressing, then Flagger's own failure Event before the phase change: only the
+    // Event is sent, not a second announcement.
+    set_phase(&client, &ns, "podinfo", "Progressing").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    flagger_event(
+        &client,
+        &ns,
+        "podinfo",
+        "podinfo.e3",
+        &format!("Canary failed! Scaling down podinfo.{ns}"),
+        "Warning",
+    )
+    .await;
+    sink.wait_for(4, WAIT).await;
+    set_phase(&client, &ns, "podinfo", "Failed").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.received().len(),
+        4,
+        "the phase change was already announced by Flagger's Event"
+    );
+
+    // Metrics of the controller's own HTTP server.
+    let text = metrics_text(running.addr).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"herald_canary_status{name="podinfo",namespace=""#
+                .to_owned()
+                .as_str()
+        ),
+        0.0
+    );
+    assert!(
+        text.contains(&format!(
+            r#"herald_canary_status{{name="podinfo",namespace="{ns}"}} 2"#
+        )),
+        "{text}"
+    );
+    running.stop().await.unwrap();
+}
