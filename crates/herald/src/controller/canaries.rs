@@ -457,3 +457,94 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::state::CanaryRecord;
+
+    #[test]
+    fn the_first_phase_seen_is_not_a_transition() {
+        let mut record = CanaryRecord::default();
+        assert_eq!(observe_phase(&mut record, "Succeeded"), None);
+        assert_eq!(record.phase.as_deref(), Some("Succeeded"));
+    }
+
+    #[test]
+    fn terminal_transitions_are_announced_once() {
+        let mut record = CanaryRecord {
+            phase: Some("Progressing".into()),
+            ..Default::default()
+        };
+        assert_eq!(observe_phase(&mut record, "Progressing"), None);
+        assert_eq!(
+            observe_phase(&mut record, "Failed").as_deref(),
+            Some("Failed")
+        );
+        record.announced = Some("Failed".into());
+        assert_eq!(observe_phase(&mut record, "Failed"), None, "no change");
+        assert_eq!(observe_phase(&mut record, "Progressing"), None);
+        assert_eq!(
+            record.announced, None,
+            "a new rollout resets the announcement"
+        );
+        record.announced = Some("Failed".into()); // Flagger's "Canary failed!" Event came first
+        assert_eq!(observe_phase(&mut record, "Failed"), None);
+        assert_eq!(observe_phase(&mut record, "Promoting"), None);
+        assert_eq!(
+            observe_phase(&mut record, "Succeeded").as_deref(),
+            Some("Succeeded")
+        );
+    }
+
+    #[test]
+    fn flagger_messages_announce_their_phase() {
+        assert_eq!(
+            announced_phase("Initialization done! podinfo.test"),
+            Some("Initialized")
+        );
+        assert_eq!(
+            announced_phase("Promotion completed! Scaling down podinfo.test"),
+            Some("Succeeded")
+        );
+        assert_eq!(
+            announced_phase("Rolling back podinfo.test failed checks threshold reached 5"),
+            Some("Failed")
+        );
+        assert_eq!(
+            announced_phase("Canary failed! Scaling down podinfo.test"),
+            Some("Failed")
+        );
+        assert_eq!(
+            announced_phase("Advance podinfo.test canary weight 10"),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_a_flagger_event() {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "podinfo.1", "namespace": "test", "uid": "u1"},
+            "involvedObject": {"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "podinfo", "namespace": "test"},
+            "message": "Halt advancement podinfo.test", "type": "Warning", "count": 4,
+            "lastTimestamp": "2020-01-09T22:07:15Z"
+        }))
+        .unwrap();
+        assert_eq!(
+            observe_event(&event),
+            Some(ObservedEvent {
+                canary: CanaryRef {
+                    namespace: "test".into(),
+                    name: "podinfo".into()
+                },
+                key: "u1:4".into(),
+                time_ms: 1_578_607_635_000,
+                message: "Halt advancement podinfo.test".into(),
+                event_type: EventType::Warning,
+            })
+        );
+        let mut other = event.clone();
+        other.involved_object.api_version = Some("argoproj.io/v1alpha1".into());
+        assert_eq!(observe_event(&other), None, "a Canary of another project");
+    }
+}

@@ -389,27 +389,38 @@ async fn publish_failures(
                 .map(|p| p.object_ref(&())),
         };
         let Some(reference) = reference else { continue };
-        let (reason, note) = match outcome {
-            Outcome::Failed => (
-                "DeliveryFailed",
-                format!("notification to receiver {receiver} failed; see Herald's logs"),
-            ),
-            _ => (
-                "DeliveryDropped",
-                format!("notification to receiver {receiver} was dropped (queue full or shutdown)"),
-            ),
-        };
-        let event = KubeEvent {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Notify".into(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &reference).await {
+        if let Err(e) = record_failure(&recorder, &reference, &receiver, outcome).await {
             warn!(error = %e, "could not record a Kubernetes Event");
         }
     }
+}
+
+/// Records a Warning Event on a policy for a notification that failed or was dropped. The
+/// note names the receiver, never its URL.
+pub async fn record_failure(
+    recorder: &Recorder,
+    policy: &k8s_openapi::api::core::v1::ObjectReference,
+    receiver: &str,
+    outcome: Outcome,
+) -> std::result::Result<(), kube::Error> {
+    let (reason, note) = match outcome {
+        Outcome::Failed => (
+            "DeliveryFailed",
+            format!("notification to receiver {receiver} failed; see Herald's logs"),
+        ),
+        _ => (
+            "DeliveryDropped",
+            format!("notification to receiver {receiver} was dropped (queue full or shutdown)"),
+        ),
+    };
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Notify".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, policy).await
 }
 
 /// While this replica leads: load the delivery state, notify on canary events, save the
