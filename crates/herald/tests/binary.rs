@@ -41,6 +41,31 @@ fn check_accepts_the_examples() {
 }
 
 #[test]
+fn check_accepts_the_cluster_examples_and_skips_the_canary() {
+    let out = herald()
+        .args(["check", "--namespace", "herald", "--policies"])
+        .arg(examples().join("cluster"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("skipped: ")
+            && lines[0].ends_with("flagger.app/v1beta1 Canary is not a Herald document"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        &"ok: 3 policies, 3 secrets in 4 files"
+    );
+}
+
+#[test]
 fn check_names_file_document_and_field_of_every_problem() {
     let dir = PolicyDir::new(&[(
         "broken.yaml",
