@@ -799,3 +799,84 @@ async fn fault_injection_loses_nothing() {
         "the delivered count is what the sinks accepted"
     );
 }
+
+#[tokio::test]
+async fn min_interval_spaces_messages_to_one_receiver() {
+    let sink = Sink::start().await;
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
+    let mut opts = options(dir.path());
+    opts.delivery.min_interval = Duration::from_millis(250);
+    let server = herald::serve::start(opts).await.unwrap();
+    for i in 0..4 {
+        post_event(
+            server.addr,
+            "/events",
+            &event(
+                "podinfo",
+                "default",
+                "Progressing",
+                &format!("{i}"),
+                "Normal",
+                i,
+            ),
+        )
+        .await;
+    }
+    let got = sink.wait_for(4, WAIT).await;
+    // Herald spaces the starts of its requests; the first one also opened the connection,
+    // so compare arrivals from the second on.
+    for pair in got[1..].windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(240), "messages {gap:?} apart");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_new_notifications() {
+    let sink = Sink::start().await;
+    // Slow enough that no delivery finishes while the six events are posted.
+    sink.delay_every_answer(Duration::from_millis(1500));
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
+    let mut opts = options(dir.path());
+    opts.delivery.queue_capacity = 1;
+    let server = herald::serve::start(opts).await.unwrap();
+    let mut queued = 0;
+    for i in 0..6 {
+        let (status, body) = post_event(
+            server.addr,
+            "/events",
+            &event(
+                "podinfo",
+                "default",
+                "Progressing",
+                &format!("{i}"),
+                "Normal",
+                i,
+            ),
+        )
+        .await;
+        assert_eq!(status, 202);
+        queued += body["deliveries"].as_u64().unwrap();
+    }
+    // One in flight, one waiting; the rest were dropped and said so in their answers.
+    assert!((1..=2).contains(&queued), "queued {queued}");
+    let text = metrics_text(server.addr).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"herald_deliveries_total{receiver_type="webhook",outcome="dropped"}"#
+        ),
+        6.0 - queued as f64
+    );
+    let state = server.state.clone();
+    server.stop().await.unwrap();
+    let text = state.metrics.encode();
+    assert_eq!(
+        metric(
+            &text,
+            r#"herald_deliveries_total{receiver_type="webhook",outcome="delivered"}"#
+        ),
+        queued as f64
+    );
+}
