@@ -337,10 +337,22 @@ async fn controller_end_to_end() {
         ]
     );
 
+    // The URL is rotated in the Secret: the watch picks it up, later notifications use it.
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(
+            "slack-url",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"address": sink.url("/slack/T0/rotated")}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     // The canary fails without Flagger recording an Event: Herald announces the phase change,
     // once, after the grace period.
     set_phase(&client, &ns, "podinfo", "Failed").await;
     sink.wait_for(3, WAIT).await;
+    assert_eq!(sink.received()[2].path, "/slack/T0/rotated");
     let failed = sink.received()[2].json();
     assert_eq!(failed["attachments"][0]["color"], "danger");
     assert_eq!(

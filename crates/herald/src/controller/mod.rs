@@ -434,6 +434,11 @@ async fn lead(
     slot: Arc<Mutex<Option<Arc<StateStore>>>>,
     stop: watch::Receiver<bool>,
 ) {
+    // On a first install, Events older than Herald's start are history and not replayed.
+    // Event times have whole seconds: round down and allow one more, so an Event recorded
+    // while Herald was starting (or electing a leader) is not mistaken for history.
+    let now = jiff::Timestamp::now().as_millisecond();
+    let history_before = now - now.rem_euclid(1000) - 1000;
     loop {
         tokio::select! {
             _ = stopped(stop.clone()) => return,
@@ -444,12 +449,11 @@ async fn lead(
         for trigger in &reconcile_all {
             let _ = trigger.unbounded_send(());
         }
-        let now = jiff::Timestamp::now().as_millisecond();
         let state = match StateStore::load(
             client.clone(),
             &options.namespace,
             &options.state_configmap,
-            now,
+            history_before,
         )
         .await
         {

@@ -86,12 +86,13 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Loads the ConfigMap `name` in `namespace`, creating it on first install.
+    /// Loads the ConfigMap `name` in `namespace`, creating it on first install; then Events
+    /// older than `first_install_floor` (unix ms) count as handled.
     pub async fn load(
         client: Client,
         namespace: &str,
         name: &str,
-        now_ms: i64,
+        first_install_floor: i64,
     ) -> Result<StateStore> {
         let api: Api<ConfigMap> = Api::namespaced(client, namespace);
         let (records, default_floor) = match api.get_opt(name).await? {
@@ -117,7 +118,7 @@ impl StateStore {
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }
-                (HashMap::new(), now_ms)
+                (HashMap::new(), first_install_floor)
             }
         };
         Ok(StateStore::new(api, name, records, default_floor))
