@@ -1,0 +1,58 @@
+//! The CRDs' CEL rules (`x-kubernetes-validations`), evaluated the way an API server would,
+//! with kube's client-side CEL validator. Admission rejects these objects in a cluster.
+
+use herald_api::{ClusterNotificationPolicy, NotificationPolicy};
+use serde_json::json;
+
+fn policy(receivers: serde_json::Value) -> NotificationPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationPolicy",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"receivers": receivers}
+    }))
+    .unwrap()
+}
+
+fn errors(policy: &NotificationPolicy) -> String {
+    match kube::core::cel::validate_cel(policy) {
+        Ok(()) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_valid_policy_passes() {
+    let ok = policy(json!([
+        {"name": "chat", "slack": {"secretRef": {"name": "s"}}},
+        {"name": "hook", "webhook": {"url": "https://example.com"}}
+    ]));
+    assert_eq!(errors(&ok), "");
+}
+
+#[test]
+fn a_receiver_sets_exactly_one_kind() {
+    let two = policy(json!([{"name": "x", "slack": {"url": "https://a"}, "webhook": {"url": "https://b"}}]));
+    assert!(errors(&two).contains("a receiver sets exactly one of slack, msteams, webhook"), "{}", errors(&two));
+    let none = policy(json!([{"name": "x"}]));
+    assert!(errors(&none).contains("a receiver sets exactly one of slack, msteams, webhook"), "{}", errors(&none));
+}
+
+#[test]
+fn an_address_is_a_url_or_a_secret_ref() {
+    let both = policy(json!([{"name": "x", "msteams": {"url": "https://a", "secretRef": {"name": "s"}}}]));
+    assert!(errors(&both).contains("set exactly one of url, secretRef"), "{}", errors(&both));
+    let neither = policy(json!([{"name": "x", "webhook": {}}]));
+    assert!(errors(&neither).contains("set exactly one of url, secretRef"), "{}", errors(&neither));
+}
+
+#[test]
+fn cluster_policies_have_the_same_rules() {
+    let cluster: ClusterNotificationPolicy = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "ClusterNotificationPolicy",
+        "metadata": {"name": "c"},
+        "spec": {"namespaceSelector": {"matchNames": ["team-*"]}, "receivers": [{"name": "x", "webhook": {}}]}
+    }))
+    .unwrap();
+    let e = kube::core::cel::validate_cel(&cluster).unwrap_err().to_string();
+    assert!(e.contains("set exactly one of url, secretRef"), "{e}");
+}
