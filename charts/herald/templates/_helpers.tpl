@@ -1,0 +1,81 @@
+{{/* The chart name. */}}
+{{- define "herald.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name of the release's objects: the release name, with the chart name unless it already holds it. */}}
+{{- define "herald.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "herald.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "herald.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "herald.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "herald.labels" -}}
+helm.sh/chart: {{ include "herald.chart" . }}
+{{ include "herald.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "herald.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "herald.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret the chart renders for receiver URLs given in values. */}}
+{{- define "herald.receiversSecretName" -}}
+{{- printf "%s-receivers" (include "herald.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+A receiver's secretRef, as a dict {name, key}, or an empty dict when the receiver is not set.
+Arguments: (list $ <url> <existingSecret> <key in the chart's Secret> <value path for errors>)
+*/}}
+{{- define "herald.secretRef" -}}
+{{- $root := index . 0 }}
+{{- $url := index . 1 }}
+{{- $existing := index . 2 }}
+{{- $key := index . 3 }}
+{{- $path := index . 4 }}
+{{- if and $url $existing.name }}
+{{- fail (printf "set either %s or its existing Secret, not both" $path) }}
+{{- end }}
+{{- if $existing.name }}
+{{- dict "name" $existing.name "key" (default "address" $existing.key) | toJson }}
+{{- else if $url }}
+{{- dict "name" (include "herald.receiversSecretName" $root) "key" $key | toJson }}
+{{- else }}
+{{- dict | toJson }}
+{{- end }}
+{{- end }}
+
+{{- define "herald.slackRef" -}}
+{{- include "herald.secretRef" (list . .Values.slack.url .Values.slack.existingSecret "slack" "slack.url") }}
+{{- end }}
+
+{{- define "herald.msteamsRef" -}}
+{{- include "herald.secretRef" (list . .Values.msteams.url .Values.msteams.existingSecret "msteams" "msteams.url") }}
+{{- end }}
+
+{{- define "herald.webhookRef" -}}
+{{- include "herald.secretRef" (list . .Values.eventWebhook .Values.eventWebhookExistingSecret "webhook" "eventWebhook") }}
+{{- end }}
