@@ -31,18 +31,37 @@ fn a_valid_policy_passes() {
 
 #[test]
 fn a_receiver_sets_exactly_one_kind() {
-    let two = policy(json!([{"name": "x", "slack": {"url": "https://a"}, "webhook": {"url": "https://b"}}]));
-    assert!(errors(&two).contains("a receiver sets exactly one of slack, msteams, webhook"), "{}", errors(&two));
+    let two = policy(
+        json!([{"name": "x", "slack": {"url": "https://a"}, "webhook": {"url": "https://b"}}]),
+    );
+    assert!(
+        errors(&two).contains("a receiver sets exactly one of slack, msteams, webhook"),
+        "{}",
+        errors(&two)
+    );
     let none = policy(json!([{"name": "x"}]));
-    assert!(errors(&none).contains("a receiver sets exactly one of slack, msteams, webhook"), "{}", errors(&none));
+    assert!(
+        errors(&none).contains("a receiver sets exactly one of slack, msteams, webhook"),
+        "{}",
+        errors(&none)
+    );
 }
 
 #[test]
 fn an_address_is_a_url_or_a_secret_ref() {
-    let both = policy(json!([{"name": "x", "msteams": {"url": "https://a", "secretRef": {"name": "s"}}}]));
-    assert!(errors(&both).contains("set exactly one of url, secretRef"), "{}", errors(&both));
+    let both =
+        policy(json!([{"name": "x", "msteams": {"url": "https://a", "secretRef": {"name": "s"}}}]));
+    assert!(
+        errors(&both).contains("set exactly one of url, secretRef"),
+        "{}",
+        errors(&both)
+    );
     let neither = policy(json!([{"name": "x", "webhook": {}}]));
-    assert!(errors(&neither).contains("set exactly one of url, secretRef"), "{}", errors(&neither));
+    assert!(
+        errors(&neither).contains("set exactly one of url, secretRef"),
+        "{}",
+        errors(&neither)
+    );
 }
 
 #[test]
@@ -53,6 +72,8 @@ fn cluster_policies_have_the_same_rules() {
         "spec": {"namespaceSelector": {"matchNames": ["team-*"]}, "receivers": [{"name": "x", "webhook": {}}]}
     }))
     .unwrap();
-    let e = kube::core::cel::validate_cel(&cluster).unwrap_err().to_string();
+    let e = kube::core::cel::validate_cel(&cluster)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("set exactly one of url, secretRef"), "{e}");
 }
