@@ -158,7 +158,10 @@ impl FlaggerEvent {
     /// The JSON Flagger would have sent: field order `name, namespace, phase, checksum,
     /// metadata` (as Go marshals its struct), metadata keys sorted (as Go marshals maps).
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("an event always serialises")
+        // Sized for a typical event, so the buffer is not grown a few bytes at a time.
+        let mut out = Vec::with_capacity(256);
+        serde_json::to_writer(&mut out, self).expect("an event always serialises");
+        out
     }
 
     pub fn message(&self) -> &str {

@@ -126,7 +126,7 @@ pub fn slack(options: &SlackOptions, message: &Message<'_>) -> Vec<u8> {
             ts: message.event.timestamp_ms() / 1000,
         }],
     };
-    serde_json::to_vec(&body).expect("a Slack body always serialises")
+    to_json(&body, message)
 }
 
 #[derive(Serialize)]
@@ -179,7 +179,7 @@ pub fn teams_message_card(message: &Message<'_>) -> Vec<u8> {
                 .collect(),
         }],
     };
-    serde_json::to_vec(&card).expect("a MessageCard always serialises")
+    to_json(&card, message)
 }
 
 #[derive(Serialize)]
@@ -281,7 +281,14 @@ pub fn teams_adaptive_card(message: &Message<'_>) -> Vec<u8> {
             },
         }],
     };
-    serde_json::to_vec(&body).expect("an Adaptive Card always serialises")
+    to_json(&body, message)
+}
+
+/// Serialises a body into a buffer sized for it up front.
+fn to_json(body: &impl Serialize, message: &Message<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 + 2 * (message.title.len() + message.text.len()));
+    serde_json::to_writer(&mut out, body).expect("a payload always serialises");
+    out
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary, saying so.

@@ -157,6 +157,9 @@ impl fmt::Display for Problem {
 struct NameFilter {
     exact: Vec<String>,
     globs: Vec<String>,
+    /// The globs that are plain wildcards, matched directly.
+    wildcards: Vec<Wildcard>,
+    /// The other globs (classes, alternatives, escapes).
     glob_set: Option<GlobSet>,
 }
 
@@ -164,6 +167,7 @@ impl NameFilter {
     fn build(patterns: &[String], path: &str, problems: &mut Vec<Problem>) -> NameFilter {
         let mut filter = NameFilter::default();
         let mut builder = GlobSetBuilder::new();
+        let mut complex = false;
         for (i, pattern) in patterns.iter().enumerate() {
             if pattern.is_empty() {
                 problems.push(Problem::new(
@@ -176,7 +180,13 @@ impl NameFilter {
             } else {
                 match Glob::new(pattern) {
                     Ok(glob) => {
-                        builder.add(glob);
+                        match Wildcard::new(pattern) {
+                            Some(wildcard) => filter.wildcards.push(wildcard),
+                            None => {
+                                builder.add(glob);
+                                complex = true;
+                            }
+                        }
                         filter.globs.push(pattern.clone());
                     }
                     Err(e) => problems.push(Problem::new(
@@ -187,7 +197,7 @@ impl NameFilter {
                 }
             }
         }
-        if !filter.globs.is_empty() {
+        if complex {
             filter.glob_set = builder.build().ok();
         }
         filter
@@ -200,8 +210,70 @@ impl NameFilter {
     fn matches(&self, name: &str) -> bool {
         self.is_all()
             || self.exact.iter().any(|e| e == name)
+            || self.wildcards.iter().any(|w| w.is_match(name))
             || self.glob_set.as_ref().is_some_and(|set| set.is_match(name))
     }
+}
+
+/// A glob of literal characters, `*` and `?` only (what canary and namespace patterns nearly
+/// always are), matched without a regular expression. Same answers as globset, which matches
+/// bytes: `?` is any one byte, `*` any bytes (newlines and `/` included, as Herald builds its
+/// globs with the default options).
+#[derive(Debug, Clone)]
+struct Wildcard(Box<str>);
+
+impl Wildcard {
+    /// `None` for a pattern with anything else globset gives a meaning to.
+    fn new(pattern: &str) -> Option<Wildcard> {
+        let plain = !pattern.contains(['[', ']', '{', '}', '\\', '/']) && !pattern.contains("**");
+        plain.then(|| Wildcard(pattern.into()))
+    }
+
+    /// The literal text before the first wildcard.
+    fn prefix(&self) -> &str {
+        &self.0[..self.0.find(['*', '?']).unwrap_or(self.0.len())]
+    }
+
+    /// The literal text after the last wildcard.
+    fn suffix(&self) -> &str {
+        &self.0[self.0.rfind(['*', '?']).map_or(0, |i| i + 1)..]
+    }
+
+    fn is_match(&self, name: &str) -> bool {
+        wildcard_match(self.0.as_bytes(), name.as_bytes())
+    }
+}
+
+/// Whole-text wildcard matching: `*` any bytes, `?` one byte, the rest literally. Greedy with
+/// backtracking to the last `*`, which is complete for these two wildcards.
+fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(b'?') => {
+                p += 1;
+                t += 1;
+            }
+            Some(&c) if c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 fn is_glob(pattern: &str) -> bool {
@@ -230,6 +302,8 @@ pub struct CompiledReceiver {
 #[derive(Debug)]
 pub struct CompiledPolicy {
     pub id: PolicyId,
+    /// `id` as templates see it (`{{policy}}`), formatted once.
+    display: String,
     pub generation: Option<i64>,
     pub suspend: bool,
     pub receivers: Vec<CompiledReceiver>,
@@ -308,10 +382,21 @@ impl CompiledPolicy {
 }
 
 /// Candidate policies for one namespace (or for any namespace), keyed by canary name.
+/// Wildcard patterns are indexed by their literal prefix (or, for those that start with a
+/// wildcard, suffix), so that an event tests only the patterns that share its name's start
+/// or end, however many there are.
 #[derive(Debug, Default)]
 struct Bucket {
     by_canary: HashMap<String, Vec<u32>>,
     any_canary: Vec<u32>,
+    by_prefix: HashMap<String, Vec<(Wildcard, u32)>>,
+    /// The distinct lengths of the keys of `by_prefix`, ascending.
+    prefix_lens: Vec<usize>,
+    by_suffix: HashMap<String, Vec<(Wildcard, u32)>>,
+    suffix_lens: Vec<usize>,
+    /// Wildcards with neither a literal prefix nor suffix (`*`, `*-api-*`).
+    scan: Vec<(Wildcard, u32)>,
+    /// Other globs, matched by one GlobSet.
     globs: Vec<u32>,
     glob_set: Option<GlobSet>,
     glob_patterns: Vec<Glob>,
@@ -327,7 +412,26 @@ impl Bucket {
             self.by_canary.entry(name.clone()).or_default().push(index);
         }
         for pattern in &policy.canaries.globs {
-            if let Ok(glob) = Glob::new(pattern) {
+            if let Some(wildcard) = Wildcard::new(pattern) {
+                let (prefix, suffix) = (wildcard.prefix(), wildcard.suffix());
+                if !prefix.is_empty() {
+                    self.prefix_lens.push(prefix.len());
+                    let key = prefix.to_owned();
+                    self.by_prefix
+                        .entry(key)
+                        .or_default()
+                        .push((wildcard, index));
+                } else if !suffix.is_empty() {
+                    self.suffix_lens.push(suffix.len());
+                    let key = suffix.to_owned();
+                    self.by_suffix
+                        .entry(key)
+                        .or_default()
+                        .push((wildcard, index));
+                } else {
+                    self.scan.push((wildcard, index));
+                }
+            } else if let Ok(glob) = Glob::new(pattern) {
                 self.glob_patterns.push(glob);
                 self.globs.push(index);
             }
@@ -335,6 +439,10 @@ impl Bucket {
     }
 
     fn finish(&mut self) {
+        self.prefix_lens.sort_unstable();
+        self.prefix_lens.dedup();
+        self.suffix_lens.sort_unstable();
+        self.suffix_lens.dedup();
         if !self.glob_patterns.is_empty() {
             let mut builder = GlobSetBuilder::new();
             for glob in self.glob_patterns.drain(..) {
@@ -348,6 +456,35 @@ impl Bucket {
         out.extend_from_slice(&self.any_canary);
         if let Some(found) = self.by_canary.get(canary) {
             out.extend_from_slice(found);
+        }
+        let wildcard_hits = |hits: Option<&Vec<(Wildcard, u32)>>, out: &mut Vec<u32>| {
+            for (wildcard, index) in hits.into_iter().flatten() {
+                if wildcard.is_match(canary) {
+                    out.push(*index);
+                }
+            }
+        };
+        for &len in &self.prefix_lens {
+            if len > canary.len() {
+                break;
+            }
+            if canary.is_char_boundary(len) {
+                wildcard_hits(self.by_prefix.get(&canary[..len]), out);
+            }
+        }
+        for &len in &self.suffix_lens {
+            if len > canary.len() {
+                break;
+            }
+            let start = canary.len() - len;
+            if canary.is_char_boundary(start) {
+                wildcard_hits(self.by_suffix.get(&canary[start..]), out);
+            }
+        }
+        for (wildcard, index) in &self.scan {
+            if wildcard.is_match(canary) {
+                out.push(*index);
+            }
         }
         if let Some(set) = &self.glob_set {
             for hit in set.matches(canary) {
@@ -496,6 +633,7 @@ impl<'s> PolicySetBuilder<'s> {
         }
         Ok(CompiledPolicy {
             id: id.clone(),
+            display: id.to_string(),
             generation: object.generation(),
             suspend: rules.suspend,
             receivers,
@@ -757,24 +895,37 @@ impl<'s> PolicySetBuilder<'s> {
 /// template is written for people; receivers and `herald render` lines get it compact).
 /// Expects valid JSON.
 pub fn minify_json(json: &str) -> String {
+    let bytes = json.as_bytes();
     let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'"' {
+            // A string, copied whole through its closing quote (or to the end).
+            let start = i;
+            i += 1;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\\' => i += 2,
+                    b'"' => {
+                        i += 1;
+                        break;
+                    }
+                    _ => i += 1,
+                }
             }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !c.is_whitespace() {
-            out.push(c);
+            out.push_str(&json[start..i.min(bytes.len())]);
+        } else if b.is_ascii() {
+            if !char::from(b).is_whitespace() {
+                out.push(char::from(b));
+            }
+            i += 1;
+        } else {
+            let c = json[i..].chars().next().expect("i is on a char boundary");
+            if !c.is_whitespace() {
+                out.push(c);
+            }
+            i += c.len_utf8();
         }
     }
     out
@@ -900,15 +1051,19 @@ impl PolicySet {
         if matched.is_empty() {
             return Vec::new();
         }
-        let mut context = template::event_context(input.event, &self.cluster, input.canary);
+        let mut render = Render {
+            set: self,
+            input,
+            context: None,
+            event_json: None,
+        };
         let mut out = Vec::new();
         for policy_index in matched {
             let policy = &self.policies[policy_index as usize];
-            let policy_name = policy.id.to_string();
             for (receiver_index, receiver) in policy.receivers.iter().enumerate() {
-                template::set_delivery(&mut context, &policy_name, &receiver.name);
                 out.push(
-                    self.render(receiver, input.event, &context)
+                    render
+                        .receiver(&policy.display, receiver)
                         .map(|body| Delivery {
                             policy: policy_index,
                             receiver: receiver_index as u32,
@@ -924,39 +1079,75 @@ impl PolicySet {
         }
         out
     }
+}
 
-    fn render(
-        &self,
+/// Renders the notifications of one event. What is costly and the same for all of them is
+/// made once, and only when needed: the handlebars context (templates that only use the
+/// event's own variables are rendered without it) and Flagger's event JSON.
+struct Render<'a> {
+    set: &'a PolicySet,
+    input: &'a MatchInput<'a>,
+    context: Option<Context>,
+    event_json: Option<Vec<u8>>,
+}
+
+impl Render<'_> {
+    fn template(
+        &mut self,
+        id: TemplateId,
+        policy: &str,
+        receiver: &str,
+    ) -> Result<String, TemplateError> {
+        let engine = &self.set.engine;
+        let vars = template::Vars {
+            event: self.input.event,
+            cluster: &self.set.cluster,
+            policy,
+            receiver,
+        };
+        if let Some(out) = engine.render_direct(id, &vars) {
+            return Ok(out);
+        }
+        let context = self.context.get_or_insert_with(|| {
+            template::event_context(self.input.event, &self.set.cluster, self.input.canary)
+        });
+        template::set_delivery(context, policy, receiver);
+        engine.render(id, context)
+    }
+
+    fn receiver(
+        &mut self,
+        policy: &str,
         receiver: &CompiledReceiver,
-        event: &FlaggerEvent,
-        context: &Context,
     ) -> Result<Vec<u8>, TemplateError> {
+        let event = self.input.event;
         if let ReceiverKind::Webhook(options) = &receiver.kind {
             return match options.body {
-                None => Ok(event.to_json()),
+                None => Ok(self
+                    .event_json
+                    .get_or_insert_with(|| event.to_json())
+                    .clone()),
                 Some(id) => {
-                    let body = self.engine.render(id, context)?;
-                    serde_json::from_str::<serde_json::Value>(&body).map_err(|e| {
-                        TemplateError {
-                            line: None,
-                            column: None,
-                            reason: format!(
-                                "body template rendered invalid JSON: {}",
-                                crate::json_error_reason(&e)
-                            ),
-                        }
+                    let body = self.template(id, policy, &receiver.name)?;
+                    check_json(&body).map_err(|e| TemplateError {
+                        line: None,
+                        column: None,
+                        reason: format!(
+                            "body template rendered invalid JSON: {}",
+                            crate::json_error_reason(&e)
+                        ),
                     })?;
                     Ok(minify_json(&body).into_bytes())
                 }
             };
         }
-        let title = self.engine.render(receiver.title, context)?;
-        let text = self.engine.render(receiver.text, context)?;
+        let title = self.template(receiver.title, policy, &receiver.name)?;
+        let text = self.template(receiver.text, policy, &receiver.name)?;
         let message = Message {
             title: &title,
             text: &text,
             event,
-            cluster: &self.cluster,
+            cluster: &self.set.cluster,
         };
         Ok(match &receiver.kind {
             ReceiverKind::Slack(options) => payload::slack(options, &message),
@@ -969,9 +1160,237 @@ impl PolicySet {
     }
 }
 
+/// Checks that `text` is one JSON value, accepting and rejecting exactly what parsing it into
+/// a `serde_json::Value` does (same parser, same errors), without building the value.
+fn check_json(text: &str) -> Result<(), serde_json::Error> {
+    // With serde_json's `raw_value` feature a `Value` treats this one object key specially;
+    // leave such (odd) bodies to `Value` itself.
+    if text.contains("$serde_json::private::") {
+        return serde_json::from_str::<serde_json::Value>(text).map(drop);
+    }
+    serde_json::from_str::<AnyJson>(text).map(drop)
+}
+
+/// Any JSON value, read and dropped.
+struct AnyJson;
+
+impl<'de> serde::Deserialize<'de> for AnyJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AnyJsonVisitor)
+    }
+}
+
+struct AnyJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AnyJsonVisitor {
+    type Value = AnyJson;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<AnyJson, A::Error> {
+        while seq.next_element::<AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnyJson, A::Error> {
+        while map.next_entry::<AnyJson, AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::minify_json;
+    use super::{check_json, minify_json, Wildcard};
+    use globset::Glob;
+
+    /// Plain wildcards are matched as globset matches them.
+    #[test]
+    fn wildcards_match_like_globset() {
+        let patterns = [
+            "team-*-api",
+            "team-*",
+            "*-api",
+            "*",
+            "?",
+            "??",
+            "a?c",
+            "*a*",
+            "a*b*c",
+            "*a*a",
+            "app-1-*",
+            "svc-1-?",
+            "pay*",
+            "*é*",
+            "p?ay",
+            "é?",
+            "x*",
+            "*x",
+            "-*-",
+        ];
+        let names = [
+            "",
+            "a",
+            "ac",
+            "abc",
+            "abbc",
+            "aXbYc",
+            "aa",
+            "aaa",
+            "team-payments-api",
+            "team-api",
+            "team--api",
+            "team-a-api-x",
+            "x-api",
+            "api",
+            "app-1-",
+            "app-1-x",
+            "app-10",
+            "svc-1-a",
+            "svc-1-ab",
+            "payments",
+            "pay",
+            "é",
+            "éa",
+            "aé",
+            "p\u{e9}ay",
+            "pxay",
+            "a\nb",
+            "x\ny",
+            "-a-",
+            "--",
+            "---",
+        ];
+        for pattern in patterns {
+            let wildcard = Wildcard::new(pattern).expect("a plain wildcard");
+            let glob = Glob::new(pattern).unwrap().compile_matcher();
+            for name in names {
+                assert_eq!(
+                    wildcard.is_match(name),
+                    glob.is_match(name),
+                    "{pattern:?} on {name:?}"
+                );
+            }
+        }
+        for complex in ["[ab]*", "{a,b}*", "a\\*", "a/**", "**", "a**"] {
+            assert!(Wildcard::new(complex).is_none(), "{complex}");
+        }
+        let w = Wildcard::new("team-*-api").unwrap();
+        assert_eq!((w.prefix(), w.suffix()), ("team-", "-api"));
+        let w = Wildcard::new("*x?").unwrap();
+        assert_eq!((w.prefix(), w.suffix()), ("", ""));
+    }
+
+    /// The JSON check accepts and rejects what parsing into a `Value` does, with the same
+    /// error.
+    #[test]
+    fn json_check_is_value_parsing() {
+        for text in [
+            "{}",
+            "[]",
+            "1",
+            "-1.5e3",
+            "1e400",
+            "18446744073709551616",
+            "\"x\"",
+            "null",
+            "true",
+            "{\"a\": [1, {\"b\": null}], \"a\": 2}",
+            "{\"a\" 1}",
+            "{\"a\": 1,}",
+            "[1 2]",
+            "",
+            " ",
+            "{\"a\": 1} x",
+            "\"\\q\"",
+            "\"\u{1}\"",
+            "{1: 2}",
+            "[",
+            "nul",
+            "{\"$serde_json::private::RawValue\": \"1\"}",
+            "{\"$serde_json::private::RawValue\": \"x\"}",
+        ] {
+            let by_value = serde_json::from_str::<serde_json::Value>(text)
+                .map(drop)
+                .map_err(|e| e.to_string());
+            assert_eq!(
+                check_json(text).map_err(|e| e.to_string()),
+                by_value,
+                "{text:?}"
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(
+            check_json(&deep).map_err(|e| e.to_string()),
+            serde_json::from_str::<serde_json::Value>(&deep)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        );
+    }
+
+    /// The first, char-by-char minifier: the faster one must give the same output.
+    fn reference_minify(json: &str) -> String {
+        let mut out = String::with_capacity(json.len());
+        let mut in_string = false;
+        let mut escaped = false;
+        for c in json.chars() {
+            if in_string {
+                out.push(c);
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    in_string = false;
+                }
+            } else if c == '"' {
+                in_string = true;
+                out.push(c);
+            } else if !c.is_whitespace() {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn minify_is_the_reference_minify() {
+        for json in [
+            "",
+            " { \"a\" : [ 1 ,\t2 ] ,\r\n \"b\\\"c\" : \"x y\" } ",
+            "{\"é\": \"\\é ü \",\u{a0}\"k\":\u{2003}1\u{3000}}",
+            "\"unterminated \\",
+            "\"ends in escape\\",
+            "[\"a\\\\\", \"b\"]\u{b}\u{c}\u{85}x",
+        ] {
+            assert_eq!(minify_json(json), reference_minify(json), "{json:?}");
+        }
+    }
 
     #[test]
     fn minify_keeps_strings_and_key_order() {

@@ -1,13 +1,15 @@
 //! Handlebars templating: a strict registry (a misspelt variable is an error, not an empty
 //! string), compiled once per policy generation, with the helpers notification authors need.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
+use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
 use handlebars::{
-    handlebars_helper, Context, Handlebars, Helper, HelperDef, RenderContext, RenderError,
-    RenderErrorReason, ScopedJson,
+    handlebars_helper, Context, Handlebars, Helper, HelperDef, Path, PathSeg, RenderContext,
+    RenderError, RenderErrorReason, ScopedJson,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 
 use crate::{CanaryFacts, FlaggerEvent};
@@ -43,6 +45,9 @@ pub struct TemplateEngine {
     registry: Handlebars<'static>,
     names: Vec<String>,
     by_source: HashMap<String, TemplateId>,
+    /// Per template: its pieces when it can be rendered straight from the event (see
+    /// [`Piece`]), `None` when it needs handlebars.
+    direct: Vec<Option<Vec<Piece>>>,
 }
 
 impl Default for TemplateEngine {
@@ -66,6 +71,7 @@ impl TemplateEngine {
             registry,
             names: Vec::new(),
             by_source: HashMap::new(),
+            direct: Vec::new(),
         }
     }
 
@@ -86,6 +92,8 @@ impl TemplateEngine {
                     reason: e.reason().to_string(),
                 }
             })?;
+        let direct = self.registry.get_template(&name).and_then(direct_pieces);
+        self.direct.push(direct);
         self.names.push(name);
         self.by_source.insert(source.to_owned(), id);
         Ok(id)
@@ -95,6 +103,21 @@ impl TemplateEngine {
         self.registry
             .render_with_context(&self.names[id.0 as usize], context)
             .map_err(render_error)
+    }
+
+    /// Renders straight from the event, without a handlebars context, when the template only
+    /// uses what [`Piece`] covers; `None` when it needs [`Self::render`]. The output is the
+    /// one handlebars gives (tested against it), and cannot fail.
+    pub fn render_direct(&self, id: TemplateId, vars: &Vars<'_>) -> Option<String> {
+        let pieces = self.direct[id.0 as usize].as_deref()?;
+        let mut out = String::with_capacity(64);
+        render_pieces(pieces, vars, &mut out);
+        Some(out)
+    }
+
+    /// Whether [`Self::render_direct`] renders this template.
+    pub fn is_direct(&self, id: TemplateId) -> bool {
+        self.direct[id.0 as usize].is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -121,42 +144,280 @@ fn render_error(e: RenderError) -> TemplateError {
 
 /// The variables every template sees. `policy` and `receiver` are filled per delivery by
 /// [`set_delivery`]; `canary` is null for events received over HTTP.
+///
+/// Built once per event on the hot path: the map is assembled directly (no `json!` and no
+/// `Context::wraps`, which would serialise the finished value into a second copy).
 pub fn event_context(event: &FlaggerEvent, cluster: &str, canary: Option<&CanaryFacts>) -> Context {
     let ms = event.timestamp_ms();
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default();
+    let time = rfc3339(ms);
     let metadata: Map<String, Value> = event
         .metadata
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
-    Context::wraps(json!({
-        "name": event.name,
-        "namespace": event.namespace,
-        "target": format!("{}.{}", event.name, event.namespace),
-        "phase": event.phase,
-        "message": event.message(),
-        "eventType": event.event_type().as_str(),
-        "timestamp": ms.to_string(),
-        "time": time,
-        "checksum": event.checksum,
-        "severity": event.severity().as_str(),
-        "cluster": cluster,
-        "metadata": metadata,
-        "canary": canary,
-        "policy": "",
-        "receiver": "",
-    }))
-    .expect("a JSON object is a valid context")
+    let string = |s: &str| Value::String(s.to_owned());
+    let mut map = Map::new();
+    map.insert("name".to_owned(), string(&event.name));
+    map.insert("namespace".to_owned(), string(&event.namespace));
+    let mut target = String::with_capacity(event.name.len() + 1 + event.namespace.len());
+    target.push_str(&event.name);
+    target.push('.');
+    target.push_str(&event.namespace);
+    map.insert("target".to_owned(), Value::String(target));
+    map.insert("phase".to_owned(), string(&event.phase));
+    map.insert("message".to_owned(), string(event.message()));
+    map.insert("eventType".to_owned(), string(event.event_type().as_str()));
+    map.insert("timestamp".to_owned(), Value::String(ms.to_string()));
+    map.insert("time".to_owned(), Value::String(time));
+    map.insert(
+        "checksum".to_owned(),
+        event.checksum.as_deref().map_or(Value::Null, string),
+    );
+    map.insert("severity".to_owned(), string(event.severity().as_str()));
+    map.insert("cluster".to_owned(), string(cluster));
+    map.insert("metadata".to_owned(), Value::Object(metadata));
+    map.insert(
+        "canary".to_owned(),
+        serde_json::to_value(canary).expect("canary facts serialise"),
+    );
+    map.insert("policy".to_owned(), string(""));
+    map.insert("receiver".to_owned(), string(""));
+    Context::from(Value::Object(map))
 }
 
-/// Sets the `policy` and `receiver` variables in a context built by [`event_context`].
+/// The `time` variable: the event's timestamp in RFC 3339, empty when out of range.
+fn rfc3339(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// What a template rendered without handlebars reads: the event and the delivery.
+#[derive(Clone, Copy, Debug)]
+pub struct Vars<'a> {
+    pub event: &'a FlaggerEvent,
+    pub cluster: &'a str,
+    pub policy: &'a str,
+    pub receiver: &'a str,
+}
+
+/// The variables of [`event_context`] that are present in every context, with a value that is
+/// a string (`checksum`: a string or null).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Var {
+    Name,
+    Namespace,
+    Target,
+    Phase,
+    Message,
+    EventType,
+    Timestamp,
+    Time,
+    Checksum,
+    Severity,
+    Cluster,
+    Policy,
+    Receiver,
+}
+
+impl Var {
+    fn parse(name: &str) -> Option<Var> {
+        Some(match name {
+            "name" => Var::Name,
+            "namespace" => Var::Namespace,
+            "target" => Var::Target,
+            "phase" => Var::Phase,
+            "message" => Var::Message,
+            "eventType" => Var::EventType,
+            "timestamp" => Var::Timestamp,
+            "time" => Var::Time,
+            "checksum" => Var::Checksum,
+            "severity" => Var::Severity,
+            "cluster" => Var::Cluster,
+            "policy" => Var::Policy,
+            "receiver" => Var::Receiver,
+            _ => return None,
+        })
+    }
+}
+
+impl<'a> Vars<'a> {
+    /// The variable's value as the context holds it; `None` for null.
+    fn get(&self, var: Var) -> Option<Cow<'a, str>> {
+        let event = self.event;
+        Some(match var {
+            Var::Name => Cow::Borrowed(event.name.as_str()),
+            Var::Namespace => Cow::Borrowed(event.namespace.as_str()),
+            Var::Target => Cow::Owned(format!("{}.{}", event.name, event.namespace)),
+            Var::Phase => Cow::Borrowed(event.phase.as_str()),
+            Var::Message => Cow::Borrowed(event.message()),
+            Var::EventType => Cow::Borrowed(event.event_type().as_str()),
+            Var::Timestamp => Cow::Owned(event.timestamp_ms().to_string()),
+            Var::Time => Cow::Owned(rfc3339(event.timestamp_ms())),
+            Var::Checksum => return event.checksum.as_deref().map(Cow::Borrowed),
+            Var::Severity => Cow::Borrowed(event.severity().as_str()),
+            Var::Cluster => Cow::Borrowed(self.cluster),
+            Var::Policy => Cow::Borrowed(self.policy),
+            Var::Receiver => Cow::Borrowed(self.receiver),
+        })
+    }
+}
+
+/// A part of a template that Herald renders without handlebars, exactly as handlebars (in
+/// strict mode, without HTML escaping, with Herald's helpers) would: text, `{{var}}`,
+/// `{{json var}}`, `{{upper var}}`, `{{lower var}}`, and `{{#if var}}`/`{{#unless var}}` with
+/// `{{else}}`, where `var` is one of [`Var`]. Handlebars resolves whitespace control and
+/// standalone lines when it compiles, so the pieces come from its compiled template. Anything
+/// else (other variables, other helpers, partials, `each`, `with`, paths, literals) makes the
+/// whole template go through handlebars.
+#[derive(Clone, Debug)]
+enum Piece {
+    Text(String),
+    Var(Var),
+    Json(Var),
+    Upper(Var),
+    Lower(Var),
+    If {
+        var: Var,
+        negate: bool,
+        then: Vec<Piece>,
+        otherwise: Vec<Piece>,
+    },
+}
+
+fn direct_pieces(template: &Template) -> Option<Vec<Piece>> {
+    let mut pieces = Vec::with_capacity(template.elements.len());
+    for element in &template.elements {
+        match element {
+            TemplateElement::RawString(text) => pieces.push(Piece::Text(text.clone())),
+            TemplateElement::Comment(_) => {}
+            TemplateElement::Expression(helper) | TemplateElement::HtmlExpression(helper) => {
+                pieces.push(direct_expression(helper)?)
+            }
+            TemplateElement::HelperBlock(helper) => pieces.push(direct_block(helper)?),
+            _ => return None,
+        }
+    }
+    Some(pieces)
+}
+
+/// `{{var}}`, or a value helper with one variable.
+fn direct_expression(helper: &HelperTemplate) -> Option<Piece> {
+    if helper.block
+        || helper.block_param.is_some()
+        || helper.template.is_some()
+        || helper.inverse.is_some()
+        || !helper.hash.is_empty()
+    {
+        return None;
+    }
+    let name = simple_name(&helper.name)?;
+    match helper.params.as_slice() {
+        // No helper is named like a variable, so handlebars looks the variable up.
+        [] => Var::parse(name).map(Piece::Var),
+        [param] => {
+            let var = Var::parse(simple_name(param)?)?;
+            match name {
+                "json" => Some(Piece::Json(var)),
+                // `upper` and `lower` take a string: checksum may be null (an error).
+                "upper" if var != Var::Checksum => Some(Piece::Upper(var)),
+                "lower" if var != Var::Checksum => Some(Piece::Lower(var)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `{{#if var}}...{{else}}...{{/if}}` and `{{#unless var}}`.
+fn direct_block(helper: &HelperTemplate) -> Option<Piece> {
+    if !helper.block || helper.block_param.is_some() || !helper.hash.is_empty() {
+        return None;
+    }
+    let negate = match simple_name(&helper.name)? {
+        "if" => false,
+        "unless" => true,
+        _ => return None,
+    };
+    let [param] = helper.params.as_slice() else {
+        return None;
+    };
+    let var = Var::parse(simple_name(param)?)?;
+    let part = |template: &Option<Template>| match template {
+        Some(template) => direct_pieces(template),
+        None => Some(Vec::new()),
+    };
+    Some(Piece::If {
+        var,
+        negate,
+        then: part(&helper.template)?,
+        otherwise: part(&helper.inverse)?,
+    })
+}
+
+/// A bare identifier (`name`, not `this.name`, `../name`, `[name]` or `@root.name`).
+fn simple_name(parameter: &Parameter) -> Option<&str> {
+    match parameter {
+        Parameter::Name(name) => Some(name),
+        Parameter::Path(Path::Relative((segments, raw))) => match segments.as_slice() {
+            [PathSeg::Named(name)] if name == raw => Some(name),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn render_pieces(pieces: &[Piece], vars: &Vars<'_>, out: &mut String) {
+    for piece in pieces {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            // Null renders as nothing.
+            Piece::Var(var) => {
+                if let Some(value) = vars.get(*var) {
+                    out.push_str(&value);
+                }
+            }
+            Piece::Json(var) => match vars.get(*var) {
+                Some(value) => out
+                    .push_str(&serde_json::to_string(value.as_ref()).expect("a string serialises")),
+                None => out.push_str("null"),
+            },
+            Piece::Upper(var) => out.push_str(&vars.get(*var).unwrap_or_default().to_uppercase()),
+            Piece::Lower(var) => out.push_str(&vars.get(*var).unwrap_or_default().to_lowercase()),
+            Piece::If {
+                var,
+                negate,
+                then,
+                otherwise,
+            } => {
+                // Handlebars truthiness: a non-empty string (null is false).
+                let truthy = vars.get(*var).is_some_and(|value| !value.is_empty());
+                let branch = if truthy != *negate { then } else { otherwise };
+                render_pieces(branch, vars, out);
+            }
+        }
+    }
+}
+
+/// Sets the `policy` and `receiver` variables in a context built by [`event_context`],
+/// reusing the strings already there.
 pub fn set_delivery(context: &mut Context, policy: &str, receiver: &str) {
     if let Value::Object(map) = context.data_mut() {
-        map.insert("policy".to_owned(), Value::String(policy.to_owned()));
-        map.insert("receiver".to_owned(), Value::String(receiver.to_owned()));
+        set_string(map, "policy", policy);
+        set_string(map, "receiver", receiver);
+    }
+}
+
+fn set_string(map: &mut Map<String, Value>, key: &str, value: &str) {
+    match map.get_mut(key) {
+        Some(Value::String(s)) => {
+            s.clear();
+            s.push_str(value);
+        }
+        _ => {
+            map.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
     }
 }
 
@@ -317,6 +578,160 @@ mod tests {
         let err = render("ok\n{{#if name}}unclosed").unwrap_err();
         assert_eq!((err.line, err.column), (Some(2), Some(21)));
         assert!(err.to_string().starts_with("line 2, column 21: "), "{err}");
+    }
+
+    /// The context as it was first written (`json!` wrapped by `Context::wraps`): the
+    /// hand-built one must stay identical to it.
+    fn reference_context(
+        event: &FlaggerEvent,
+        cluster: &str,
+        canary: Option<&CanaryFacts>,
+    ) -> Value {
+        let ms = event.timestamp_ms();
+        let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default();
+        let metadata: Map<String, Value> = event
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        serde_json::json!({
+            "name": event.name,
+            "namespace": event.namespace,
+            "target": format!("{}.{}", event.name, event.namespace),
+            "phase": event.phase,
+            "message": event.message(),
+            "eventType": event.event_type().as_str(),
+            "timestamp": ms.to_string(),
+            "time": time,
+            "checksum": event.checksum,
+            "severity": event.severity().as_str(),
+            "cluster": cluster,
+            "metadata": metadata,
+            "canary": canary,
+            "policy": "",
+            "receiver": "",
+        })
+    }
+
+    #[test]
+    fn context_matches_the_reference() {
+        let with_checksum = sample_event();
+        let mut without = FlaggerEvent::new(
+            "a",
+            "b",
+            "Failed",
+            "Canary failed!",
+            herald_api::EventType::Warning,
+            0,
+        );
+        without.metadata.insert("cluster".into(), "x".into());
+        for event in [&with_checksum, &without] {
+            for canary in [None, Some(&sample_canary())] {
+                for cluster in ["", "prod-eu"] {
+                    let mut built = event_context(event, cluster, canary);
+                    assert_eq!(built.data(), &reference_context(event, cluster, canary));
+                    set_delivery(&mut built, "ns/p", "r");
+                    set_delivery(&mut built, "ns/policy", "receiver");
+                    assert_eq!(built.data()["policy"], "ns/policy");
+                    assert_eq!(built.data()["receiver"], "receiver");
+                }
+            }
+        }
+    }
+
+    /// Templates rendered without handlebars give exactly what handlebars gives, for events
+    /// with and without checksum, cluster, odd characters and empty values.
+    #[test]
+    fn direct_rendering_is_handlebars_rendering() {
+        let direct = [
+            DEFAULT_TITLE,
+            DEFAULT_TEXT,
+            "",
+            "plain text, no variables",
+            "{{name}}|{{namespace}}|{{target}}|{{phase}}|{{eventType}}|{{timestamp}}|{{time}}|{{checksum}}|{{severity}}|{{cluster}}|{{policy}}|{{receiver}}|{{message}}",
+            "{{{name}}} {{{message}}}",
+            "{{#if checksum}}rev {{checksum}}{{else}}no revision{{/if}}",
+            "{{#unless cluster}}no cluster{{else}}{{cluster}}{{/unless}}",
+            "{{#if cluster}}a{{else if checksum}}b{{else}}c{{/if}}",
+            "{{#if name}}{{#if cluster}}[{{cluster}}]{{/if}} {{name}}{{/if}}",
+            "{\"canary\": {{json target}}, \"phase\": {{json phase}}, \"severity\": {{json severity}},\n \"text\": {{json message}}, \"at\": {{json time}}, \"revision\": {{json checksum}}}",
+            "{{upper name}} {{lower phase}} {{upper cluster}}",
+            "{{#if cluster}}[{{cluster}}] {{/if}}{{upper name}} in {{namespace}}",
+            "{{message}} ({{phase}}, {{time}})",
+            "  {{~name~}}  -  {{~namespace}}\n",
+            "{{#if cluster}}\n  {{cluster}}\n{{/if}}\n{{name}}\n",
+            "a {{! a comment }} b {{!-- another --}} c",
+            "\\{{name}} {{name}}",
+            "<{{message}}> & \"{{name}}\"",
+        ];
+        let handlebars_only = [
+            "{{metadata.eventType}}",
+            "{{canary.weight}}",
+            "{{#if canary}}x{{/if}}",
+            "{{this.name}}",
+            "{{upper checksum}}",
+            "{{truncate message 12}}",
+            "{{default checksum \"none\"}}",
+            "{{#each metadata}}{{@key}}{{/each}}",
+            "{{#if (eq phase \"Failed\")}}x{{/if}}",
+            "{{#with metadata}}{{eventType}}{{/with}}",
+            "{{lookup metadata \"eventType\"}}",
+            "{{#if cluster includeZero=true}}x{{/if}}",
+            "{{json \"literal\"}}",
+        ];
+        let mut engine = TemplateEngine::new();
+        let mut events = vec![
+            sample_event(),
+            FlaggerEvent::new(
+                "p\u{e9}-\"q\"",
+                "ns\n",
+                "Failed",
+                "Rolling back \u{1F680} <b>\\ \"quoted\"",
+                herald_api::EventType::Warning,
+                0,
+            ),
+            FlaggerEvent::new(
+                "a",
+                "b",
+                "Paused",
+                "",
+                herald_api::EventType::Normal,
+                1_764_072_000_100,
+            ),
+        ];
+        events[2].metadata.insert("x".into(), "y".into());
+        for (sources, expect_direct) in [(&direct[..], true), (&handlebars_only[..], false)] {
+            for source in sources {
+                let id = engine.compile(source).unwrap();
+                assert_eq!(engine.is_direct(id), expect_direct, "{source:?}");
+                for event in &events {
+                    for cluster in ["", "prod-eu"] {
+                        for (policy, receiver) in [("", ""), ("ns/policy", "r\"1")] {
+                            let mut context = event_context(event, cluster, None);
+                            set_delivery(&mut context, policy, receiver);
+                            let vars = Vars {
+                                event,
+                                cluster,
+                                policy,
+                                receiver,
+                            };
+                            let by_handlebars = engine.render(id, &context);
+                            match engine.render_direct(id, &vars) {
+                                Some(out) => assert_eq!(
+                                    Ok(out),
+                                    by_handlebars,
+                                    "{source:?} for {event:?}, cluster {cluster:?}"
+                                ),
+                                None => assert!(!expect_direct),
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -287,11 +287,13 @@ impl Dispatcher {
             .or_insert_with(|| {
                 let (sender, receiver) = mpsc::channel(self.inner.config.queue_capacity);
                 let inner = self.inner.clone();
+                // Every job of this queue goes to this URL: parse it once, not per request.
+                let parsed = reqwest::Url::parse(url).ok();
                 self.inner
                     .workers
                     .lock()
                     .expect("worker lock poisoned")
-                    .spawn(run_queue(inner, receiver));
+                    .spawn(run_queue(inner, receiver, parsed));
                 sender
             })
             .clone()
@@ -322,10 +324,12 @@ impl Dispatcher {
     }
 }
 
-async fn run_queue(inner: Arc<Inner>, mut queue: mpsc::Receiver<Job>) {
+/// Delivers one URL's jobs in order. `url` is that URL parsed (`None` if it does not parse:
+/// then each request reports the error, as before).
+async fn run_queue(inner: Arc<Inner>, mut queue: mpsc::Receiver<Job>, url: Option<reqwest::Url>) {
     let mut last_sent: Option<Instant> = None;
     while let Some(mut job) = queue.recv().await {
-        let outcome = deliver(&inner, &job, &mut last_sent).await;
+        let outcome = deliver(&inner, &job, url.as_ref(), &mut last_sent).await;
         job.finish(outcome);
     }
 }
@@ -341,7 +345,12 @@ enum AttemptError {
     },
 }
 
-async fn deliver(inner: &Inner, job: &Job, last_sent: &mut Option<Instant>) -> Outcome {
+async fn deliver(
+    inner: &Inner,
+    job: &Job,
+    url: Option<&reqwest::Url>,
+    last_sent: &mut Option<Instant>,
+) -> Outcome {
     let config = &inner.config;
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(config.min_backoff)
@@ -361,7 +370,7 @@ async fn deliver(inner: &Inner, job: &Job, last_sent: &mut Option<Instant>) -> O
         }
         *last_sent = Some(Instant::now());
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
-        match attempt_once(inner, job).await {
+        match attempt_once(inner, job, url).await {
             Ok(status) => {
                 info!(
                     policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
@@ -402,7 +411,11 @@ async fn deliver(inner: &Inner, job: &Job, last_sent: &mut Option<Instant>) -> O
     Outcome::Failed
 }
 
-async fn attempt_once(inner: &Inner, job: &Job) -> Result<StatusCode, AttemptError> {
+async fn attempt_once(
+    inner: &Inner,
+    job: &Job,
+    url: Option<&reqwest::Url>,
+) -> Result<StatusCode, AttemptError> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
@@ -424,9 +437,11 @@ async fn attempt_once(inner: &Inner, job: &Job) -> Result<StatusCode, AttemptErr
             }
         }
     }
-    let response = inner
-        .client
-        .post(job.url.expose())
+    let request = match url {
+        Some(url) => inner.client.post(url.clone()),
+        None => inner.client.post(job.url.expose()),
+    };
+    let response = request
         .headers(headers)
         .body(job.body.clone())
         .send()
