@@ -848,12 +848,13 @@ impl<'s> PolicySetBuilder<'s> {
             return None;
         }
         let request = RequestSpec {
-            bearer_token: Some(token),
             slack_api: Some(SlackApi {
                 update_url: format!("{api}/chat.update"),
                 channel,
                 threads: slack.threads.unwrap_or(true),
+                rate_limit_group: format!("{api} {}", crate::request::fingerprint(token.expose())),
             }),
+            bearer_token: Some(token),
             ..RequestSpec::default()
         };
         Some((

@@ -40,6 +40,15 @@ pub struct SlackApi {
     pub channel: String,
     /// One thread per rollout.
     pub threads: bool,
+    /// Identifies the token (a hash of it, never the token): Slack rate-limits per token,
+    /// so a `429` pauses every channel this token posts to.
+    pub rate_limit_group: String,
+}
+
+/// A short, stable name for a credential that reveals nothing of it.
+pub fn fingerprint(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&Sha256::digest(secret.as_bytes())[..8])
 }
 
 /// A header to send; `sensitive` ones are credentials (never logged, marked sensitive for
@@ -291,6 +300,7 @@ mod tests {
             update_url: "http://127.0.0.1:1/api/chat.update".into(),
             channel: "C0123".into(),
             threads: true,
+            rate_limit_group: fingerprint("xoxb"),
         }
     }
 

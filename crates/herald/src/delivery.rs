@@ -157,6 +157,8 @@ pub struct SlackJob {
     /// `<api>/chat.update`.
     pub update_url: String,
     pub thread: Option<ThreadRef>,
+    /// The token's rate-limit group (see `SlackApi::rate_limit_group`).
+    pub rate_limit_group: String,
 }
 
 /// A message Slack posted: the channel ID and timestamp that identify it.
@@ -329,6 +331,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     observer: Option<Arc<dyn DeliveryObserver>>,
     threads: Arc<dyn ThreadStore>,
+    /// Until when each rate-limit group (a Slack token) must not send: set by a `429` with
+    /// `Retry-After`, honoured by every queue of the group.
+    paused: std::sync::Mutex<HashMap<String, Instant>>,
     queues: RwLock<HashMap<String, mpsc::Sender<Job>>>,
     workers: std::sync::Mutex<JoinSet<()>>,
     closed: AtomicBool,
@@ -374,6 +379,7 @@ impl Dispatcher {
                 metrics,
                 observer,
                 threads,
+                paused: Default::default(),
                 queues: RwLock::new(HashMap::new()),
                 workers: std::sync::Mutex::new(JoinSet::new()),
                 closed: AtomicBool::new(false),
@@ -596,6 +602,13 @@ async fn deliver(
                 tokio::time::sleep_until(next.into()).await;
             }
         }
+        let group = job.slack.as_ref().map(|s| s.rate_limit_group.as_str());
+        if let Some(group) = group {
+            let until = inner.paused.lock().expect("pause lock").get(group).copied();
+            if let Some(until) = until.filter(|t| *t > Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
+            }
+        }
         *last_sent = Some(Instant::now());
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
         match attempt_once(inner, job, target, body).await {
@@ -628,6 +641,12 @@ async fn deliver(
                     Some(asked) => asked.min(config.max_retry_after),
                     None => backoff.next().unwrap_or(config.max_backoff),
                 };
+                if let (Some(group), Some(_)) = (group, retry_after) {
+                    let until = Instant::now() + delay;
+                    let mut paused = inner.paused.lock().expect("pause lock");
+                    let entry = paused.entry(group.to_owned()).or_insert(until);
+                    *entry = (*entry).max(until);
+                }
                 warn!(
                     policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
                     request, attempt, error = %detail, retry_in = ?delay, "notification attempt failed; retrying"

@@ -173,6 +173,7 @@ pub fn dispatch(
                     channel: api.channel.clone(),
                     update_url: api.update_url.clone(),
                     thread: delivery.thread,
+                    rate_limit_group: api.rate_limit_group.clone(),
                 });
                 job.completion = completion.clone();
                 if state.dispatcher.enqueue(job) {
