@@ -36,7 +36,7 @@ fn check_accepts_the_examples() {
             .lines()
             .last()
             .unwrap(),
-        "ok: 4 policies, 3 secrets in 5 files"
+        "ok: 6 policies, 5 secrets in 7 files"
     );
 }
 
