@@ -14,7 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use regex::Regex;
 
 use crate::event::{CanaryFacts, FlaggerEvent};
-use crate::payload::{self, Message, ReceiverKind, SlackOptions, WebhookOptions};
+use crate::payload::{
+    self, DiscordOptions, Message, ReceiverKind, RocketChatOptions, SlackOptions, WebhookOptions,
+};
 use crate::secret::{Redacted, SecretError, SecretSource};
 use crate::template::{self, TemplateEngine, TemplateError, TemplateId};
 
@@ -723,12 +725,15 @@ impl<'s> PolicySetBuilder<'s> {
             receiver.slack.is_some(),
             receiver.msteams.is_some(),
             receiver.webhook.is_some(),
+            receiver.discord.is_some(),
+            receiver.googlechat.is_some(),
+            receiver.rocketchat.is_some(),
         ];
         if kinds.iter().filter(|set| **set).count() != 1 {
             problems.push(Problem::new(
                 Reason::InvalidSpec,
                 path,
-                "a receiver sets exactly one of slack, msteams, webhook",
+                "a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat",
             ));
             return None;
         }
@@ -741,10 +746,31 @@ impl<'s> PolicySetBuilder<'s> {
             };
             (ReceiverKind::Slack(options), slack.address(), "slack")
         } else if let Some(teams) = &receiver.msteams {
+            // An unset format is detected from the URL once it is resolved, below.
             (
-                ReceiverKind::Teams(teams.format),
+                ReceiverKind::Teams(teams.format.unwrap_or_default()),
                 teams.address(),
                 "msteams",
+            )
+        } else if let Some(discord) = &receiver.discord {
+            let options = DiscordOptions {
+                username: discord.username.clone(),
+                avatar_url: discord.avatar_url.clone(),
+            };
+            (ReceiverKind::Discord(options), discord.address(), "discord")
+        } else if let Some(googlechat) = &receiver.googlechat {
+            (ReceiverKind::GoogleChat, googlechat.address(), "googlechat")
+        } else if let Some(rocketchat) = &receiver.rocketchat {
+            let options = RocketChatOptions {
+                channel: rocketchat.channel.clone(),
+                username: rocketchat.username.clone(),
+                icon_emoji: rocketchat.icon_emoji.clone(),
+                icon_url: rocketchat.icon_url.clone(),
+            };
+            (
+                ReceiverKind::RocketChat(options),
+                rocketchat.address(),
+                "rocketchat",
             )
         } else {
             let webhook = receiver.webhook.as_ref().expect("exactly one kind is set");
@@ -770,6 +796,12 @@ impl<'s> PolicySetBuilder<'s> {
             secret_namespace,
             problems,
         )?;
+        let kind = match (&receiver.msteams, kind) {
+            (Some(teams), ReceiverKind::Teams(_)) if teams.format.is_none() => {
+                ReceiverKind::Teams(TeamsFormat::detect(url.expose()))
+            }
+            (_, kind) => kind,
+        };
         Some((kind, url))
     }
 
@@ -1155,6 +1187,9 @@ impl Render<'_> {
             ReceiverKind::Teams(TeamsFormat::AdaptiveCard) => {
                 payload::teams_adaptive_card(&message)
             }
+            ReceiverKind::Discord(options) => payload::discord(options, &message),
+            ReceiverKind::GoogleChat => payload::google_chat(&message),
+            ReceiverKind::RocketChat(options) => payload::rocket_chat(options, &message),
             ReceiverKind::Webhook(_) => unreachable!("handled above"),
         })
     }

@@ -161,6 +161,12 @@ pub fn secret_refs(policy: &PolicyObject, herald_namespace: &str) -> Vec<(String
                 s.address()
             } else if let Some(t) = &r.msteams {
                 t.address()
+            } else if let Some(d) = &r.discord {
+                d.address()
+            } else if let Some(g) = &r.googlechat {
+                g.address()
+            } else if let Some(rc) = &r.rocketchat {
+                rc.address()
             } else {
                 r.webhook.as_ref()?.address()
             };
@@ -403,5 +409,38 @@ impl DeliveryObserver for StatusObserver {
                 .failures
                 .send((policy.clone(), receiver.to_owned(), outcome));
         }
+    }
+}
+
+#[cfg(test)]
+mod secret_ref_tests {
+    use super::secret_refs;
+    use herald_api::NotificationPolicy;
+    use herald_core::PolicyObject;
+
+    /// Every receiver kind's Secret is fetched (and watched), or its policy never gets Ready.
+    #[test]
+    fn every_kind_names_its_secret() {
+        let policy: NotificationPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationPolicy",
+            "metadata": {"name": "p", "namespace": "team"},
+            "spec": {"receivers": [
+                {"name": "a", "slack": {"secretRef": {"name": "slack"}}},
+                {"name": "b", "msteams": {"secretRef": {"name": "teams"}}},
+                {"name": "c", "webhook": {"secretRef": {"name": "hook"}}},
+                {"name": "d", "discord": {"secretRef": {"name": "discord"}}},
+                {"name": "e", "googlechat": {"secretRef": {"name": "gchat", "key": "url"}}},
+                {"name": "f", "rocketchat": {"secretRef": {"name": "rocket"}}},
+                {"name": "g", "rocketchat": {"url": "https://rocket.example.com/hooks/x"}}
+            ]}
+        }))
+        .unwrap();
+        let refs = secret_refs(&PolicyObject::Namespaced(policy), "herald");
+        let names: Vec<&str> = refs.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["discord", "gchat", "hook", "rocket", "slack", "teams"]
+        );
+        assert!(refs.iter().all(|(ns, _)| ns == "team"));
     }
 }
