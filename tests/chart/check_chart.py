@@ -254,9 +254,13 @@ def check_references(docs: list[dict]) -> list[str]:
 # The CEL rules of the CRDs, evaluated here by hand (jsonschema cannot). A new rule in crds/
 # fails the check until it is taught here.
 KNOWN_CEL_RULES = {
-    "[has(self.slack), has(self.msteams), has(self.webhook)].filter(k, k).size() == 1",
+    "[has(self.slack), has(self.msteams), has(self.webhook), has(self.discord), "
+    "has(self.googlechat), has(self.rocketchat)].filter(k, k).size() == 1",
     "has(self.url) != has(self.secretRef)",
 }
+
+
+RECEIVER_KINDS = ("slack", "msteams", "webhook", "discord", "googlechat", "rocketchat")
 
 
 def load_crds() -> dict[str, dict]:
@@ -331,10 +335,10 @@ def validate_policy(policy: dict, crds: dict[str, dict]) -> list[str]:
     if len(names) != len(set(names)):
         problems.append(f"{kind}/{name}: receiver names are not unique: {names}")
     for i, receiver in enumerate(r for r in receivers if isinstance(r, dict)):
-        kinds_set = [k for k in ("slack", "msteams", "webhook") if receiver.get(k) is not None]
+        kinds_set = [k for k in RECEIVER_KINDS if receiver.get(k) is not None]
         if len(kinds_set) != 1:
             problems.append(
-                f"{kind}/{name}: receivers[{i}]: a receiver sets exactly one of slack, msteams, webhook"
+                f"{kind}/{name}: receivers[{i}]: a receiver sets exactly one of {', '.join(RECEIVER_KINDS)}"
             )
         for k in kinds_set:
             target = receiver[k]
@@ -559,7 +563,6 @@ def flagger_values() -> None:
                         "name": "msteams",
                         "msteams": {
                             "secretRef": {"name": SECRET, "key": "msteams"},
-                            "format": "AdaptiveCard",
                         },
                     },
                 ],
@@ -685,7 +688,6 @@ def existing_secret() -> None:
                         "name": "msteams",
                         "msteams": {
                             "secretRef": {"name": "teams", "key": "address"},
-                            "format": "AdaptiveCard",
                         },
                     },
                 ],
@@ -978,6 +980,15 @@ def policies_match_crd() -> None:
         "no receivers": lambda p: p["spec"].update(receivers=[]),
         "two kinds in a receiver": lambda p: p["spec"]["receivers"][0].update(webhook={"url": "https://x"}),
         "url and secretRef": lambda p: p["spec"]["receivers"][0]["slack"].update(url="https://x"),
+        "two chat kinds in a receiver": lambda p: p["spec"]["receivers"].append(
+            {"name": "chat", "discord": {"url": "https://x"}, "rocketchat": {"url": "https://y"}}
+        ),
+        "chat kind without url or secretRef": lambda p: p["spec"]["receivers"].append(
+            {"name": "chat", "googlechat": {}}
+        ),
+        "unknown chat field": lambda p: p["spec"]["receivers"].append(
+            {"name": "chat", "rocketchat": {"url": "https://x", "icon_emoji": ":x:"}}
+        ),
         "duplicate receiver": lambda p: p["spec"]["receivers"].append(
             copy.deepcopy(p["spec"]["receivers"][0])
         ),
