@@ -396,8 +396,10 @@ pub struct DiscordReceiver {
     /// The Secret key holding the endpoint URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
-    /// Overrides the webhook's default user name.
+    /// Overrides the webhook's default user name (1 to 80 characters; Discord refuses names
+    /// containing "discord" or "clyde").
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 80))]
     pub username: Option<String>,
     /// Overrides the webhook's default avatar (an image URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -753,6 +753,7 @@ impl<'s> PolicySetBuilder<'s> {
                 "msteams",
             )
         } else if let Some(discord) = &receiver.discord {
+            check_discord(discord, &format!("{path}.discord"), problems);
             let options = DiscordOptions {
                 username: discord.username.clone(),
                 avatar_url: discord.avatar_url.clone(),
@@ -979,6 +980,41 @@ fn is_dns_label(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
+}
+
+/// What Discord refuses (with `400 Invalid Form Body`, on every message) in a webhook's
+/// overrides: a user name of 1 to 80 characters without "discord" or "clyde" in it and not
+/// "everyone" or "here"; an avatar that is not a web URL.
+fn check_discord(discord: &herald_api::DiscordReceiver, path: &str, problems: &mut Vec<Problem>) {
+    if let Some(username) = &discord.username {
+        let lower = username.to_lowercase();
+        let length = username.chars().count();
+        let why = if length == 0 || length > 80 {
+            Some(format!("must be 1 to 80 characters, not {length}"))
+        } else if let Some(word) = ["discord", "clyde"].into_iter().find(|w| lower.contains(w)) {
+            Some(format!("Discord refuses user names containing {word:?}"))
+        } else if lower == "everyone" || lower == "here" {
+            Some(format!("Discord refuses the user name {username:?}"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            problems.push(Problem::new(
+                Reason::InvalidSpec,
+                format!("{path}.username"),
+                why,
+            ));
+        }
+    }
+    if let Some(avatar) = &discord.avatar_url {
+        if !is_http_url(avatar) {
+            problems.push(Problem::new(
+                Reason::InvalidSpec,
+                format!("{path}.avatarUrl"),
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+    }
 }
 
 fn is_http_url(url: &str) -> bool {

@@ -282,6 +282,54 @@ fn chat_kinds_reject_bad_urls_without_echoing_them() {
 }
 
 #[test]
+fn discord_overrides_discord_would_refuse() {
+    let yaml = slack_policy(
+        "    - name: a\n      discord:\n        url: https://discord.example.com/a\n        username: Discord Bot\n    - name: b\n      discord:\n        url: https://discord.example.com/b\n        username: \"\"\n        avatarUrl: herald.png\n    - name: c\n      discord:\n        url: https://discord.example.com/c\n        username: here\n    - name: ok\n      discord:\n        url: https://discord.example.com/d\n        username: Herald (prod) 🚀\n        avatarUrl: https://example.com/herald.png\n",
+    );
+    let (problems, reasons, _) = check(&yaml);
+    assert_eq!(
+        problems,
+        [
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[0].discord.username",
+                "Discord refuses user names containing \"discord\""
+            ),
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[1].discord.username",
+                "must be 1 to 80 characters, not 0"
+            ),
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[1].discord.avatarUrl",
+                "must be an http:// or https:// URL with a host"
+            ),
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[2].discord.username",
+                "Discord refuses the user name \"here\""
+            ),
+        ]
+    );
+    assert!(reasons.iter().all(|(r, _)| *r == Reason::InvalidSpec));
+    let long = slack_policy(&format!(
+        "    - name: a\n      discord:\n        url: https://discord.example.com/a\n        username: {}\n",
+        "h".repeat(81)
+    ));
+    let (problems, _, _) = check(&long);
+    assert_eq!(problems[0].message, "must be 1 to 80 characters, not 81");
+}
+
+#[test]
 fn chat_kinds_reject_unknown_fields() {
     for (kind, field) in [
         ("discord", "avatarURL"),
