@@ -257,6 +257,8 @@ KNOWN_CEL_RULES = {
     "[has(self.slack), has(self.msteams), has(self.webhook), has(self.discord), "
     "has(self.googlechat), has(self.rocketchat)].filter(k, k).size() == 1",
     "has(self.url) != has(self.secretRef)",
+    "[has(self.url), has(self.secretRef), has(self.tokenSecretRef)].filter(k, k).size() == 1",
+    "!has(self.tokenSecretRef) || has(self.channel)",
 }
 
 
@@ -342,8 +344,14 @@ def validate_policy(policy: dict, crds: dict[str, dict]) -> list[str]:
             )
         for k in kinds_set:
             target = receiver[k]
-            if isinstance(target, dict) and (("url" in target) == ("secretRef" in target)):
-                problems.append(f"{kind}/{name}: receivers[{i}].{k}: set exactly one of url, secretRef")
+            if not isinstance(target, dict):
+                continue
+            # Slack may name a bot token instead of a webhook URL; a bot needs a channel.
+            addresses = ("url", "secretRef", "tokenSecretRef") if k == "slack" else ("url", "secretRef")
+            if sum(a in target for a in addresses) != 1:
+                problems.append(f"{kind}/{name}: receivers[{i}].{k}: set exactly one of {', '.join(addresses)}")
+            if k == "slack" and "tokenSecretRef" in target and "channel" not in target:
+                problems.append(f"{kind}/{name}: receivers[{i}].slack: a bot token needs a channel")
     return problems
 
 
@@ -985,6 +993,9 @@ def policies_match_crd() -> None:
         ),
         "chat kind without url or secretRef": lambda p: p["spec"]["receivers"].append(
             {"name": "chat", "googlechat": {}}
+        ),
+        "Slack bot without a channel": lambda p: p["spec"]["receivers"][0].update(
+            slack={"tokenSecretRef": {"name": "bot"}}
         ),
         "unknown chat field": lambda p: p["spec"]["receivers"].append(
             {"name": "chat", "rocketchat": {"url": "https://x", "icon_emoji": ":x:"}}

@@ -279,29 +279,49 @@ fn address_ref<'a>(url: &'a Option<String>, secret: &'a Option<SecretKeyRef>) ->
 pub struct SecretKeyRef {
     #[schemars(length(min = 1))]
     pub name: String,
-    /// Defaults to `address`.
+    /// Defaults to `address` for URLs, `token` for tokens and `signingKey` for signing keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 
 impl SecretKeyRef {
+    /// The key of a URL reference (`address` when unset).
     pub fn key(&self) -> &str {
-        self.key.as_deref().unwrap_or(DEFAULT_SECRET_KEY)
+        self.key_or(DEFAULT_SECRET_KEY)
+    }
+
+    /// The key, or `default` when unset.
+    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(default)
     }
 }
 
-/// A Slack incoming webhook.
+/// Slack: an incoming webhook (`url` or `secretRef`), or a bot token (`tokenSecretRef`) that
+/// posts with `chat.postMessage` to `channel` and threads each rollout.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
+#[x_kube(validation = Rule::new("[has(self.url), has(self.secretRef), has(self.tokenSecretRef)].filter(k, k).size() == 1").message("set exactly one of url, secretRef, tokenSecretRef"))]
+#[x_kube(validation = Rule::new("!has(self.tokenSecretRef) || has(self.channel)").message("a bot token (tokenSecretRef) needs a channel"))]
 pub struct SlackReceiver {
-    /// The endpoint URL. Anyone who can read the policy sees it: prefer `secretRef`.
+    /// The incoming-webhook URL. Anyone who can read the policy sees it: prefer `secretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// The Secret key holding the endpoint URL.
+    /// The Secret key holding the incoming-webhook URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
-    /// Channel override, e.g. `#deploys` (honoured by legacy webhooks only).
+    /// The Secret key holding a bot token (`xoxb-...`, scope `chat:write`); the key defaults
+    /// to `token`. Messages go through Slack's Web API, one thread per rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+    /// With a bot token: the Web API base URL. Defaults to `https://slack.com/api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// With a bot token: reply in one thread per rollout (canary and revision) and update the
+    /// rollout's first message with the outcome. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<bool>,
+    /// Channel: required with a bot token (a channel ID such as `C0123ABCD`, or `#name`);
+    /// with a webhook only legacy webhooks honour it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +332,13 @@ pub struct SlackReceiver {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icon_url: Option<String>,
 }
+
+/// The Secret key a bot token or bearer token is read from when `secretRef.key` is unset.
+pub const DEFAULT_TOKEN_KEY: &str = "token";
+/// The Secret key a webhook signing key is read from when `secretRef.key` is unset.
+pub const DEFAULT_SIGNING_KEY: &str = "signingKey";
+/// Slack's Web API.
+pub const SLACK_API_URL: &str = "https://slack.com/api";
 
 /// A Microsoft Teams webhook: a Workflows webhook (Adaptive Card) or a legacy Office 365
 /// connector (MessageCard).
@@ -455,13 +482,57 @@ pub struct WebhookReceiver {
     /// The Secret key holding the endpoint URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
-    /// Extra request headers.
+    /// The HTTP method. Defaults to `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<HttpMethod>,
+    /// Extra request headers. Their values are visible to anyone who can read the policy: put
+    /// credentials in `bearerTokenSecretRef` or `signature`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The Secret key holding a token sent as `Authorization: Bearer <token>`; the key
+    /// defaults to `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// Signs every body with HMAC-SHA256, so the receiver can check it came from Herald.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<WebhookSignature>,
     /// A handlebars template that must render a JSON document; use `{{json value}}` to
     /// insert a value as a JSON literal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpMethod {
+    #[default]
+    #[serde(rename = "POST")]
+    Post,
+    #[serde(rename = "PUT")]
+    Put,
+    #[serde(rename = "PATCH")]
+    Patch,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+        }
+    }
+}
+
+/// An HMAC-SHA256 signature of the exact request body: `<header>: sha256=<lower-case hex>`
+/// (the convention of GitHub's and Flux's signed webhooks).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSignature {
+    /// The Secret key holding the signing key; the key defaults to `signingKey`.
+    pub secret_ref: SecretKeyRef,
+    /// The header carrying the signature. Defaults to `X-Signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
 }
 
 /// Handlebars templates for a notification. Unset parts use Herald's defaults.

@@ -119,3 +119,25 @@ fn cluster_policies_have_the_same_rules() {
         .to_string();
     assert!(e.contains("set exactly one of url, secretRef"), "{e}");
 }
+
+#[test]
+fn a_slack_bot_has_a_token_and_a_channel() {
+    let ok = policy(json!([
+        {"name": "bot", "slack": {"tokenSecretRef": {"name": "s"}, "channel": "C0123"}}
+    ]));
+    assert_eq!(errors(&ok), "");
+    let no_channel = policy(json!([{"name": "bot", "slack": {"tokenSecretRef": {"name": "s"}}}]));
+    assert!(
+        errors(&no_channel).contains("a bot token (tokenSecretRef) needs a channel"),
+        "{}",
+        errors(&no_channel)
+    );
+    let both = policy(json!([
+        {"name": "bot", "slack": {"url": "https://a", "tokenSecretRef": {"name": "s"}, "channel": "C1"}}
+    ]));
+    assert!(
+        errors(&both).contains("set exactly one of url, secretRef, tokenSecretRef"),
+        "{}",
+        errors(&both)
+    );
+}

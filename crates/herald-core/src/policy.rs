@@ -17,6 +17,9 @@ use crate::event::{CanaryFacts, FlaggerEvent};
 use crate::payload::{
     self, DiscordOptions, Message, ReceiverKind, RocketChatOptions, SlackOptions, WebhookOptions,
 };
+use crate::request::{
+    is_header_name, is_header_value, RequestSpec, Signature, SlackApi, ThreadRef,
+};
 use crate::secret::{Redacted, SecretError, SecretSource};
 use crate::template::{self, TemplateEngine, TemplateError, TemplateId};
 
@@ -296,6 +299,8 @@ pub struct CompiledReceiver {
     pub name: String,
     pub kind: ReceiverKind,
     pub url: Redacted,
+    /// Method, headers, credentials; for Slack bots the Web API details.
+    pub request: RequestSpec,
     title: TemplateId,
     text: TemplateId,
 }
@@ -618,13 +623,14 @@ impl<'s> PolicySetBuilder<'s> {
                 Some(pair) => pair,
                 None => continue,
             };
-            if let Some((kind, url)) =
+            if let Some((kind, url, request)) =
                 self.compile_kind(receiver, &path, &secret_namespace, &mut problems)
             {
                 receivers.push(CompiledReceiver {
                     name: receiver.name.clone(),
                     kind,
                     url,
+                    request,
                     title,
                     text,
                 });
@@ -720,7 +726,7 @@ impl<'s> PolicySetBuilder<'s> {
         path: &str,
         secret_namespace: &str,
         problems: &mut Vec<Problem>,
-    ) -> Option<(ReceiverKind, Redacted)> {
+    ) -> Option<(ReceiverKind, Redacted, RequestSpec)> {
         let kinds = [
             receiver.slack.is_some(),
             receiver.msteams.is_some(),
@@ -737,6 +743,7 @@ impl<'s> PolicySetBuilder<'s> {
             ));
             return None;
         }
+        let mut request = RequestSpec::default();
         let (kind, address, field) = if let Some(slack) = &receiver.slack {
             let options = SlackOptions {
                 channel: slack.channel.clone(),
@@ -744,13 +751,24 @@ impl<'s> PolicySetBuilder<'s> {
                 icon_emoji: slack.icon_emoji.clone(),
                 icon_url: slack.icon_url.clone(),
             };
-            (ReceiverKind::Slack(options), slack.address(), "slack")
+            let field = format!("{path}.slack");
+            if let Some(token) = &slack.token_secret_ref {
+                return self.compile_slack_bot(
+                    slack,
+                    token,
+                    options,
+                    &field,
+                    secret_namespace,
+                    problems,
+                );
+            }
+            (ReceiverKind::Slack(options), slack.address(), field)
         } else if let Some(teams) = &receiver.msteams {
             // An unset format is detected from the URL once it is resolved, below.
             (
                 ReceiverKind::Teams(teams.format.unwrap_or_default()),
                 teams.address(),
-                "msteams",
+                format!("{path}.msteams"),
             )
         } else if let Some(discord) = &receiver.discord {
             check_discord(discord, &format!("{path}.discord"), problems);
@@ -758,9 +776,17 @@ impl<'s> PolicySetBuilder<'s> {
                 username: discord.username.clone(),
                 avatar_url: discord.avatar_url.clone(),
             };
-            (ReceiverKind::Discord(options), discord.address(), "discord")
+            (
+                ReceiverKind::Discord(options),
+                discord.address(),
+                format!("{path}.discord"),
+            )
         } else if let Some(googlechat) = &receiver.googlechat {
-            (ReceiverKind::GoogleChat, googlechat.address(), "googlechat")
+            (
+                ReceiverKind::GoogleChat,
+                googlechat.address(),
+                format!("{path}.googlechat"),
+            )
         } else if let Some(rocketchat) = &receiver.rocketchat {
             let options = RocketChatOptions {
                 channel: rocketchat.channel.clone(),
@@ -771,39 +797,226 @@ impl<'s> PolicySetBuilder<'s> {
             (
                 ReceiverKind::RocketChat(options),
                 rocketchat.address(),
-                "rocketchat",
+                format!("{path}.rocketchat"),
             )
         } else {
             let webhook = receiver.webhook.as_ref().expect("exactly one kind is set");
-            let body_path = format!("{path}.webhook.body");
+            let field = format!("{path}.webhook");
             let body = match &webhook.body {
-                Some(source) => Some(self.compile_json_body(source, &body_path, problems)?),
+                Some(source) => {
+                    Some(self.compile_json_body(source, &format!("{field}.body"), problems)?)
+                }
                 None => None,
             };
-            let headers = webhook
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            request = self.compile_webhook_request(webhook, &field, secret_namespace, problems)?;
             (
-                ReceiverKind::Webhook(WebhookOptions { headers, body }),
+                ReceiverKind::Webhook(WebhookOptions { body }),
                 webhook.address(),
-                "webhook",
+                field,
             )
         };
-        let url = self.resolve_address(
-            address,
-            &format!("{path}.{field}"),
-            secret_namespace,
-            problems,
-        )?;
+        let url = self.resolve_address(address, &field, secret_namespace, problems)?;
         let kind = match (&receiver.msteams, kind) {
             (Some(teams), ReceiverKind::Teams(_)) if teams.format.is_none() => {
                 ReceiverKind::Teams(TeamsFormat::detect(url.expose()))
             }
             (_, kind) => kind,
         };
-        Some((kind, url))
+        Some((kind, url, request))
+    }
+
+    /// A Slack bot: the token from its Secret, the Web API's URLs, the thread settings.
+    fn compile_slack_bot(
+        &self,
+        slack: &herald_api::SlackReceiver,
+        token: &herald_api::SecretKeyRef,
+        options: SlackOptions,
+        path: &str,
+        secret_namespace: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<(ReceiverKind, Redacted, RequestSpec)> {
+        let mut valid = true;
+        if slack.url.is_some() || slack.secret_ref.is_some() {
+            problems.push(Problem::new(
+                Reason::InvalidSpec,
+                path,
+                "set exactly one of url, secretRef, tokenSecretRef",
+            ));
+            valid = false;
+        }
+        let channel = slack.channel.clone().unwrap_or_default();
+        if channel.is_empty() {
+            problems.push(Problem::new(
+                Reason::InvalidSpec,
+                format!("{path}.channel"),
+                "a bot token (tokenSecretRef) needs a channel",
+            ));
+            valid = false;
+        }
+        let api = slack
+            .api_url
+            .as_deref()
+            .unwrap_or(herald_api::SLACK_API_URL)
+            .trim_end_matches('/')
+            .to_owned();
+        if !is_http_url(&api) {
+            problems.push(Problem::new(
+                Reason::InvalidSpec,
+                format!("{path}.apiUrl"),
+                "must be an http:// or https:// URL with a host",
+            ));
+            valid = false;
+        }
+        let token = self.secret_value(
+            token,
+            herald_api::DEFAULT_TOKEN_KEY,
+            &format!("{path}.tokenSecretRef"),
+            secret_namespace,
+            problems,
+        );
+        if let Some(token) = &token {
+            if !is_header_value(token.expose()) || token.expose().is_empty() {
+                problems.push(Problem::new(
+                    Reason::InvalidSpec,
+                    format!("{path}.tokenSecretRef"),
+                    "the token must be one line of visible ASCII",
+                ));
+                valid = false;
+            }
+        }
+        let token = token?;
+        if !valid {
+            return None;
+        }
+        let request = RequestSpec {
+            slack_api: Some(SlackApi {
+                update_url: format!("{api}/chat.update"),
+                channel,
+                threads: slack.threads.unwrap_or(true),
+                rate_limit_group: format!("{api} {}", crate::request::fingerprint(token.expose())),
+            }),
+            bearer_token: Some(token),
+            ..RequestSpec::default()
+        };
+        Some((
+            ReceiverKind::Slack(options),
+            Redacted::new(format!("{api}/chat.postMessage")),
+            request,
+        ))
+    }
+
+    /// A webhook's method, headers, bearer token and signing key.
+    fn compile_webhook_request(
+        &self,
+        webhook: &herald_api::WebhookReceiver,
+        path: &str,
+        secret_namespace: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<RequestSpec> {
+        let before = problems.len();
+        for (name, value) in &webhook.headers {
+            if !is_header_name(name) {
+                problems.push(Problem::new(
+                    Reason::InvalidSpec,
+                    format!("{path}.headers"),
+                    format!("{name:?} is not a valid HTTP header name"),
+                ));
+            } else if !is_header_value(value) {
+                problems.push(Problem::new(
+                    Reason::InvalidSpec,
+                    format!("{path}.headers.{name}"),
+                    "a header value must be one line of visible ASCII",
+                ));
+            }
+        }
+        let bearer_token = webhook.bearer_token_secret_ref.as_ref().and_then(|secret| {
+            let field = format!("{path}.bearerTokenSecretRef");
+            let token = self.secret_value(
+                secret,
+                herald_api::DEFAULT_TOKEN_KEY,
+                &field,
+                secret_namespace,
+                problems,
+            )?;
+            if token.expose().is_empty() || !is_header_value(token.expose()) {
+                problems.push(Problem::new(
+                    Reason::InvalidSpec,
+                    field,
+                    "the token must be one line of visible ASCII",
+                ));
+                return None;
+            }
+            Some(token)
+        });
+        let signature = webhook.signature.as_ref().and_then(|signature| {
+            let header = signature.header.as_deref().unwrap_or("X-Signature");
+            if !is_header_name(header) {
+                problems.push(Problem::new(
+                    Reason::InvalidSpec,
+                    format!("{path}.signature.header"),
+                    format!("{header:?} is not a valid HTTP header name"),
+                ));
+                return None;
+            }
+            let key = self.secret_value(
+                &signature.secret_ref,
+                herald_api::DEFAULT_SIGNING_KEY,
+                &format!("{path}.signature.secretRef"),
+                secret_namespace,
+                problems,
+            )?;
+            if key.expose().is_empty() {
+                problems.push(Problem::new(
+                    Reason::InvalidSpec,
+                    format!("{path}.signature.secretRef"),
+                    "the signing key is empty",
+                ));
+                return None;
+            }
+            Some(Signature {
+                header: header.to_owned(),
+                key,
+            })
+        });
+        if problems.len() > before {
+            return None;
+        }
+        Some(RequestSpec {
+            method: webhook.method.unwrap_or_default(),
+            headers: webhook
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            bearer_token,
+            signature,
+            slack_api: None,
+        })
+    }
+
+    /// A credential from a Secret key (`default_key` when the reference names none).
+    fn secret_value(
+        &self,
+        secret: &herald_api::SecretKeyRef,
+        default_key: &str,
+        path: &str,
+        secret_namespace: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Redacted> {
+        match self
+            .secrets
+            .secret_value(secret_namespace, &secret.name, secret.key_or(default_key))
+        {
+            Ok(value) => Some(Redacted::new(value.trim_end_matches(['\n', '\r']))),
+            Err(e) => {
+                let reason = match e {
+                    SecretError::NotText { .. } => Reason::InvalidSpec,
+                    _ => Reason::SecretNotFound,
+                };
+                problems.push(Problem::new(reason, path, e.to_string()));
+                None
+            }
+        }
     }
 
     fn compile_json_body(
@@ -1033,6 +1246,8 @@ pub struct Delivery {
     pub policy: u32,
     pub receiver: u32,
     pub body: Vec<u8>,
+    /// For Slack bots that thread rollouts: where this message goes.
+    pub thread: Option<ThreadRef>,
 }
 
 /// A delivery whose template failed at render time (e.g. a variable missing from this event).
@@ -1136,6 +1351,9 @@ impl PolicySet {
                             policy: policy_index,
                             receiver: receiver_index as u32,
                             body,
+                            thread: receiver.request.slack_api.as_ref().and_then(|api| {
+                                crate::request::thread_ref(api, input.event, input.canary)
+                            }),
                         })
                         .map_err(|error| RenderFailure {
                             policy: policy_index,

@@ -39,6 +39,8 @@ fn example_policies() -> PolicySet {
             "oncall-failures.yaml",
             "rocketchat-oncall.yaml",
             "secrets.yaml",
+            "signed-webhook.yaml",
+            "slack-bot-threads.yaml",
             "team-slack.yaml",
             "teams-messagecard.yaml"
         ],
@@ -48,7 +50,7 @@ fn example_policies() -> PolicySet {
     let set = loaded.build("", "default");
     assert_eq!(loaded.problems, [], "the examples must check clean");
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
-    assert_eq!(loaded.secrets.len(), 4);
+    assert_eq!(loaded.secrets.len(), 6);
     set
 }
 
@@ -164,6 +166,8 @@ fn examples_check_clean_and_resolve_their_secrets() {
             "default/releases",
             "default/team-gchat",
             "default/team-payments",
+            "payments/payments-rollouts",
+            "payments/payments-tracker",
             "staging/staging-teams"
         ]
     );
@@ -213,6 +217,16 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "deploys-channel".to_owned(),
                 "slack",
                 "http://127.0.0.1:9099/slack/deploys"
+            ),
+            (
+                "rollout-threads".to_owned(),
+                "slack",
+                "http://127.0.0.1:9099/slack-api/chat.postMessage"
+            ),
+            (
+                "tracker".to_owned(),
+                "webhook",
+                "http://127.0.0.1:9099/tracker/deploys"
             ),
             (
                 "staging-connector".to_owned(),
@@ -462,4 +476,105 @@ fn new_revision_example_event() {
         got.iter().map(|(p, r, _)| (p.clone(), r.clone())).collect();
     assert_eq!(got_pairs, pairs(&NEW_REVISION));
     assert_eq!(got[0].2, text.trim_end().as_bytes());
+}
+
+#[test]
+fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
+    let set = example_policies();
+    let at = |phase: &str, message: &str, event_type: &str| {
+        let ev = FlaggerEvent::from_json(
+            format!(
+                r#"{{"name":"checkout","namespace":"payments","phase":"{phase}","checksum":"5a6b7c","metadata":{{"eventMessage":"{message}","eventType":"{event_type}","timestamp":"1764075900000"}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let rendered = set.deliveries(&MatchInput::event(&ev), None);
+        rendered
+            .into_iter()
+            .map(|d| d.unwrap())
+            .map(|d| {
+                let policy = set.policy(d.policy);
+                let receiver = &policy.receivers[d.receiver as usize];
+                let headers: Vec<(String, String)> = receiver
+                    .request
+                    .headers_for(&d.body)
+                    .into_iter()
+                    .map(|h| (h.name, h.value.expose().to_owned()))
+                    .collect();
+                (
+                    receiver.name.clone(),
+                    d.thread.map(|t| (t.key, t.outcome, t.broadcast)),
+                    headers,
+                    serde_json::from_slice::<Value>(&d.body).unwrap(),
+                    d.body,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let progress = at(
+        "Progressing",
+        "Advance checkout.payments canary weight 10",
+        "Normal",
+    );
+    assert_eq!(progress.len(), 1);
+    let (receiver, thread, headers, body, _) = &progress[0];
+    assert_eq!(receiver, "rollout-threads");
+    assert_eq!(
+        thread,
+        &Some((
+            "C0123ABCD/payments/checkout/5a6b7c".to_owned(),
+            false,
+            false
+        ))
+    );
+    assert_eq!(
+        headers,
+        &[(
+            "Authorization".to_owned(),
+            "Bearer xoxb-demo-not-a-real-token".to_owned()
+        )]
+    );
+    assert_eq!(body["channel"], "C0123ABCD");
+
+    let failed = at(
+        "Failed",
+        "Canary failed! Scaling down checkout.payments",
+        "Warning",
+    );
+    let receivers: Vec<&str> = failed.iter().map(|(r, ..)| r.as_str()).collect();
+    // On-call Rocket.Chat takes every Warning, from every namespace.
+    assert_eq!(
+        receivers,
+        [
+            "oncall-teams",
+            "oncall-rocket",
+            "rollout-threads",
+            "tracker"
+        ]
+    );
+    assert_eq!(
+        failed[2].1,
+        Some(("C0123ABCD/payments/checkout/5a6b7c".to_owned(), true, true))
+    );
+    let (_, _, headers, body, exact) = &failed[3];
+    assert_eq!(
+        body,
+        &json!({"service": "checkout", "namespace": "payments", "revision": "5a6b7c",
+                "status": "Failed", "reason": "Canary failed! Scaling down checkout.payments"})
+    );
+    assert_eq!(
+        headers,
+        &[
+            ("X-Source".to_owned(), "herald".to_owned()),
+            (
+                "Authorization".to_owned(),
+                "Bearer demo-bearer-token".to_owned()
+            ),
+            (
+                "X-Signature".to_owned(),
+                herald_core::request::sign(b"demo-signing-key", exact)
+            ),
+        ]
+    );
 }

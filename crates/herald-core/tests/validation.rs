@@ -972,3 +972,109 @@ fn duplicate_key_spoils_only_its_own_document() {
         ["default/team"]
     );
 }
+
+#[test]
+fn webhook_credentials_and_headers_are_checked_without_echoing_secrets() {
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\n  namespace: default\nstringData:\n  address: https://hooks.example.com/signed\n  token: \"s3cr3t\\nvalue\"\n";
+    let yaml = format!(
+        "{secret}---\n{}",
+        slack_policy(concat!(
+            "    - name: signed\n      webhook:\n        secretRef:\n          name: hook\n",
+            "        headers:\n          \"Bad Header\": x\n          X-Ok: \"a\\r\\nb\"\n",
+            "        bearerTokenSecretRef:\n          name: hook\n",
+            "        signature:\n          secretRef:\n            name: hook\n",
+        ))
+    );
+    let (problems, reasons, valid) = check(&yaml);
+    let paths: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (
+                "spec.receivers[0].webhook.headers",
+                r#""Bad Header" is not a valid HTTP header name"#
+            ),
+            (
+                "spec.receivers[0].webhook.headers.X-Ok",
+                "a header value must be one line of visible ASCII"
+            ),
+            (
+                "spec.receivers[0].webhook.bearerTokenSecretRef",
+                "the token must be one line of visible ASCII"
+            ),
+            (
+                "spec.receivers[0].webhook.signature.secretRef",
+                r#"Secret default/hook has no key "signingKey""#
+            ),
+        ]
+    );
+    assert!(reasons.contains(&(
+        Reason::SecretNotFound,
+        "spec.receivers[0].webhook.signature.secretRef".to_owned()
+    )));
+    assert_eq!(valid, 0);
+    for p in &problems {
+        assert!(!p.to_string().contains("s3cr3t"), "secret echoed: {p}");
+    }
+}
+
+#[test]
+fn a_slack_bot_needs_a_token_a_channel_and_no_webhook_url() {
+    let yaml = slack_policy(concat!(
+        "    - name: bot\n      slack:\n        url: https://hooks.slack.com/services/x\n",
+        "        tokenSecretRef:\n          name: slack-bot\n",
+    ));
+    let (problems, reasons, valid) = check(&yaml);
+    let paths: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (
+                "spec.receivers[0].slack",
+                "set exactly one of url, secretRef, tokenSecretRef"
+            ),
+            (
+                "spec.receivers[0].slack.channel",
+                "a bot token (tokenSecretRef) needs a channel"
+            ),
+            (
+                "spec.receivers[0].slack.tokenSecretRef",
+                "Secret default/slack-bot not found"
+            ),
+        ]
+    );
+    assert_eq!(reasons.len(), 3);
+    assert_eq!(valid, 0);
+}
+
+#[test]
+fn a_slack_bot_compiles_to_the_web_api() {
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: slack-bot\n  namespace: default\nstringData:\n  token: \"xoxb-1-2-3\\n\"\n";
+    let yaml = format!(
+        "{secret}---\n{}",
+        slack_policy(concat!(
+            "    - name: bot\n      slack:\n        channel: C0123ABCD\n",
+            "        tokenSecretRef:\n          name: slack-bot\n",
+        ))
+    );
+    let set = build_ok(&yaml);
+    let receiver = &set.policies()[0].receivers[0];
+    assert_eq!(
+        receiver.url.expose(),
+        "https://slack.com/api/chat.postMessage"
+    );
+    let api = receiver.request.slack_api.as_ref().unwrap();
+    assert_eq!(api.update_url, "https://slack.com/api/chat.update");
+    assert!(api.threads);
+    // The trailing newline a `kubectl create secret --from-file` leaves is not sent.
+    let headers = receiver.request.headers_for(b"{}");
+    assert_eq!(headers[0].name, "Authorization");
+    assert_eq!(headers[0].value.expose(), "Bearer xoxb-1-2-3");
+    assert!(headers[0].sensitive);
+}

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// How often policy files are checked for changes (SIGHUP reloads at once).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
+    /// A JSON file where Slack bots keep each rollout's first message, so replies still
+    /// thread after a restart. Unset: kept in memory.
+    #[arg(long, env = "HERALD_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +216,7 @@ impl ServeArgs {
             body_limit: self.delivery.body_limit,
             drain_timeout: self.delivery.drain_timeout,
             reload_interval: self.reload_interval,
+            state_file: self.state_file.clone(),
         }
     }
 }

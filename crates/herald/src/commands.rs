@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use herald_api::HttpMethod;
 use herald_core::{FlaggerEvent, MatchInput};
 use serde_json::value::RawValue;
 
@@ -80,11 +81,21 @@ struct RenderedDelivery<'a> {
     receiver: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
+    /// Only when not POST.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'static str>,
+    /// The names of the extra headers (their values may be credentials).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<String>,
+    /// Slack bots: the rollout thread the message belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread: Option<&'a str>,
     body: &'a RawValue,
 }
 
 /// Prints each delivery the events would produce as a JSON line
-/// `{"policy","receiver","type","body"}`. URLs never appear.
+/// `{"policy","receiver","type","body"}` (with `method`, header names and the Slack thread
+/// when they apply). URLs and credentials never appear.
 pub fn render(files: &PolicyFiles, event_path: &Path) -> Result<ExitCode> {
     let set = files.load()?.map_err(|rejected| Error::InvalidPolicies {
         problems: rejected.problems,
@@ -114,11 +125,21 @@ pub fn render(files: &PolicyFiles, event_path: &Path) -> Result<ExitCode> {
                 Ok(delivery) => {
                     let policy = set.policy(delivery.policy);
                     let receiver = &policy.receivers[delivery.receiver as usize];
+                    let headers = receiver
+                        .request
+                        .headers_for(&delivery.body)
+                        .into_iter()
+                        .map(|h| h.name)
+                        .collect();
                     let body = String::from_utf8(delivery.body).expect("bodies are JSON text");
+                    let method = receiver.request.method;
                     let line = RenderedDelivery {
                         policy: policy.id.to_string(),
                         receiver: &receiver.name,
                         kind: receiver.kind.type_name(),
+                        method: (method != HttpMethod::Post).then(|| method.as_str()),
+                        headers,
+                        thread: delivery.thread.as_ref().map(|t| t.key.as_str()),
                         body: &RawValue::from_string(body).expect("bodies are valid JSON"),
                     };
                     let _ = writeln!(

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
+use herald_api::HttpMethod;
+use herald_core::request::{Header, SlackAnswer, ThreadRef};
 use herald_core::{PolicyId, Redacted};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use reqwest::StatusCode;
@@ -92,8 +94,13 @@ pub struct Job {
     pub receiver: Arc<str>,
     pub receiver_type: &'static str,
     pub url: Redacted,
-    pub headers: Arc<[(String, String)]>,
+    pub method: HttpMethod,
+    /// Extra headers: the policy's, a bearer token, the body's signature.
+    pub headers: Vec<Header>,
     pub body: Bytes,
+    /// Set for Slack bots: the Web API's answer decides the outcome, and the message may go
+    /// into its rollout's thread.
+    pub slack: Option<SlackJob>,
     /// When Herald received the event; delivery latency is measured from here.
     pub received_at: Instant,
     /// Shared with the other notifications of the same event.
@@ -107,7 +114,7 @@ impl Job {
         receiver: Arc<str>,
         receiver_type: &'static str,
         url: Redacted,
-        headers: Arc<[(String, String)]>,
+        headers: Vec<Header>,
         body: Bytes,
         received_at: Instant,
     ) -> Self {
@@ -116,11 +123,22 @@ impl Job {
             receiver,
             receiver_type,
             url,
+            method: HttpMethod::Post,
             headers,
             body,
+            slack: None,
             received_at,
             completion: None,
             ticket: None,
+        }
+    }
+
+    /// Jobs of one queue are delivered in order. Slack bots share one API URL, so their
+    /// queue is per channel: a rollout's replies then follow its first message.
+    fn queue_key(&self) -> std::borrow::Cow<'_, str> {
+        match &self.slack {
+            Some(slack) => format!("{}\n{}", self.url.expose(), slack.channel).into(),
+            None => self.url.expose().into(),
         }
     }
 
@@ -128,6 +146,128 @@ impl Job {
         if let Some(mut ticket) = self.ticket.take() {
             ticket.resolve(outcome, self.received_at.elapsed());
         }
+    }
+}
+
+/// A Slack Web API message.
+#[derive(Clone, Debug)]
+pub struct SlackJob {
+    /// The configured channel (the queue is per channel).
+    pub channel: String,
+    /// `<api>/chat.update`.
+    pub update_url: String,
+    pub thread: Option<ThreadRef>,
+    /// The token's rate-limit group (see `SlackApi::rate_limit_group`).
+    pub rate_limit_group: String,
+}
+
+/// A message Slack posted: the channel ID and timestamp that identify it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlackMessage {
+    pub channel: String,
+    pub ts: String,
+}
+
+/// Where Slack bots keep each rollout's first message, so replies thread under it, also
+/// after a restart when the store persists.
+pub trait ThreadStore: Send + Sync {
+    fn parent(&self, key: &str) -> Option<SlackMessage>;
+    fn remember(&self, key: &str, message: SlackMessage);
+}
+
+/// Thread parents in memory, the most recent [`MemoryThreads::CAPACITY`] rollouts; written
+/// to a JSON file on every change when given one (`herald serve --state-file`).
+pub struct MemoryThreads {
+    entries: std::sync::Mutex<Remembered>,
+    file: Option<std::path::PathBuf>,
+}
+
+/// Thread parents by key, each with its insertion number (the oldest is forgotten first),
+/// and the last number given.
+type Remembered = (u64, HashMap<String, (u64, SlackMessage)>);
+
+impl MemoryThreads {
+    pub const CAPACITY: usize = 10_000;
+
+    pub fn new() -> Self {
+        MemoryThreads {
+            entries: Default::default(),
+            file: None,
+        }
+    }
+
+    /// Loads the file if it exists; a missing file is an empty store, an unreadable one an
+    /// error.
+    pub fn persisted(path: std::path::PathBuf) -> crate::Result<Self> {
+        let mut map = HashMap::new();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let saved: HashMap<String, SlackMessage> =
+                    serde_json::from_slice(&bytes).map_err(|e| crate::Error::StateFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                map = saved
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (key, message))| (key, (i as u64, message)))
+                    .collect();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(crate::Error::StateFile {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        }
+        Ok(MemoryThreads {
+            entries: std::sync::Mutex::new((map.len() as u64, map)),
+            file: Some(path),
+        })
+    }
+
+    fn save(&self, map: &HashMap<String, (u64, SlackMessage)>) {
+        let Some(path) = &self.file else { return };
+        let plain: std::collections::BTreeMap<&str, &SlackMessage> =
+            map.iter().map(|(k, (_, m))| (k.as_str(), m)).collect();
+        let bytes = serde_json::to_vec(&plain).expect("thread parents serialise");
+        // Write then rename, so a crash never leaves half a file.
+        let temporary = path.with_extension("tmp");
+        let written =
+            std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(e) = written {
+            warn!(path = %path.display(), error = %e, "could not save Slack thread parents");
+        }
+    }
+}
+
+impl Default for MemoryThreads {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ThreadStore for MemoryThreads {
+    fn parent(&self, key: &str) -> Option<SlackMessage> {
+        let entries = self.entries.lock().expect("thread lock poisoned");
+        entries.1.get(key).map(|(_, m)| m.clone())
+    }
+
+    fn remember(&self, key: &str, message: SlackMessage) {
+        let mut entries = self.entries.lock().expect("thread lock poisoned");
+        let (counter, map) = &mut *entries;
+        *counter += 1;
+        map.insert(key.to_owned(), (*counter, message));
+        if map.len() > Self::CAPACITY {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, (n, _))| *n)
+                .map(|(k, _)| k.clone())
+                .expect("not empty");
+            map.remove(&oldest);
+        }
+        self.save(map);
     }
 }
 
@@ -190,6 +330,10 @@ struct Inner {
     config: DeliveryConfig,
     metrics: Arc<Metrics>,
     observer: Option<Arc<dyn DeliveryObserver>>,
+    threads: Arc<dyn ThreadStore>,
+    /// Until when each rate-limit group (a Slack token) must not send: set by a `429` with
+    /// `Retry-After`, honoured by every queue of the group.
+    paused: std::sync::Mutex<HashMap<String, Instant>>,
     queues: RwLock<HashMap<String, mpsc::Sender<Job>>>,
     workers: std::sync::Mutex<JoinSet<()>>,
     closed: AtomicBool,
@@ -212,6 +356,15 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         observer: Option<Arc<dyn DeliveryObserver>>,
     ) -> Self {
+        Self::with_parts(config, metrics, observer, Arc::new(MemoryThreads::new()))
+    }
+
+    pub fn with_parts(
+        config: DeliveryConfig,
+        metrics: Arc<Metrics>,
+        observer: Option<Arc<dyn DeliveryObserver>>,
+        threads: Arc<dyn ThreadStore>,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -225,6 +378,8 @@ impl Dispatcher {
                 config,
                 metrics,
                 observer,
+                threads,
+                paused: Default::default(),
                 queues: RwLock::new(HashMap::new()),
                 workers: std::sync::Mutex::new(JoinSet::new()),
                 closed: AtomicBool::new(false),
@@ -251,7 +406,7 @@ impl Dispatcher {
             job.finish(Outcome::Dropped);
             return false;
         }
-        let sender = self.sender_for(job.url.expose());
+        let sender = self.sender_for(&job.queue_key());
         match sender.try_send(job) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(mut job)) => {
@@ -271,23 +426,25 @@ impl Dispatcher {
         }
     }
 
-    fn sender_for(&self, url: &str) -> mpsc::Sender<Job> {
+    /// The queue for `key` (a URL, or for Slack bots the API URL and channel on two lines).
+    fn sender_for(&self, key: &str) -> mpsc::Sender<Job> {
         if let Some(sender) = self
             .inner
             .queues
             .read()
             .expect("queue lock poisoned")
-            .get(url)
+            .get(key)
         {
             return sender.clone();
         }
         let mut queues = self.inner.queues.write().expect("queue lock poisoned");
         queues
-            .entry(url.to_owned())
+            .entry(key.to_owned())
             .or_insert_with(|| {
                 let (sender, receiver) = mpsc::channel(self.inner.config.queue_capacity);
                 let inner = self.inner.clone();
                 // Every job of this queue goes to this URL: parse it once, not per request.
+                let url = key.split('\n').next().unwrap_or(key);
                 let parsed = reqwest::Url::parse(url).ok();
                 self.inner
                     .workers
@@ -324,14 +481,88 @@ impl Dispatcher {
     }
 }
 
-/// Delivers one URL's jobs in order. `url` is that URL parsed (`None` if it does not parse:
-/// then each request reports the error, as before).
+/// Delivers one queue's jobs in order. `url` is the queue's URL parsed (`None` if it does
+/// not parse: then each request reports the error).
 async fn run_queue(inner: Arc<Inner>, mut queue: mpsc::Receiver<Job>, url: Option<reqwest::Url>) {
     let mut last_sent: Option<Instant> = None;
     while let Some(mut job) = queue.recv().await {
-        let outcome = deliver(&inner, &job, url.as_ref(), &mut last_sent).await;
+        let target = Target {
+            parsed: url.as_ref(),
+            raw: &job.url,
+        };
+        let outcome = match &job.slack {
+            Some(slack) => deliver_slack(&inner, &job, slack, target, &mut last_sent).await,
+            None => {
+                deliver(&inner, &job, target, &job.body, "message", &mut last_sent)
+                    .await
+                    .0
+            }
+        };
         job.finish(outcome);
     }
+}
+
+/// Where a request goes: the queue's parsed URL when there is one.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    parsed: Option<&'a reqwest::Url>,
+    raw: &'a Redacted,
+}
+
+/// A Slack bot message: the first of a rollout starts its thread (its `ts` is kept), later
+/// ones reply in it, and the rollout's outcome also replaces the first message, so the
+/// channel shows one message per rollout, coloured by how it ended. A failed outcome is
+/// broadcast to the channel as well, because an edited message notifies nobody.
+async fn deliver_slack(
+    inner: &Inner,
+    job: &Job,
+    slack: &SlackJob,
+    target: Target<'_>,
+    last_sent: &mut Option<Instant>,
+) -> Outcome {
+    let parent = slack
+        .thread
+        .as_ref()
+        .and_then(|thread| inner.threads.parent(&thread.key));
+    let body = match (&slack.thread, &parent) {
+        (Some(thread), Some(parent)) => Bytes::from(herald_core::request::slack_reply(
+            &job.body,
+            &parent.ts,
+            thread.broadcast,
+        )),
+        _ => job.body.clone(),
+    };
+    let (outcome, posted) = deliver(inner, job, target, &body, "chat.postMessage", last_sent).await;
+    if outcome != Outcome::Delivered {
+        return outcome;
+    }
+    match (&slack.thread, parent, posted) {
+        (Some(thread), None, Some(posted)) => inner.threads.remember(&thread.key, posted),
+        (Some(thread), Some(parent), _) if thread.outcome => {
+            let update = Bytes::from(herald_core::request::slack_update(
+                &job.body,
+                &parent.channel,
+                &parent.ts,
+            ));
+            let update_url = Redacted::new(slack.update_url.clone());
+            let update_target = Target {
+                parsed: None,
+                raw: &update_url,
+            };
+            let (updated, _) =
+                deliver(inner, job, update_target, &update, "chat.update", last_sent).await;
+            if updated != Outcome::Delivered {
+                // The reply carrying the outcome was delivered: the notification counts as
+                // delivered; only the first message still shows the rollout in progress.
+                warn!(
+                    policy = %job.policy, receiver = %job.receiver,
+                    "the rollout's first Slack message was not updated with its outcome"
+                );
+            }
+        }
+        _ => {}
+    }
+    outcome
 }
 
 /// Why an attempt failed, and whether to try again.
@@ -345,12 +576,15 @@ enum AttemptError {
     },
 }
 
+/// Sends `body` with retries. For Slack bots, also returns the message Slack posted.
 async fn deliver(
     inner: &Inner,
     job: &Job,
-    url: Option<&reqwest::Url>,
+    target: Target<'_>,
+    body: &Bytes,
+    request: &'static str,
     last_sent: &mut Option<Instant>,
-) -> Outcome {
+) -> (Outcome, Option<SlackMessage>) {
     let config = &inner.config;
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(config.min_backoff)
@@ -368,22 +602,29 @@ async fn deliver(
                 tokio::time::sleep_until(next.into()).await;
             }
         }
+        let group = job.slack.as_ref().map(|s| s.rate_limit_group.as_str());
+        if let Some(group) = group {
+            let until = inner.paused.lock().expect("pause lock").get(group).copied();
+            if let Some(until) = until.filter(|t| *t > Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
+            }
+        }
         *last_sent = Some(Instant::now());
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
-        match attempt_once(inner, job, url).await {
-            Ok(status) => {
+        match attempt_once(inner, job, target, body).await {
+            Ok((status, posted)) => {
                 info!(
                     policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
-                    attempt, status = status.as_u16(), "notification delivered"
+                    request, attempt, status = status.as_u16(), "notification delivered"
                 );
-                return Outcome::Delivered;
+                return (Outcome::Delivered, posted);
             }
             Err(AttemptError::Permanent { detail }) => {
                 error!(
                     policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
-                    attempt, error = %detail, "notification failed; not retrying"
+                    request, attempt, error = %detail, "notification failed; not retrying"
                 );
-                return Outcome::Failed;
+                return (Outcome::Failed, None);
             }
             Err(AttemptError::Retry {
                 detail,
@@ -392,58 +633,80 @@ async fn deliver(
                 if attempt == config.max_attempts {
                     error!(
                         policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
-                        attempt, error = %detail, "notification failed after the last attempt"
+                        request, attempt, error = %detail, "notification failed after the last attempt"
                     );
-                    return Outcome::Failed;
+                    return (Outcome::Failed, None);
                 }
                 let delay = match retry_after {
                     Some(asked) => asked.min(config.max_retry_after),
                     None => backoff.next().unwrap_or(config.max_backoff),
                 };
+                if let (Some(group), Some(_)) = (group, retry_after) {
+                    let until = Instant::now() + delay;
+                    let mut paused = inner.paused.lock().expect("pause lock");
+                    let entry = paused.entry(group.to_owned()).or_insert(until);
+                    *entry = (*entry).max(until);
+                }
                 warn!(
                     policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
-                    attempt, error = %detail, retry_in = ?delay, "notification attempt failed; retrying"
+                    request, attempt, error = %detail, retry_in = ?delay, "notification attempt failed; retrying"
                 );
                 tokio::time::sleep(delay).await;
             }
         }
     }
-    Outcome::Failed
+    (Outcome::Failed, None)
 }
 
 async fn attempt_once(
     inner: &Inner,
     job: &Job,
-    url: Option<&reqwest::Url>,
-) -> Result<StatusCode, AttemptError> {
+    target: Target<'_>,
+    body: &Bytes,
+) -> Result<(StatusCode, Option<SlackMessage>), AttemptError> {
     let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if job.slack.is_some() {
+            // Slack's Web API warns about JSON without a charset.
+            "application/json; charset=utf-8"
+        } else {
+            "application/json"
+        }),
+    );
     headers.insert(
         USER_AGENT,
         HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION"))),
     );
-    for (name, value) in job.headers.iter() {
+    for header in &job.headers {
         match (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value.as_str()),
+            HeaderName::try_from(header.name.as_str()),
+            HeaderValue::try_from(header.value.expose()),
         ) {
-            (Ok(name), Ok(value)) => {
+            (Ok(name), Ok(mut value)) => {
+                value.set_sensitive(header.sensitive);
                 headers.insert(name, value);
             }
             _ => {
+                // Headers are validated when the policy loads; this guards the request.
                 return Err(AttemptError::Permanent {
-                    detail: format!("invalid header {name:?}"),
-                })
+                    detail: format!("invalid header {:?}", header.name),
+                });
             }
         }
     }
-    let request = match url {
-        Some(url) => inner.client.post(url.clone()),
-        None => inner.client.post(job.url.expose()),
+    let method = match job.method {
+        HttpMethod::Post => reqwest::Method::POST,
+        HttpMethod::Put => reqwest::Method::PUT,
+        HttpMethod::Patch => reqwest::Method::PATCH,
+    };
+    let request = match target.parsed {
+        Some(url) => inner.client.request(method, url.clone()),
+        None => inner.client.request(method, target.raw.expose()),
     };
     let response = request
         .headers(headers)
-        .body(job.body.clone())
+        .body(body.clone())
         .send()
         .await
         .map_err(|e| AttemptError::Retry {
@@ -452,7 +715,24 @@ async fn attempt_once(
         })?;
     let status = response.status();
     if status.is_success() {
-        return Ok(status);
+        if job.slack.is_none() {
+            return Ok((status, None));
+        }
+        let answer = response.bytes().await.unwrap_or_default();
+        return match herald_core::request::slack_answer(&answer) {
+            SlackAnswer::Posted { channel, ts } => Ok((status, Some(SlackMessage { channel, ts }))),
+            SlackAnswer::Error { code, retry } => {
+                let detail = format!("Slack answered ok=false: {code}");
+                if retry {
+                    Err(AttemptError::Retry {
+                        detail,
+                        retry_after: None,
+                    })
+                } else {
+                    Err(AttemptError::Permanent { detail })
+                }
+            }
+        };
     }
     let retry_after = response
         .headers()

@@ -18,7 +18,7 @@ use crate::policy_files::PolicyFiles;
 use crate::serve::{self, ServeOptions};
 use crate::{Error, Result};
 
-const EXAMPLE_POLICIES: [(&str, &str); 8] = [
+const EXAMPLE_POLICIES: [(&str, &str); 10] = [
     (
         "secrets.yaml",
         include_str!("../../../examples/policies/secrets.yaml"),
@@ -50,6 +50,14 @@ const EXAMPLE_POLICIES: [(&str, &str); 8] = [
     (
         "rocketchat-oncall.yaml",
         include_str!("../../../examples/policies/rocketchat-oncall.yaml"),
+    ),
+    (
+        "slack-bot-threads.yaml",
+        include_str!("../../../examples/policies/slack-bot-threads.yaml"),
+    ),
+    (
+        "signed-webhook.yaml",
+        include_str!("../../../examples/policies/signed-webhook.yaml"),
     ),
 ];
 const ROLLOUT: &str = include_str!("../../../examples/events/rollout.jsonl");
@@ -106,6 +114,7 @@ pub async fn run(capture_port: u16, policies: Vec<PathBuf>) -> Result<ExitCode> 
             ..DeliveryConfig::default()
         },
         body_limit: crate::server::DEFAULT_BODY_LIMIT,
+        state_file: None,
         drain_timeout: Duration::from_secs(15),
         reload_interval: Duration::from_secs(3600),
     })

@@ -1,6 +1,7 @@
 //! `herald serve`: the standalone server's lifecycle (start, reload, drain on shutdown).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::delivery::{DeliveryConfig, Dispatcher, DrainReport};
+use crate::delivery::{DeliveryConfig, Dispatcher, DrainReport, MemoryThreads, ThreadStore};
 use crate::metrics::Metrics;
 use crate::policy_files::{self, PolicyFiles};
 use crate::server::{router, AppState};
@@ -25,6 +26,8 @@ pub struct ServeOptions {
     pub body_limit: usize,
     pub drain_timeout: Duration,
     pub reload_interval: Duration,
+    /// Where Slack bots' thread parents are kept across restarts (`None`: in memory).
+    pub state_file: Option<PathBuf>,
 }
 
 /// A started server.
@@ -50,6 +53,10 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
             problems: rejected.problems,
         })?;
     metrics.policies_loaded.set(set.policies().len() as i64);
+    let threads: Arc<dyn ThreadStore> = match &options.state_file {
+        Some(path) => Arc::new(MemoryThreads::persisted(path.clone())?),
+        None => Arc::new(MemoryThreads::new()),
+    };
     let policies = Arc::new(ArcSwap::from_pointee(set));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -60,7 +67,12 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let state = AppState {
         policies: policies.clone(),
-        dispatcher: Dispatcher::new(options.delivery.clone(), metrics.clone()),
+        dispatcher: Dispatcher::with_parts(
+            options.delivery.clone(),
+            metrics.clone(),
+            None,
+            threads,
+        ),
         metrics: metrics.clone(),
         body_limit: options.body_limit,
         ready: Arc::new(AtomicBool::new(true)),

@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use herald_core::{FlaggerEvent, MatchInput, PolicyId, PolicySet, ReceiverKind};
+use herald_core::{FlaggerEvent, MatchInput, PolicyId, PolicySet};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::delivery::{Dispatcher, EventCompletion, Job};
+use crate::delivery::{Dispatcher, EventCompletion, Job, SlackJob};
 use crate::metrics::Metrics;
 
 /// Default limit on an event body. Flagger's are a few hundred bytes.
@@ -164,10 +164,17 @@ pub fn dispatch(
                     Arc::from(receiver.name.as_str()),
                     receiver.kind.type_name(),
                     receiver.url.clone(),
-                    headers(&receiver.kind),
+                    receiver.request.headers_for(&delivery.body),
                     Bytes::from(delivery.body),
                     received_at,
                 );
+                job.method = receiver.request.method;
+                job.slack = receiver.request.slack_api.as_ref().map(|api| SlackJob {
+                    channel: api.channel.clone(),
+                    update_url: api.update_url.clone(),
+                    thread: delivery.thread,
+                    rate_limit_group: api.rate_limit_group.clone(),
+                });
                 job.completion = completion.clone();
                 if state.dispatcher.enqueue(job) {
                     queued += 1;
@@ -202,14 +209,6 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
             error(StatusCode::BAD_REQUEST, "could not read the request body")
         }
     })
-}
-
-/// Extra request headers: only generic webhooks have them.
-fn headers(kind: &ReceiverKind) -> Arc<[(String, String)]> {
-    match kind {
-        ReceiverKind::Webhook(options) => options.headers.clone().into(),
-        _ => Arc::from([]),
-    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

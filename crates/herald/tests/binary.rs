@@ -36,7 +36,7 @@ fn check_accepts_the_examples() {
             .lines()
             .last()
             .unwrap(),
-        "ok: 7 policies, 4 secrets in 8 files"
+        "ok: 9 policies, 6 secrets in 10 files"
     );
 }
 

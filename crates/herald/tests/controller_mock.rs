@@ -511,3 +511,74 @@ async fn events_of_other_kinds_and_unmatched_canaries_send_nothing() {
     };
     assert!(h.notifier.state.get(&checkout).handled.contains_key("o1:1"));
 }
+
+/// Slack thread parents live in the state ConfigMap: saved with the canary's record, and a
+/// restarted (or newly elected) Herald that loads the ConfigMap finds them.
+#[tokio::test]
+async fn slack_thread_parents_are_saved_in_the_state_configmap_and_found_after_a_restart() {
+    use herald::controller::state::{parse_records, StateThreads};
+    use herald::delivery::{MemoryThreads, SlackMessage, ThreadStore};
+    use std::sync::Mutex;
+
+    let (client, mut api) = mock_client();
+    let cm_api = Api::<ConfigMap>::namespaced(client, "herald");
+    let store = Arc::new(StateStore::new(
+        cm_api.clone(),
+        "herald-state",
+        HashMap::new(),
+        0,
+    ));
+    let threads = StateThreads {
+        slot: Arc::new(Mutex::new(Some(store.clone()))),
+        fallback: MemoryThreads::new(),
+    };
+    let key = "C0123ABCD/payments/checkout/5a6b7c";
+    assert_eq!(threads.parent(key), None);
+    threads.remember(
+        key,
+        SlackMessage {
+            channel: "C0123ABCD".into(),
+            ts: "1700000000.000001".into(),
+        },
+    );
+    let server = tokio::spawn(async move {
+        expect(
+            &mut api,
+            "PATCH",
+            "/api/v1/namespaces/herald/configmaps/herald-state?",
+            200,
+            json!({}),
+        )
+        .await
+    });
+    store.flush().await.unwrap();
+    let patch = server.await.unwrap();
+    let saved = r#"{"floor":0,"threads":{"C0123ABCD/5a6b7c":{"channel":"C0123ABCD","ts":"1700000000.000001"}}}"#;
+    assert_eq!(patch, json!({"data": {"payments.checkout": saved}}));
+
+    // After a restart: the records come from the ConfigMap, the memory is empty.
+    let cm = ConfigMap {
+        data: Some(BTreeMap::from([(
+            "payments.checkout".to_owned(),
+            saved.to_owned(),
+        )])),
+        ..Default::default()
+    };
+    let restarted = StateThreads {
+        slot: Arc::new(Mutex::new(Some(Arc::new(StateStore::new(
+            cm_api,
+            "herald-state",
+            parse_records(&cm),
+            0,
+        ))))),
+        fallback: MemoryThreads::new(),
+    };
+    assert_eq!(
+        restarted.parent(key),
+        Some(SlackMessage {
+            channel: "C0123ABCD".into(),
+            ts: "1700000000.000001".into()
+        })
+    );
+    assert_eq!(restarted.parent("C0123ABCD/payments/checkout/other"), None);
+}

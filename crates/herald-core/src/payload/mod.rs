@@ -65,7 +65,6 @@ pub struct SlackOptions {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WebhookOptions {
-    pub headers: Vec<(String, String)>,
     /// A template rendering the whole body; `None` sends Flagger's event JSON.
     pub body: Option<TemplateId>,
 }

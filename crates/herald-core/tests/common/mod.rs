@@ -120,6 +120,7 @@ pub fn deliveries(
                 policy,
                 receiver,
                 body,
+                ..
             } = d.unwrap_or_else(|f| panic!("render failure: {f:?}"));
             (
                 set.policy(policy).id.to_string(),

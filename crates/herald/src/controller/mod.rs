@@ -27,8 +27,8 @@ use tracing::{error, info, warn};
 
 use self::canaries::CanaryNotifier;
 use self::policies::{Context, PolicyResource, ReceiverStats, StatusObserver};
-use self::state::StateStore;
-use crate::delivery::{DeliveryConfig, Dispatcher};
+use self::state::{StateStore, StateThreads};
+use crate::delivery::{DeliveryConfig, Dispatcher, MemoryThreads};
 use crate::metrics::{Metrics, Outcome};
 use crate::server::{router, AppState};
 use crate::{Error, Result};
@@ -99,10 +99,15 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         refresh: refresh_tx,
         failures: failures_tx,
     };
-    let dispatcher = Dispatcher::with_observer(
+    let state_slot: Arc<Mutex<Option<Arc<StateStore>>>> = Arc::default();
+    let dispatcher = Dispatcher::with_parts(
         options.delivery.clone(),
         metrics.clone(),
         Some(Arc::new(observer)),
+        Arc::new(StateThreads {
+            slot: state_slot.clone(),
+            fallback: MemoryThreads::new(),
+        }),
     );
     let app = AppState {
         policies: Arc::new(ArcSwap::from_pointee(PolicySet::empty())),
@@ -192,7 +197,6 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         stopped(stop_rx.clone()),
     )));
 
-    let state_slot: Arc<Mutex<Option<Arc<StateStore>>>> = Arc::default();
     tasks.push(tokio::spawn(lead(
         client,
         options.clone(),

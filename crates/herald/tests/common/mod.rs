@@ -216,6 +216,7 @@ pub fn options(policies: PathBuf) -> ServeOptions {
             cluster: String::new(),
             namespace: "default".to_owned(),
         },
+        state_file: None,
         delivery: DeliveryConfig {
             max_attempts: 4,
             timeout: Duration::from_secs(5),

@@ -1,0 +1,475 @@
+//! Slack bots: Herald against a local stand-in for Slack's Web API on 127.0.0.1 that answers
+//! like Slack (HTTP 200 with `ok`, `channel`, `ts`; `ok:false` with an error code), so the
+//! threads, the outcome update and the failure handling are checked over real HTTP.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+const TOKEN: &str = "xoxb-test-token";
+const CHANNEL_ID: &str = "C0123ABCD";
+
+/// One Web API call the stand-in received.
+#[derive(Clone, Debug)]
+struct Call {
+    method: String,
+    body: Value,
+    at: std::time::Instant,
+}
+
+#[derive(Default)]
+struct SlackState {
+    calls: Vec<Call>,
+    next_ts: u64,
+    /// This many next calls are rate-limited (429, `Retry-After: 1`), as Slack does per token.
+    rate_limited: u32,
+}
+
+#[derive(Clone)]
+struct FakeSlack {
+    addr: SocketAddr,
+    state: Arc<Mutex<SlackState>>,
+}
+
+impl FakeSlack {
+    async fn start() -> FakeSlack {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(SlackState::default()));
+        let app = Router::new()
+            .route("/api/{method}", post(web_api))
+            .with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeSlack { addr, state }
+    }
+
+    fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    fn rate_limit_next(&self, calls: u32) {
+        self.state.lock().unwrap().rate_limited = calls;
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<Call> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let calls = self.calls();
+            if calls.len() >= n {
+                return calls;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "got {} of {n} calls: {calls:#?}",
+                calls.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Answers as Slack does: the token and channel are checked, `ts` identifies a message,
+/// `chat.update` needs the channel ID and the `ts` of a message it posted.
+async fn web_api(
+    State(state): State<Arc<Mutex<SlackState>>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut state = state.lock().unwrap();
+    let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    state.calls.push(Call {
+        method: method.clone(),
+        body: parsed.clone(),
+        at: std::time::Instant::now(),
+    });
+    if state.rate_limited > 0 {
+        state.rate_limited -= 1;
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            Json(json!({"ok": false, "error": "ratelimited"})),
+        )
+            .into_response();
+    }
+    answer(&mut state, &method, &headers, &parsed).into_response()
+}
+
+fn answer(
+    state: &mut SlackState,
+    method: &str,
+    headers: &HeaderMap,
+    parsed: &Value,
+) -> Json<Value> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if header("authorization") != format!("Bearer {TOKEN}") {
+        return Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    if header("content-type") != "application/json; charset=utf-8" {
+        return Json(json!({"ok": false, "error": "invalid_arguments"}));
+    }
+    let channel = parsed["channel"].as_str().unwrap_or_default();
+    match method {
+        "chat.postMessage" => {
+            if channel != "#deploys" && channel != "#alerts" {
+                return Json(json!({"ok": false, "error": "channel_not_found"}));
+            }
+            state.next_ts += 1;
+            let ts = format!("1700000000.{:06}", state.next_ts);
+            Json(json!({"ok": true, "channel": CHANNEL_ID, "ts": ts, "message": {}}))
+        }
+        "chat.update" => {
+            let ts = parsed["ts"].as_str().unwrap_or_default();
+            let known = state
+                .calls
+                .iter()
+                .filter(|c| c.method == "chat.postMessage")
+                .count() as u64;
+            let ts_known = (1..=known).any(|n| ts == format!("1700000000.{n:06}"));
+            if channel != CHANNEL_ID || !ts_known {
+                return Json(json!({"ok": false, "error": "message_not_found"}));
+            }
+            Json(json!({"ok": true, "channel": CHANNEL_ID, "ts": ts}))
+        }
+        _ => Json(json!({"ok": false, "error": "unknown_method"})),
+    }
+}
+
+fn bot_policy(slack: &FakeSlack, channel: &str) -> String {
+    format!(
+        r##"
+apiVersion: v1
+kind: Secret
+metadata: {{name: slack-bot, namespace: default}}
+stringData:
+  token: {TOKEN}
+---
+apiVersion: herald.dev/v1alpha1
+kind: NotificationPolicy
+metadata: {{name: rollouts, namespace: default}}
+spec:
+  receivers:
+    - name: deploys
+      slack:
+        tokenSecretRef: {{name: slack-bot}}
+        channel: "{channel}"
+        apiUrl: {api}
+        username: herald
+  template:
+    title: "{{{{name}}}}.{{{{namespace}}}}"
+"##,
+        api = slack.api_url()
+    )
+}
+
+fn rollout_event(checksum: &str, phase: &str, message: &str, kind: &str, n: u64) -> String {
+    event(
+        "podinfo",
+        "default",
+        phase,
+        message,
+        kind,
+        1_764_072_000_000 + n,
+    )
+    .replace("abc123", checksum)
+}
+
+async fn post_all(addr: SocketAddr, events: &[String]) {
+    for body in events {
+        let (status, answer) = post_event(addr, "/events", body).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+}
+
+fn attachment(color: &str, text: &str, phase: &str, n: u64) -> Value {
+    json!({
+        "color": color,
+        "fallback": format!("podinfo.default {text}"),
+        "author_name": "podinfo.default",
+        "text": text,
+        "mrkdwn_in": ["text"],
+        "fields": [{"title": "Phase", "value": phase, "short": true}],
+        "ts": (1_764_072_000_000 + n) / 1000
+    })
+}
+
+#[tokio::test]
+async fn a_rollout_is_one_thread_and_its_first_message_shows_the_outcome() {
+    let slack = FakeSlack::start().await;
+    let dir = PolicyDir::new(&[("bot.yaml", &bot_policy(&slack, "#deploys"))]);
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    post_all(
+        server.addr,
+        &[
+            rollout_event(
+                "7c4d5e6f8",
+                "Progressing",
+                "New revision detected! Scaling up podinfo.default",
+                "Normal",
+                1,
+            ),
+            rollout_event(
+                "7c4d5e6f8",
+                "Progressing",
+                "Advance podinfo.default canary weight 10",
+                "Normal",
+                2,
+            ),
+            rollout_event(
+                "7c4d5e6f8",
+                "Succeeded",
+                "Promotion completed! Scaling down podinfo.default",
+                "Normal",
+                3,
+            ),
+        ],
+    )
+    .await;
+    let calls = slack.wait_for(4).await;
+    let summary: Vec<(&str, Value)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.body.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "chat.postMessage",
+                json!({"channel": "#deploys", "username": "herald", "attachments": [attachment(
+                    "#0076D7", "New revision detected! Scaling up podinfo.default", "Progressing", 1)]})
+            ),
+            (
+                "chat.postMessage",
+                json!({"channel": "#deploys", "username": "herald", "thread_ts": "1700000000.000001",
+                       "attachments": [attachment("#0076D7", "Advance podinfo.default canary weight 10", "Progressing", 2)]})
+            ),
+            (
+                "chat.postMessage",
+                json!({"channel": "#deploys", "username": "herald", "thread_ts": "1700000000.000001",
+                       "attachments": [attachment("good", "Promotion completed! Scaling down podinfo.default", "Succeeded", 3)]})
+            ),
+            (
+                "chat.update",
+                json!({"channel": CHANNEL_ID, "ts": "1700000000.000001",
+                       "attachments": [attachment("good", "Promotion completed! Scaling down podinfo.default", "Succeeded", 3)]})
+            ),
+        ]
+    );
+    let text = wait_for_metric(
+        server.addr,
+        r#"herald_deliveries_total{receiver_type="slack",outcome="delivered"}"#,
+        3.0,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"herald_deliveries_total{receiver_type="slack",outcome="failed"}"#
+        ),
+        0.0
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_rollout_is_broadcast_and_a_new_revision_starts_a_new_thread() {
+    let slack = FakeSlack::start().await;
+    let dir = PolicyDir::new(&[("bot.yaml", &bot_policy(&slack, "#deploys"))]);
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    post_all(
+        server.addr,
+        &[
+            rollout_event(
+                "aaa",
+                "Progressing",
+                "New revision detected! Scaling up podinfo.default",
+                "Normal",
+                1,
+            ),
+            rollout_event(
+                "bbb",
+                "Progressing",
+                "New revision detected! Scaling up podinfo.default",
+                "Normal",
+                2,
+            ),
+            rollout_event(
+                "bbb",
+                "Failed",
+                "Canary failed! Scaling down podinfo.default",
+                "Warning",
+                3,
+            ),
+        ],
+    )
+    .await;
+    let calls = slack.wait_for(4).await;
+    assert_eq!(calls[0].body.get("thread_ts"), None);
+    assert_eq!(
+        calls[1].body.get("thread_ts"),
+        None,
+        "another revision is another rollout"
+    );
+    assert_eq!(calls[2].method, "chat.postMessage");
+    assert_eq!(calls[2].body["thread_ts"], "1700000000.000002");
+    assert_eq!(calls[2].body["reply_broadcast"], true);
+    assert_eq!(calls[2].body["attachments"][0]["color"], "danger");
+    assert_eq!(calls[3].method, "chat.update");
+    assert_eq!(calls[3].body["ts"], "1700000000.000002");
+    assert_eq!(calls[3].body["attachments"][0]["color"], "danger");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn ok_false_is_a_failure_and_is_not_retried() {
+    let slack = FakeSlack::start().await;
+    let dir = PolicyDir::new(&[("bot.yaml", &bot_policy(&slack, "#nowhere"))]);
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    post_all(
+        server.addr,
+        &[rollout_event(
+            "aaa",
+            "Progressing",
+            "New revision detected! Scaling up podinfo.default",
+            "Normal",
+            1,
+        )],
+    )
+    .await;
+    wait_for_metric(
+        server.addr,
+        r#"herald_deliveries_total{receiver_type="slack",outcome="failed"}"#,
+        1.0,
+        WAIT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        slack.calls().len(),
+        1,
+        "channel_not_found fails the same way every time"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn threads_survive_a_restart_with_a_state_file() {
+    let slack = FakeSlack::start().await;
+    let dir = PolicyDir::new(&[("bot.yaml", &bot_policy(&slack, "#deploys"))]);
+    let state = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.state_file = Some(state.path().join("threads.json"));
+    let first = herald::serve::start(opts.clone()).await.unwrap();
+    post_all(
+        first.addr,
+        &[rollout_event(
+            "7c4d5e6f8",
+            "Progressing",
+            "New revision detected! Scaling up podinfo.default",
+            "Normal",
+            1,
+        )],
+    )
+    .await;
+    slack.wait_for(1).await;
+    wait_for_metric(
+        first.addr,
+        r#"herald_deliveries_total{receiver_type="slack",outcome="delivered"}"#,
+        1.0,
+        WAIT,
+    )
+    .await;
+    first.stop().await.unwrap();
+
+    let second = herald::serve::start(opts).await.unwrap();
+    post_all(
+        second.addr,
+        &[rollout_event(
+            "7c4d5e6f8",
+            "Progressing",
+            "Advance podinfo.default canary weight 10",
+            "Normal",
+            2,
+        )],
+    )
+    .await;
+    let calls = slack.wait_for(2).await;
+    assert_eq!(calls[1].body["thread_ts"], "1700000000.000001");
+    second.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_429_pauses_every_channel_of_the_token() {
+    let slack = FakeSlack::start().await;
+    // Two policies, one token: podinfo's events go to #deploys, other's to #alerts.
+    let deploys =
+        bot_policy(&slack, "#deploys").replace("spec:\n", "spec:\n  canaries: [podinfo]\n");
+    let alerts = bot_policy(&slack, "#alerts")
+        .replace("name: rollouts", "name: alerts")
+        .replace("spec:\n", "spec:\n  canaries: [other]\n");
+    let dir = PolicyDir::new(&[("deploys.yaml", &deploys), ("alerts.yaml", &alerts)]);
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    slack.rate_limit_next(1);
+    post_all(
+        server.addr,
+        &[rollout_event(
+            "aaa",
+            "Progressing",
+            "New revision detected! Scaling up podinfo.default",
+            "Normal",
+            1,
+        )],
+    )
+    .await;
+    let limited = slack.wait_for(1).await[0].clone();
+    let other = event(
+        "other",
+        "default",
+        "Progressing",
+        "New revision detected! Scaling up other.default",
+        "Normal",
+        1_764_072_000_002,
+    );
+    post_all(server.addr, &[other]).await;
+    let calls = slack.wait_for(3).await;
+    let to_alerts: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.body["channel"] == "#alerts")
+        .collect();
+    assert_eq!(to_alerts.len(), 1, "{calls:#?}");
+    let waited = to_alerts[0].at.duration_since(limited.at);
+    assert!(
+        waited >= Duration::from_millis(950),
+        "#alerts was called {waited:?} after the token got a 429 with Retry-After: 1"
+    );
+    wait_for_metric(
+        server.addr,
+        r#"herald_deliveries_total{receiver_type="slack",outcome="delivered"}"#,
+        2.0,
+        WAIT,
+    )
+    .await;
+    server.stop().await.unwrap();
+}
