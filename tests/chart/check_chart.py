@@ -254,9 +254,15 @@ def check_references(docs: list[dict]) -> list[str]:
 # The CEL rules of the CRDs, evaluated here by hand (jsonschema cannot). A new rule in crds/
 # fails the check until it is taught here.
 KNOWN_CEL_RULES = {
-    "[has(self.slack), has(self.msteams), has(self.webhook)].filter(k, k).size() == 1",
+    "[has(self.slack), has(self.msteams), has(self.webhook), has(self.discord), "
+    "has(self.googlechat), has(self.rocketchat)].filter(k, k).size() == 1",
     "has(self.url) != has(self.secretRef)",
+    "[has(self.url), has(self.secretRef), has(self.tokenSecretRef)].filter(k, k).size() == 1",
+    "!has(self.tokenSecretRef) || has(self.channel)",
 }
+
+
+RECEIVER_KINDS = ("slack", "msteams", "webhook", "discord", "googlechat", "rocketchat")
 
 
 def load_crds() -> dict[str, dict]:
@@ -331,15 +337,21 @@ def validate_policy(policy: dict, crds: dict[str, dict]) -> list[str]:
     if len(names) != len(set(names)):
         problems.append(f"{kind}/{name}: receiver names are not unique: {names}")
     for i, receiver in enumerate(r for r in receivers if isinstance(r, dict)):
-        kinds_set = [k for k in ("slack", "msteams", "webhook") if receiver.get(k) is not None]
+        kinds_set = [k for k in RECEIVER_KINDS if receiver.get(k) is not None]
         if len(kinds_set) != 1:
             problems.append(
-                f"{kind}/{name}: receivers[{i}]: a receiver sets exactly one of slack, msteams, webhook"
+                f"{kind}/{name}: receivers[{i}]: a receiver sets exactly one of {', '.join(RECEIVER_KINDS)}"
             )
         for k in kinds_set:
             target = receiver[k]
-            if isinstance(target, dict) and (("url" in target) == ("secretRef" in target)):
-                problems.append(f"{kind}/{name}: receivers[{i}].{k}: set exactly one of url, secretRef")
+            if not isinstance(target, dict):
+                continue
+            # Slack may name a bot token instead of a webhook URL; a bot needs a channel.
+            addresses = ("url", "secretRef", "tokenSecretRef") if k == "slack" else ("url", "secretRef")
+            if sum(a in target for a in addresses) != 1:
+                problems.append(f"{kind}/{name}: receivers[{i}].{k}: set exactly one of {', '.join(addresses)}")
+            if k == "slack" and "tokenSecretRef" in target and "channel" not in target:
+                problems.append(f"{kind}/{name}: receivers[{i}].slack: a bot token needs a channel")
     return problems
 
 
@@ -559,7 +571,6 @@ def flagger_values() -> None:
                         "name": "msteams",
                         "msteams": {
                             "secretRef": {"name": SECRET, "key": "msteams"},
-                            "format": "AdaptiveCard",
                         },
                     },
                 ],
@@ -685,7 +696,6 @@ def existing_secret() -> None:
                         "name": "msteams",
                         "msteams": {
                             "secretRef": {"name": "teams", "key": "address"},
-                            "format": "AdaptiveCard",
                         },
                     },
                 ],
@@ -978,6 +988,18 @@ def policies_match_crd() -> None:
         "no receivers": lambda p: p["spec"].update(receivers=[]),
         "two kinds in a receiver": lambda p: p["spec"]["receivers"][0].update(webhook={"url": "https://x"}),
         "url and secretRef": lambda p: p["spec"]["receivers"][0]["slack"].update(url="https://x"),
+        "two chat kinds in a receiver": lambda p: p["spec"]["receivers"].append(
+            {"name": "chat", "discord": {"url": "https://x"}, "rocketchat": {"url": "https://y"}}
+        ),
+        "chat kind without url or secretRef": lambda p: p["spec"]["receivers"].append(
+            {"name": "chat", "googlechat": {}}
+        ),
+        "Slack bot without a channel": lambda p: p["spec"]["receivers"][0].update(
+            slack={"tokenSecretRef": {"name": "bot"}}
+        ),
+        "unknown chat field": lambda p: p["spec"]["receivers"].append(
+            {"name": "chat", "rocketchat": {"url": "https://x", "icon_emoji": ":x:"}}
+        ),
         "duplicate receiver": lambda p: p["spec"]["receivers"].append(
             copy.deepcopy(p["spec"]["receivers"][0])
         ),

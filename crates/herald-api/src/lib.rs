@@ -224,10 +224,11 @@ impl EventType {
     }
 }
 
-/// One destination. Exactly one of `slack`, `msteams` or `webhook` is set.
+/// One destination. Exactly one of `slack`, `msteams`, `webhook`, `discord`, `googlechat` or
+/// `rocketchat` is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.slack), has(self.msteams), has(self.webhook)].filter(k, k).size() == 1").message("a receiver sets exactly one of slack, msteams, webhook"))]
+#[x_kube(validation = Rule::new("[has(self.slack), has(self.msteams), has(self.webhook), has(self.discord), has(self.googlechat), has(self.rocketchat)].filter(k, k).size() == 1").message("a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat"))]
 pub struct Receiver {
     /// Unique within the policy; shown in status, metrics-free logs and `herald render`.
     #[schemars(
@@ -241,6 +242,12 @@ pub struct Receiver {
     pub msteams: Option<TeamsReceiver>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookReceiver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discord: Option<DiscordReceiver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub googlechat: Option<GoogleChatReceiver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rocketchat: Option<RocketChatReceiver>,
     /// Overrides the policy's template for this receiver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<MessageTemplate>,
@@ -333,8 +340,8 @@ pub const DEFAULT_SIGNING_KEY: &str = "signingKey";
 /// Slack's Web API.
 pub const SLACK_API_URL: &str = "https://slack.com/api";
 
-/// A Microsoft Teams webhook: a Workflows webhook (Adaptive Card, the default) or a legacy
-/// Office 365 connector (MessageCard).
+/// A Microsoft Teams webhook: a Workflows webhook (Adaptive Card) or a legacy Office 365
+/// connector (MessageCard).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
@@ -345,8 +352,22 @@ pub struct TeamsReceiver {
     /// The Secret key holding the endpoint URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
-    #[serde(default)]
-    pub format: TeamsFormat,
+    /// The card format. Unset: MessageCard for a legacy Office 365 connector URL (host
+    /// `*.webhook.office.com` or `outlook.office.com`), AdaptiveCard for any other URL
+    /// (Workflows / Power Automate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_teams_format")]
+    pub format: Option<TeamsFormat>,
+}
+
+/// `Option<TeamsFormat>` as Kubernetes' structural schemas spell it: the two names, nullable,
+/// without the `null` enum member schemars would add.
+fn optional_teams_format(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["AdaptiveCard", "MessageCard"],
+        "nullable": true
+    })
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -354,6 +375,100 @@ pub enum TeamsFormat {
     #[default]
     AdaptiveCard,
     MessageCard,
+}
+
+impl TeamsFormat {
+    /// The format a Teams URL takes when `format` is unset: MessageCard for the legacy
+    /// Office 365 connector hosts (`*.webhook.office.com`, `outlook.office.com`), AdaptiveCard
+    /// for anything else (Workflows / Power Automate webhooks).
+    pub fn detect(url: &str) -> TeamsFormat {
+        let host = url_host(url);
+        if host == "outlook.office.com" || host.ends_with(".webhook.office.com") {
+            TeamsFormat::MessageCard
+        } else {
+            TeamsFormat::AdaptiveCard
+        }
+    }
+}
+
+/// The lower-cased host of an `http(s)://` URL, without user info, port or trailing dot;
+/// empty when there is none.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or("", |(scheme, rest)| {
+        if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
+            rest
+        } else {
+            ""
+        }
+    });
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        // An IPv6 literal: never an Office 365 host.
+        host_port.split_inclusive(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A Discord channel webhook (`https://discord.com/api/webhooks/...`): one embed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
+pub struct DiscordReceiver {
+    /// The endpoint URL. Anyone who can read the policy sees it: prefer `secretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The Secret key holding the endpoint URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Overrides the webhook's default user name (1 to 80 characters; Discord refuses names
+    /// containing "discord" or "clyde").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 80))]
+    pub username: Option<String>,
+    /// Overrides the webhook's default avatar (an image URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+/// A Google Chat incoming webhook (`https://chat.googleapis.com/v1/spaces/...`): one card.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
+pub struct GoogleChatReceiver {
+    /// The endpoint URL. Anyone who can read the policy sees it: prefer `secretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The Secret key holding the endpoint URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// A Rocket.Chat incoming webhook integration (`https://<server>/hooks/...`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
+pub struct RocketChatReceiver {
+    /// The endpoint URL. Anyone who can read the policy sees it: prefer `secretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The Secret key holding the endpoint URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Channel override, e.g. `#deploys` or `@user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Shown as the sender's name (sent as `alias`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The sender's avatar as an emoji, e.g. `:rocket:` (sent as `emoji`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_emoji: Option<String>,
+    /// The sender's avatar as an image URL (sent as `avatar`; wins over `iconEmoji`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
 }
 
 /// Any HTTP endpoint. The body is Flagger's event JSON unless `body` gives a template.
@@ -498,4 +613,69 @@ macro_rules! impl_address {
         }
     )*};
 }
-impl_address!(SlackReceiver, TeamsReceiver, WebhookReceiver);
+impl_address!(
+    SlackReceiver,
+    TeamsReceiver,
+    WebhookReceiver,
+    DiscordReceiver,
+    GoogleChatReceiver,
+    RocketChatReceiver
+);
+
+#[cfg(test)]
+mod tests {
+    use super::TeamsFormat;
+
+    /// The hand-written schema of `msteams.format` names every variant.
+    #[test]
+    fn teams_format_schema_lists_every_variant() {
+        let schema = schemars::schema_for!(TeamsFormat);
+        let names: Vec<&str> = schema
+            .get("enum")
+            .and_then(|e| e.as_array())
+            .expect("a plain enum")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let ours = super::optional_teams_format(&mut schemars::SchemaGenerator::default());
+        assert_eq!(ours.get("enum").unwrap(), &serde_json::json!(names));
+        assert_eq!(names, ["AdaptiveCard", "MessageCard"]);
+    }
+
+    #[test]
+    fn teams_format_is_detected_from_the_host() {
+        for legacy in [
+            "https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d",
+            "https://CONTOSO.Webhook.Office.com./webhookb2/x",
+            "https://outlook.office.com/webhook/a@b/IncomingWebhook/c/d",
+            "https://user@outlook.office.com:443/webhook/x",
+            "HTTPS://contoso.webhook.office.com",
+        ] {
+            assert_eq!(
+                TeamsFormat::detect(legacy),
+                TeamsFormat::MessageCard,
+                "{legacy}"
+            );
+        }
+        for workflows in [
+            "https://prod-12.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x",
+            "https://default123.environment.api.powerplatform.com/powerautomate/automations/direct/workflows/abc",
+            "http://127.0.0.1:9099/teams/oncall",
+            // Look-alikes are not Office 365 hosts.
+            "https://webhook.office.com.example.com/x",
+            "https://evilwebhook.office.com/x",
+            "https://example.com/outlook.office.com/webhook",
+            "https://example.com/?u=https://a.webhook.office.com",
+            "https://outlook.office.com@example.com/webhook",
+            "https://[::1]:8080/outlook.office.com",
+            "ftp://outlook.office.com/webhook",
+            "",
+        ] {
+            assert_eq!(
+                TeamsFormat::detect(workflows),
+                TeamsFormat::AdaptiveCard,
+                "{workflows}"
+            );
+        }
+    }
+}

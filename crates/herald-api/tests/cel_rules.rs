@@ -24,27 +24,54 @@ fn errors(policy: &NotificationPolicy) -> String {
 fn a_valid_policy_passes() {
     let ok = policy(json!([
         {"name": "chat", "slack": {"secretRef": {"name": "s"}}},
-        {"name": "hook", "webhook": {"url": "https://example.com"}}
+        {"name": "hook", "webhook": {"url": "https://example.com"}},
+        {"name": "teams", "msteams": {"url": "https://example.com"}},
+        {"name": "discord", "discord": {"secretRef": {"name": "s", "key": "discord"}, "username": "herald", "avatarUrl": "https://example.com/a.png"}},
+        {"name": "gchat", "googlechat": {"url": "https://chat.example.com/v1/spaces/x"}},
+        {"name": "rocket", "rocketchat": {"secretRef": {"name": "s"}, "channel": "#deploys", "username": "herald", "iconEmoji": ":rocket:", "iconUrl": "https://example.com/a.png"}}
     ]));
     assert_eq!(errors(&ok), "");
 }
+
+const ONE_KIND: &str =
+    "a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat";
 
 #[test]
 fn a_receiver_sets_exactly_one_kind() {
     let two = policy(
         json!([{"name": "x", "slack": {"url": "https://a"}, "webhook": {"url": "https://b"}}]),
     );
-    assert!(
-        errors(&two).contains("a receiver sets exactly one of slack, msteams, webhook"),
-        "{}",
-        errors(&two)
-    );
+    assert!(errors(&two).contains(ONE_KIND), "{}", errors(&two));
     let none = policy(json!([{"name": "x"}]));
-    assert!(
-        errors(&none).contains("a receiver sets exactly one of slack, msteams, webhook"),
-        "{}",
-        errors(&none)
-    );
+    assert!(errors(&none).contains(ONE_KIND), "{}", errors(&none));
+}
+
+#[test]
+fn the_new_kinds_count_as_kinds() {
+    let kinds = [
+        ("slack", json!({"url": "https://a"})),
+        ("msteams", json!({"url": "https://a"})),
+        ("webhook", json!({"url": "https://a"})),
+        ("discord", json!({"url": "https://a"})),
+        ("googlechat", json!({"url": "https://a"})),
+        ("rocketchat", json!({"url": "https://a"})),
+    ];
+    for (i, (first, a)) in kinds.iter().enumerate() {
+        let alone = policy(json!([{"name": "x", *first: a}]));
+        assert_eq!(errors(&alone), "", "{first} alone");
+        for (second, b) in &kinds[i + 1..] {
+            let both = policy(json!([{"name": "x", *first: a, *second: b}]));
+            let e = errors(&both);
+            assert!(e.contains(ONE_KIND), "{first} + {second}: {e}");
+        }
+    }
+    let three = policy(json!([{
+        "name": "x",
+        "discord": {"url": "https://a"},
+        "googlechat": {"url": "https://b"},
+        "rocketchat": {"url": "https://c"}
+    }]));
+    assert!(errors(&three).contains(ONE_KIND), "{}", errors(&three));
 }
 
 #[test]
@@ -62,6 +89,21 @@ fn an_address_is_a_url_or_a_secret_ref() {
         "{}",
         errors(&neither)
     );
+    for kind in ["discord", "googlechat", "rocketchat"] {
+        let both =
+            policy(json!([{"name": "x", kind: {"url": "https://a", "secretRef": {"name": "s"}}}]));
+        assert!(
+            errors(&both).contains("set exactly one of url, secretRef"),
+            "{kind}: {}",
+            errors(&both)
+        );
+        let neither = policy(json!([{"name": "x", kind: {}}]));
+        assert!(
+            errors(&neither).contains("set exactly one of url, secretRef"),
+            "{kind}: {}",
+            errors(&neither)
+        );
+    }
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn checked_in_crds_match_the_rust_types() {
 fn crd_schema_carries_the_validation_rules() {
     let yaml = herald_api::crds_yaml();
     for rule in [
-        "[has(self.slack), has(self.msteams), has(self.webhook)].filter(k, k).size() == 1",
+        "[has(self.slack), has(self.msteams), has(self.webhook), has(self.discord), has(self.googlechat), has(self.rocketchat)].filter(k, k).size() == 1",
         "has(self.url) != has(self.secretRef)",
         "x-kubernetes-list-map-keys",
     ] {

@@ -14,7 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use regex::Regex;
 
 use crate::event::{CanaryFacts, FlaggerEvent};
-use crate::payload::{self, Message, ReceiverKind, SlackOptions, WebhookOptions};
+use crate::payload::{
+    self, DiscordOptions, Message, ReceiverKind, RocketChatOptions, SlackOptions, WebhookOptions,
+};
 use crate::request::{
     is_header_name, is_header_value, RequestSpec, Signature, SlackApi, ThreadRef,
 };
@@ -729,12 +731,15 @@ impl<'s> PolicySetBuilder<'s> {
             receiver.slack.is_some(),
             receiver.msteams.is_some(),
             receiver.webhook.is_some(),
+            receiver.discord.is_some(),
+            receiver.googlechat.is_some(),
+            receiver.rocketchat.is_some(),
         ];
         if kinds.iter().filter(|set| **set).count() != 1 {
             problems.push(Problem::new(
                 Reason::InvalidSpec,
                 path,
-                "a receiver sets exactly one of slack, msteams, webhook",
+                "a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat",
             ));
             return None;
         }
@@ -759,10 +764,40 @@ impl<'s> PolicySetBuilder<'s> {
             }
             (ReceiverKind::Slack(options), slack.address(), field)
         } else if let Some(teams) = &receiver.msteams {
+            // An unset format is detected from the URL once it is resolved, below.
             (
-                ReceiverKind::Teams(teams.format),
+                ReceiverKind::Teams(teams.format.unwrap_or_default()),
                 teams.address(),
                 format!("{path}.msteams"),
+            )
+        } else if let Some(discord) = &receiver.discord {
+            check_discord(discord, &format!("{path}.discord"), problems);
+            let options = DiscordOptions {
+                username: discord.username.clone(),
+                avatar_url: discord.avatar_url.clone(),
+            };
+            (
+                ReceiverKind::Discord(options),
+                discord.address(),
+                format!("{path}.discord"),
+            )
+        } else if let Some(googlechat) = &receiver.googlechat {
+            (
+                ReceiverKind::GoogleChat,
+                googlechat.address(),
+                format!("{path}.googlechat"),
+            )
+        } else if let Some(rocketchat) = &receiver.rocketchat {
+            let options = RocketChatOptions {
+                channel: rocketchat.channel.clone(),
+                username: rocketchat.username.clone(),
+                icon_emoji: rocketchat.icon_emoji.clone(),
+                icon_url: rocketchat.icon_url.clone(),
+            };
+            (
+                ReceiverKind::RocketChat(options),
+                rocketchat.address(),
+                format!("{path}.rocketchat"),
             )
         } else {
             let webhook = receiver.webhook.as_ref().expect("exactly one kind is set");
@@ -781,6 +816,12 @@ impl<'s> PolicySetBuilder<'s> {
             )
         };
         let url = self.resolve_address(address, &field, secret_namespace, problems)?;
+        let kind = match (&receiver.msteams, kind) {
+            (Some(teams), ReceiverKind::Teams(_)) if teams.format.is_none() => {
+                ReceiverKind::Teams(TeamsFormat::detect(url.expose()))
+            }
+            (_, kind) => kind,
+        };
         Some((kind, url, request))
     }
 
@@ -1154,6 +1195,41 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// What Discord refuses (with `400 Invalid Form Body`, on every message) in a webhook's
+/// overrides: a user name of 1 to 80 characters without "discord" or "clyde" in it and not
+/// "everyone" or "here"; an avatar that is not a web URL.
+fn check_discord(discord: &herald_api::DiscordReceiver, path: &str, problems: &mut Vec<Problem>) {
+    if let Some(username) = &discord.username {
+        let lower = username.to_lowercase();
+        let length = username.chars().count();
+        let why = if length == 0 || length > 80 {
+            Some(format!("must be 1 to 80 characters, not {length}"))
+        } else if let Some(word) = ["discord", "clyde"].into_iter().find(|w| lower.contains(w)) {
+            Some(format!("Discord refuses user names containing {word:?}"))
+        } else if lower == "everyone" || lower == "here" {
+            Some(format!("Discord refuses the user name {username:?}"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            problems.push(Problem::new(
+                Reason::InvalidSpec,
+                format!("{path}.username"),
+                why,
+            ));
+        }
+    }
+    if let Some(avatar) = &discord.avatar_url {
+        if !is_http_url(avatar) {
+            problems.push(Problem::new(
+                Reason::InvalidSpec,
+                format!("{path}.avatarUrl"),
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+    }
+}
+
 fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
@@ -1365,6 +1441,9 @@ impl Render<'_> {
             ReceiverKind::Teams(TeamsFormat::AdaptiveCard) => {
                 payload::teams_adaptive_card(&message)
             }
+            ReceiverKind::Discord(options) => payload::discord(options, &message),
+            ReceiverKind::GoogleChat => payload::google_chat(&message),
+            ReceiverKind::RocketChat(options) => payload::rocket_chat(options, &message),
             ReceiverKind::Webhook(_) => unreachable!("handled above"),
         })
     }

@@ -186,7 +186,7 @@ pub fn event_context(event: &FlaggerEvent, cluster: &str, canary: Option<&Canary
 }
 
 /// The `time` variable: the event's timestamp in RFC 3339, empty when out of range.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

@@ -34,7 +34,10 @@ fn example_policies() -> PolicySet {
         files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         [
             "audit-webhook.yaml",
+            "discord-releases.yaml",
+            "googlechat-team.yaml",
             "oncall-failures.yaml",
+            "rocketchat-oncall.yaml",
             "secrets.yaml",
             "signed-webhook.yaml",
             "slack-bot-threads.yaml",
@@ -47,7 +50,7 @@ fn example_policies() -> PolicySet {
     let set = loaded.build("", "default");
     assert_eq!(loaded.problems, [], "the examples must check clean");
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
-    assert_eq!(loaded.secrets.len(), 5);
+    assert_eq!(loaded.secrets.len(), 6);
     set
 }
 
@@ -74,10 +77,41 @@ const AUDIT_AND_SLACK: [(&str, &str); 3] = [
     ("default/audit", "audit-summary"),
     ("default/team-payments", "deploys-channel"),
 ];
-const ONCALL_AUDIT_AND_SLACK: [(&str, &str); 4] = [
-    ("oncall-failures", "oncall-teams"),
+/// New revision detected: the team's Slack channel and Google Chat space too.
+const NEW_REVISION: [(&str, &str); 4] = [
     ("default/audit", "audit-log"),
     ("default/audit", "audit-summary"),
+    ("default/team-gchat", "team-space"),
+    ("default/team-payments", "deploys-channel"),
+];
+/// Promotion completed: the releases Discord channel as well.
+const PROMOTED: [(&str, &str); 5] = [
+    ("default/audit", "audit-log"),
+    ("default/audit", "audit-summary"),
+    ("default/releases", "releases-discord"),
+    ("default/team-gchat", "team-space"),
+    ("default/team-payments", "deploys-channel"),
+];
+/// A Warning that is not a failure: on-call Rocket.Chat, and the audit log.
+const HALT: [(&str, &str); 3] = [
+    ("oncall-rocketchat", "oncall-rocket"),
+    ("default/audit", "audit-log"),
+    ("default/audit", "audit-summary"),
+];
+const ROLLING_BACK: [(&str, &str); 5] = [
+    ("oncall-failures", "oncall-teams"),
+    ("oncall-rocketchat", "oncall-rocket"),
+    ("default/audit", "audit-log"),
+    ("default/audit", "audit-summary"),
+    ("default/team-payments", "deploys-channel"),
+];
+const FAILED: [(&str, &str); 7] = [
+    ("oncall-failures", "oncall-teams"),
+    ("oncall-rocketchat", "oncall-rocket"),
+    ("default/audit", "audit-log"),
+    ("default/audit", "audit-summary"),
+    ("default/releases", "releases-discord"),
+    ("default/team-gchat", "team-space"),
     ("default/team-payments", "deploys-channel"),
 ];
 
@@ -127,7 +161,10 @@ fn examples_check_clean_and_resolve_their_secrets() {
         ids,
         [
             "oncall-failures",
+            "oncall-rocketchat",
             "default/audit",
+            "default/releases",
+            "default/team-gchat",
             "default/team-payments",
             "payments/payments-rollouts",
             "payments/payments-tracker",
@@ -152,6 +189,11 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "http://127.0.0.1:9099/teams/oncall"
             ),
             (
+                "oncall-rocket".to_owned(),
+                "rocketchat",
+                "http://127.0.0.1:9099/rocketchat/oncall"
+            ),
+            (
                 "audit-log".to_owned(),
                 "webhook",
                 "http://127.0.0.1:9099/audit"
@@ -160,6 +202,16 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "audit-summary".to_owned(),
                 "webhook",
                 "http://127.0.0.1:9099/audit"
+            ),
+            (
+                "releases-discord".to_owned(),
+                "discord",
+                "http://127.0.0.1:9099/discord/releases"
+            ),
+            (
+                "team-space".to_owned(),
+                "googlechat",
+                "http://127.0.0.1:9099/googlechat/team"
             ),
             (
                 "deploys-channel".to_owned(),
@@ -191,13 +243,13 @@ fn rollout_notifies_the_team_and_the_audit_log() {
         "rollout.jsonl",
         &[
             &AUDIT_AND_SLACK, // Initialization done!
-            &AUDIT_AND_SLACK, // New revision detected!
+            &NEW_REVISION,    // New revision detected!
             &AUDIT,           // Starting canary analysis
             &AUDIT,           // Advance … weight 10
             &AUDIT,           // Advance … weight 20
             &AUDIT,           // Copying … template spec (Promoting)
             &AUDIT,           // Routing all traffic to primary (Finalising)
-            &AUDIT_AND_SLACK, // Promotion completed!
+            &PROMOTED,        // Promotion completed!
         ],
     );
 
@@ -216,6 +268,37 @@ fn rollout_notifies_the_team_and_the_audit_log() {
                 "mrkdwn_in": ["text"],
                 "fields": [{"title": "Phase", "value": "Succeeded", "short": true}],
                 "ts": 1764072420
+            }]
+        })
+    );
+    // Promotion completed: Discord gets one green embed, titled by the policy's template.
+    assert_eq!(
+        body_of(&all[7], "releases-discord"),
+        json!({
+            "username": "herald",
+            "embeds": [{
+                "title": "podinfo.default released",
+                "description": "Promotion completed! Scaling down podinfo.default",
+                "color": 0x2EB886,
+                "fields": [{"name": "Phase", "value": "Succeeded", "inline": true}],
+                "timestamp": "2025-11-25T12:07:00Z"
+            }]
+        })
+    );
+    // New revision: Google Chat gets one card.
+    assert_eq!(
+        body_of(&all[1], "team-space"),
+        json!({
+            "fallbackText": "podinfo.default New revision detected! Scaling up podinfo.default",
+            "cardsV2": [{
+                "cardId": "herald",
+                "card": {
+                    "header": {"title": "podinfo.default"},
+                    "sections": [{"widgets": [
+                        {"textParagraph": {"text": "New revision detected! Scaling up podinfo.default"}},
+                        {"decoratedText": {"topLabel": "Phase", "text": "<font color=\"#0076D7\">Progressing</font>"}}
+                    ]}]
+                }
             }]
         })
     );
@@ -252,12 +335,12 @@ fn rollback_pages_oncall() {
     let all = assert_sequence(
         "rollback.jsonl",
         &[
-            &AUDIT_AND_SLACK,        // New revision detected!
-            &AUDIT,                  // Starting canary analysis
-            &AUDIT,                  // Advance … weight 10
-            &AUDIT,                  // Halt advancement (Warning, but not a failure)
-            &ONCALL_AUDIT_AND_SLACK, // Rolling back …
-            &ONCALL_AUDIT_AND_SLACK, // Canary failed!
+            &NEW_REVISION, // New revision detected!
+            &AUDIT,        // Starting canary analysis
+            &AUDIT,        // Advance … weight 10
+            &HALT,         // Halt advancement (Warning, but not a failure)
+            &ROLLING_BACK, // Rolling back …
+            &FAILED,       // Canary failed!
         ],
     );
 
@@ -308,6 +391,30 @@ fn rollback_pages_oncall() {
                 "ts": 1764075900
             }]
         })
+    );
+    // The halt is a warning for on-call Rocket.Chat, not a failure.
+    assert_eq!(
+        body_of(&all[3], "oncall-rocket"),
+        json!({
+            "channel": "#oncall",
+            "alias": "herald",
+            "emoji": ":rotating_light:",
+            "text": "podinfo.default",
+            "attachments": [{
+                "text": "Halt advancement no values found for istio metric request-success-rate probably podinfo.default is not receiving traffic",
+                "color": "#FFA500",
+                "fields": [{"title": "Phase", "value": "Progressing", "short": true}],
+                "ts": "2025-11-25T13:03:00Z"
+            }]
+        })
+    );
+    assert_eq!(
+        body_of(&all[5], "oncall-rocket")["attachments"][0]["color"],
+        "#FF0000"
+    );
+    assert_eq!(
+        body_of(&all[5], "releases-discord")["embeds"][0]["title"],
+        "podinfo.default rolled back"
     );
     assert_eq!(
         body_of(&all[5], "audit-summary"),
@@ -367,7 +474,7 @@ fn new_revision_example_event() {
     let got = deliveries(&set, &MatchInput::event(&ev), None);
     let got_pairs: Vec<(String, String)> =
         got.iter().map(|(p, r, _)| (p.clone(), r.clone())).collect();
-    assert_eq!(got_pairs, pairs(&AUDIT_AND_SLACK));
+    assert_eq!(got_pairs, pairs(&NEW_REVISION));
     assert_eq!(got[0].2, text.trim_end().as_bytes());
 }
 
@@ -436,12 +543,21 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
         "Warning",
     );
     let receivers: Vec<&str> = failed.iter().map(|(r, ..)| r.as_str()).collect();
-    assert_eq!(receivers, ["oncall-teams", "rollout-threads", "tracker"]);
+    // On-call Rocket.Chat takes every Warning, from every namespace.
     assert_eq!(
-        failed[1].1,
+        receivers,
+        [
+            "oncall-teams",
+            "oncall-rocket",
+            "rollout-threads",
+            "tracker"
+        ]
+    );
+    assert_eq!(
+        failed[2].1,
         Some(("C0123ABCD/payments/checkout/5a6b7c".to_owned(), true, true))
     );
-    let (_, _, headers, body, exact) = &failed[2];
+    let (_, _, headers, body, exact) = &failed[3];
     assert_eq!(
         body,
         &json!({"service": "checkout", "namespace": "payments", "revision": "5a6b7c",

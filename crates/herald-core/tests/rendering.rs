@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use herald_api::EventType;
-use herald_core::{load_sources, FlaggerEvent, MatchInput};
+use herald_api::TeamsFormat;
+use herald_core::{load_sources, FlaggerEvent, MatchInput, ReceiverKind};
 use serde_json::{json, Value};
 
 fn json_of(body: &[u8]) -> Value {
@@ -200,4 +201,190 @@ fn canary_progress_is_available_when_the_controller_knows_the_canary() {
         text(&input),
         "Advance podinfo.default canary weight 10 (weight 30, app podinfo)"
     );
+}
+
+#[test]
+fn teams_format_is_detected_from_the_url_unless_set() {
+    let yaml = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: teams, namespace: herald}
+stringData:
+  legacy: https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d
+---
+apiVersion: herald.dev/v1alpha1
+kind: ClusterNotificationPolicy
+metadata:
+  name: teams
+spec:
+  receivers:
+    - name: connector
+      msteams: {url: "https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d"}
+    - name: old-connector
+      msteams: {url: "https://outlook.office.com/webhook/a@b/IncomingWebhook/c/d"}
+    - name: connector-from-secret
+      msteams: {secretRef: {name: teams, key: legacy}}
+    - name: workflows
+      msteams: {url: "https://prod-01.westeurope.logic.azure.com:443/workflows/x/triggers/manual/paths/invoke?sig=s"}
+    - name: power-automate
+      msteams: {url: "https://x.environment.api.powerplatform.com/powerautomate/automations/direct/workflows/y"}
+    - name: connector-told-adaptive
+      msteams: {url: "https://contoso.webhook.office.com/webhookb2/z", format: AdaptiveCard}
+    - name: workflows-told-messagecard
+      msteams: {url: "https://prod-01.westeurope.logic.azure.com/workflows/z", format: MessageCard}
+"#;
+    let set = build_ok(yaml);
+    let policy = &set.policies()[0];
+    let formats: Vec<(&str, ReceiverKind)> = policy
+        .receivers
+        .iter()
+        .map(|r| (r.name.as_str(), r.kind.clone()))
+        .collect();
+    let teams = ReceiverKind::Teams;
+    assert_eq!(
+        formats,
+        [
+            ("connector", teams(TeamsFormat::MessageCard)),
+            ("old-connector", teams(TeamsFormat::MessageCard)),
+            ("connector-from-secret", teams(TeamsFormat::MessageCard)),
+            ("workflows", teams(TeamsFormat::AdaptiveCard)),
+            ("power-automate", teams(TeamsFormat::AdaptiveCard)),
+            ("connector-told-adaptive", teams(TeamsFormat::AdaptiveCard)),
+            (
+                "workflows-told-messagecard",
+                teams(TeamsFormat::MessageCard)
+            ),
+        ]
+    );
+    // And the bodies follow.
+    let ev = progressing("podinfo", "default");
+    let got = deliveries(&set, &MatchInput::event(&ev), None);
+    let kinds: Vec<(&str, bool)> = got
+        .iter()
+        .map(|(_, receiver, body)| {
+            let body = json_of(body);
+            (receiver.as_str(), body["@type"] == "MessageCard")
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("connector", true),
+            ("old-connector", true),
+            ("connector-from-secret", true),
+            ("workflows", false),
+            ("power-automate", false),
+            ("connector-told-adaptive", false),
+            ("workflows-told-messagecard", true),
+        ]
+    );
+    for (_, receiver, body) in &got {
+        let body = json_of(body);
+        if body["@type"] != "MessageCard" {
+            assert_eq!(
+                body["attachments"][0]["content"]["version"], "1.4",
+                "{receiver}"
+            );
+        }
+    }
+}
+
+#[test]
+fn chat_kinds_from_yaml_get_their_exact_bodies() {
+    let yaml = r##"
+apiVersion: herald.dev/v1alpha1
+kind: NotificationPolicy
+metadata:
+  name: chat
+  namespace: default
+spec:
+  template:
+    title: "{{name}}.{{namespace}} ({{severity}})"
+  receivers:
+    - name: discord
+      discord:
+        url: https://discord.example.com/api/webhooks/1/token
+        username: herald
+        avatarUrl: https://example.com/herald.png
+    - name: gchat
+      googlechat:
+        url: https://chat.example.com/v1/spaces/A/messages?key=k&token=t
+      template:
+        text: "*{{message}}*"
+    - name: rocket
+      rocketchat:
+        url: https://rocket.example.com/hooks/a/b
+        channel: "#deploys"
+        username: herald
+        iconEmoji: ":rocket:"
+"##;
+    let set = build_ok(yaml);
+    let ev = event(
+        "podinfo",
+        "default",
+        "Failed",
+        "Canary failed! Scaling down podinfo.default",
+        EventType::Warning,
+    );
+    let got = deliveries(&set, &MatchInput::event(&ev), None);
+    let bodies: Vec<(&str, Value)> = got
+        .iter()
+        .map(|(_, receiver, body)| (receiver.as_str(), json_of(body)))
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            (
+                "discord",
+                json!({
+                    "username": "herald",
+                    "avatar_url": "https://example.com/herald.png",
+                    "embeds": [{
+                        "title": "podinfo.default (error)",
+                        "description": "Canary failed! Scaling down podinfo.default",
+                        "color": 0xFF0000,
+                        "fields": [{"name": "Phase", "value": "Failed", "inline": true}],
+                        "timestamp": "2025-11-25T12:00:00Z"
+                    }]
+                })
+            ),
+            (
+                "gchat",
+                json!({
+                    "fallbackText": "podinfo.default (error) *Canary failed! Scaling down podinfo.default*",
+                    "cardsV2": [{
+                        "cardId": "herald",
+                        "card": {
+                            "header": {"title": "podinfo.default (error)"},
+                            "sections": [{"widgets": [
+                                {"textParagraph": {"text": "*Canary failed! Scaling down podinfo.default*"}},
+                                {"decoratedText": {"topLabel": "Phase", "text": "<font color=\"#FF0000\">Failed</font>"}}
+                            ]}]
+                        }
+                    }]
+                })
+            ),
+            (
+                "rocket",
+                json!({
+                    "channel": "#deploys",
+                    "alias": "herald",
+                    "emoji": ":rocket:",
+                    "text": "podinfo.default (error)",
+                    "attachments": [{
+                        "text": "Canary failed! Scaling down podinfo.default",
+                        "color": "#FF0000",
+                        "fields": [{"title": "Phase", "value": "Failed", "short": true}],
+                        "ts": "2025-11-25T12:00:00Z"
+                    }]
+                })
+            ),
+        ]
+    );
+    let types: Vec<&str> = set.policies()[0]
+        .receivers
+        .iter()
+        .map(|r| r.kind.type_name())
+        .collect();
+    assert_eq!(types, ["discord", "googlechat", "rocketchat"]);
 }

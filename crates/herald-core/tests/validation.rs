@@ -42,6 +42,8 @@ fn check(yaml: &str) -> (Vec<LoadProblem>, Vec<(Reason, String)>, usize) {
 }
 
 const DEFAULT_X: fn() -> Option<PolicyId> = || Some(PolicyId::namespaced("default", "x"));
+const ONE_KIND: &str =
+    "a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat";
 
 fn slack_policy(receiver: &str) -> String {
     format!(
@@ -134,7 +136,7 @@ fn receiver_with_two_kinds() {
             1,
             DEFAULT_X(),
             "spec.receivers[0]",
-            "a receiver sets exactly one of slack, msteams, webhook"
+            ONE_KIND
         )]
     );
     assert_eq!(
@@ -154,9 +156,201 @@ fn receiver_with_no_kind() {
             1,
             DEFAULT_X(),
             "spec.receivers[0]",
-            "a receiver sets exactly one of slack, msteams, webhook"
+            ONE_KIND
         )]
     );
+}
+
+#[test]
+fn receiver_with_two_of_the_chat_kinds() {
+    let yaml = slack_policy(
+        "    - name: ok\n      discord:\n        url: https://discord.example.com/api/webhooks/1/a\n    - name: team\n      googlechat:\n        url: https://chat.example.com/v1/spaces/A/messages?key=K&token=T\n      rocketchat:\n        url: https://rocket.example.com/hooks/a/b\n",
+    );
+    let (problems, reasons, valid) = check(&yaml);
+    assert_eq!(
+        problems,
+        [problem(
+            "p.yaml",
+            1,
+            DEFAULT_X(),
+            "spec.receivers[1]",
+            ONE_KIND
+        )]
+    );
+    assert_eq!(
+        problems[0].to_string(),
+        "p.yaml (document 1) NotificationPolicy default/x: spec.receivers[1]: a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat"
+    );
+    assert_eq!(
+        reasons,
+        [(Reason::InvalidSpec, "spec.receivers[1]".to_owned())]
+    );
+    assert_eq!(valid, 0);
+}
+
+#[test]
+fn chat_kinds_check_their_address_like_the_others() {
+    let yaml = slack_policy(
+        "    - name: neither\n      discord:\n        username: herald\n    - name: both\n      googlechat:\n        url: https://chat.example.com/a\n        secretRef:\n          name: x\n    - name: missing\n      rocketchat:\n        secretRef:\n          name: nowhere\n          key: rocket\n",
+    );
+    let (problems, reasons, valid) = check(&yaml);
+    assert_eq!(
+        problems,
+        [
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[0].discord",
+                "set exactly one of url, secretRef"
+            ),
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[1].googlechat",
+                "set exactly one of url, secretRef"
+            ),
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[2].rocketchat.secretRef",
+                "Secret default/nowhere not found"
+            ),
+        ]
+    );
+    assert_eq!(
+        reasons,
+        [
+            (Reason::InvalidSpec, "spec.receivers[0].discord".to_owned()),
+            (
+                Reason::InvalidSpec,
+                "spec.receivers[1].googlechat".to_owned()
+            ),
+            (
+                Reason::SecretNotFound,
+                "spec.receivers[2].rocketchat.secretRef".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(valid, 0);
+}
+
+#[test]
+fn chat_kinds_reject_bad_urls_without_echoing_them() {
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: chat\nstringData:\n  rocket: rocket.example.com/hooks/SECRET-TOKEN\n---\n";
+    let yaml = format!(
+        "{secret}{}",
+        slack_policy(
+            "    - name: discord\n      discord:\n        url: discord.com/api/webhooks/1/SECRET-TOKEN\n    - name: gchat\n      googlechat:\n        url: \"https://?key=SECRET-TOKEN\"\n    - name: rocket\n      rocketchat:\n        secretRef:\n          name: chat\n          key: rocket\n",
+        )
+    );
+    let (problems, reasons, valid) = check(&yaml);
+    let message = "must be an http:// or https:// URL with a host";
+    assert_eq!(
+        problems,
+        [
+            problem(
+                "p.yaml",
+                2,
+                DEFAULT_X(),
+                "spec.receivers[0].discord.url",
+                message
+            ),
+            problem(
+                "p.yaml",
+                2,
+                DEFAULT_X(),
+                "spec.receivers[1].googlechat.url",
+                message
+            ),
+            problem(
+                "p.yaml",
+                2,
+                DEFAULT_X(),
+                "spec.receivers[2].rocketchat.secretRef",
+                message
+            ),
+        ]
+    );
+    for p in &problems {
+        assert!(!p.to_string().contains("SECRET-TOKEN"), "{p}");
+    }
+    assert!(reasons.iter().all(|(r, _)| *r == Reason::InvalidSpec));
+    assert_eq!(valid, 0);
+}
+
+#[test]
+fn discord_overrides_discord_would_refuse() {
+    let yaml = slack_policy(
+        "    - name: a\n      discord:\n        url: https://discord.example.com/a\n        username: Discord Bot\n    - name: b\n      discord:\n        url: https://discord.example.com/b\n        username: \"\"\n        avatarUrl: herald.png\n    - name: c\n      discord:\n        url: https://discord.example.com/c\n        username: here\n    - name: ok\n      discord:\n        url: https://discord.example.com/d\n        username: Herald (prod) 🚀\n        avatarUrl: https://example.com/herald.png\n",
+    );
+    let (problems, reasons, _) = check(&yaml);
+    assert_eq!(
+        problems,
+        [
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[0].discord.username",
+                "Discord refuses user names containing \"discord\""
+            ),
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[1].discord.username",
+                "must be 1 to 80 characters, not 0"
+            ),
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[1].discord.avatarUrl",
+                "must be an http:// or https:// URL with a host"
+            ),
+            problem(
+                "p.yaml",
+                1,
+                DEFAULT_X(),
+                "spec.receivers[2].discord.username",
+                "Discord refuses the user name \"here\""
+            ),
+        ]
+    );
+    assert!(reasons.iter().all(|(r, _)| *r == Reason::InvalidSpec));
+    let long = slack_policy(&format!(
+        "    - name: a\n      discord:\n        url: https://discord.example.com/a\n        username: {}\n",
+        "h".repeat(81)
+    ));
+    let (problems, _, _) = check(&long);
+    assert_eq!(problems[0].message, "must be 1 to 80 characters, not 81");
+}
+
+#[test]
+fn chat_kinds_reject_unknown_fields() {
+    for (kind, field) in [
+        ("discord", "avatarURL"),
+        ("googlechat", "threadKey"),
+        ("rocketchat", "icon_emoji"),
+    ] {
+        let yaml = slack_policy(&format!(
+            "    - name: team\n      {kind}:\n        url: https://chat.example.com/a\n        {field}: x\n"
+        ));
+        let (problems, _, _) = check(&yaml);
+        assert_eq!(
+            problems,
+            [problem(
+                "p.yaml",
+                1,
+                None,
+                &format!("spec.receivers[0].{kind}.{field}"),
+                "unknown field"
+            )]
+        );
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `herald demo`: the real server, a local capture endpoint standing in for Slack, Teams and
-//! a webhook, and the example rollouts played through real HTTP. Prints what each receiver got.
+//! `herald demo`: the real server, a local capture endpoint standing in for Slack, Teams,
+//! Discord, Google Chat, Rocket.Chat and a webhook, and the example rollouts played through
+//! real HTTP. Prints what each receiver got.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use crate::policy_files::PolicyFiles;
 use crate::serve::{self, ServeOptions};
 use crate::{Error, Result};
 
-const EXAMPLE_POLICIES: [(&str, &str); 5] = [
+const EXAMPLE_POLICIES: [(&str, &str); 10] = [
     (
         "secrets.yaml",
         include_str!("../../../examples/policies/secrets.yaml"),
@@ -38,13 +39,33 @@ const EXAMPLE_POLICIES: [(&str, &str); 5] = [
         "teams-messagecard.yaml",
         include_str!("../../../examples/policies/teams-messagecard.yaml"),
     ),
+    (
+        "discord-releases.yaml",
+        include_str!("../../../examples/policies/discord-releases.yaml"),
+    ),
+    (
+        "googlechat-team.yaml",
+        include_str!("../../../examples/policies/googlechat-team.yaml"),
+    ),
+    (
+        "rocketchat-oncall.yaml",
+        include_str!("../../../examples/policies/rocketchat-oncall.yaml"),
+    ),
+    (
+        "slack-bot-threads.yaml",
+        include_str!("../../../examples/policies/slack-bot-threads.yaml"),
+    ),
+    (
+        "signed-webhook.yaml",
+        include_str!("../../../examples/policies/signed-webhook.yaml"),
+    ),
 ];
 const ROLLOUT: &str = include_str!("../../../examples/events/rollout.jsonl");
 const ROLLBACK: &str = include_str!("../../../examples/events/rollback.jsonl");
 
 type Captured = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-/// Records every request; answers like the real services (Teams Workflows: 202).
+/// Records every request; answers like the real services (Teams Workflows: 202, Discord: 204).
 async fn capture(State(captured): State<Captured>, request: Request) -> StatusCode {
     let path = request.uri().path().to_owned();
     let body = axum::body::to_bytes(request.into_body(), 1 << 20)
@@ -56,6 +77,8 @@ async fn capture(State(captured): State<Captured>, request: Request) -> StatusCo
         .push((path.clone(), body.to_vec()));
     if path.starts_with("/teams/oncall") {
         StatusCode::ACCEPTED
+    } else if path.starts_with("/discord/") {
+        StatusCode::NO_CONTENT
     } else {
         StatusCode::OK
     }
@@ -100,7 +123,7 @@ pub async fn run(capture_port: u16, policies: Vec<PathBuf>) -> Result<ExitCode> 
         "Herald is serving on http://{} with the example policies (cluster \"demo\").",
         running.addr
     );
-    println!("A capture server on http://{capture_addr} stands in for Slack, Teams and the audit webhook.\n");
+    println!("A capture server on http://{capture_addr} stands in for Slack, Teams, Discord, Google Chat, Rocket.Chat and the audit webhook.\n");
 
     let client = reqwest::Client::new();
     let events_url = format!("http://{}/events", running.addr);
@@ -171,4 +194,34 @@ fn write_examples() -> Result<PathBuf> {
         std::fs::write(&path, text).map_err(|source| Error::Read { path, source })?;
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The demo plays every example policy file, so the README's promise holds.
+    #[test]
+    fn demo_embeds_every_example_policy() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".yaml"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = super::EXAMPLE_POLICIES
+            .iter()
+            .map(|(name, text)| {
+                let path = dir.join(name);
+                assert_eq!(
+                    std::fs::read_to_string(&path).unwrap(),
+                    *text,
+                    "{}",
+                    path.display()
+                );
+                (*name).to_owned()
+            })
+            .collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+    }
 }

@@ -1,4 +1,5 @@
-//! Herald: Flagger canary events to Slack, Teams and webhooks, chosen by NotificationPolicy.
+//! Herald: Flagger canary events to Slack, Teams, Discord, Google Chat, Rocket.Chat and
+//! webhooks, chosen by NotificationPolicy.
 //!
 //! The binary's commands live in [`cli`]; the standalone server in [`serve`]; delivery in
 //! [`delivery`]. The pure parts (event model, matching, templating, payloads) are in

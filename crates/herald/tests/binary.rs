@@ -36,7 +36,7 @@ fn check_accepts_the_examples() {
             .lines()
             .last()
             .unwrap(),
-        "ok: 6 policies, 5 secrets in 7 files"
+        "ok: 9 policies, 6 secrets in 10 files"
     );
 }
 
@@ -139,6 +139,67 @@ fn render_prints_each_delivery_without_urls() {
     assert_eq!(
         failed["body"]["attachments"][0]["content"]["body"][0]["text"],
         "Rollout of podinfo.default failed"
+    );
+}
+
+/// `herald render` prints the exact body of every receiver kind, and no URL.
+#[test]
+fn render_prints_the_chat_kinds() {
+    let out = herald()
+        .args(["render", "--policies"])
+        .arg(examples().join("policies"))
+        .arg("--event")
+        .arg(examples().join("events/rollback.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains("127.0.0.1"), "{stdout}");
+    let failed: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["body"].to_string().contains("Canary failed!"))
+        .collect();
+    let types: Vec<(&str, &str)> = failed
+        .iter()
+        .map(|l| (l["receiver"].as_str().unwrap(), l["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("oncall-teams", "msteams"),
+            ("oncall-rocket", "rocketchat"),
+            ("audit-log", "webhook"),
+            ("audit-summary", "webhook"),
+            ("releases-discord", "discord"),
+            ("team-space", "googlechat"),
+            ("deploys-channel", "slack"),
+        ]
+    );
+    assert_eq!(
+        failed[4]["body"],
+        serde_json::json!({
+            "username": "herald",
+            "embeds": [{
+                "title": "podinfo.default rolled back",
+                "description": "Canary failed! Scaling down podinfo.default",
+                "color": 0xFF0000,
+                "fields": [{"name": "Phase", "value": "Failed", "inline": true}],
+                "timestamp": "2025-11-25T13:05:00Z"
+            }]
+        })
+    );
+    assert_eq!(
+        failed[5]["body"]["cardsV2"][0]["card"]["sections"][0]["widgets"][0],
+        serde_json::json!({"textParagraph": {"text": "Canary failed! Scaling down podinfo.default"}})
+    );
+    assert_eq!(
+        failed[1]["body"]["attachments"][0]["text"],
+        "Canary failed! Scaling down podinfo.default"
     );
 }
 

@@ -156,20 +156,43 @@ pub fn secret_refs(policy: &PolicyObject, herald_namespace: &str) -> Vec<(String
         .rules()
         .receivers
         .iter()
-        .filter_map(|r| {
+        .flat_map(|r| {
             let address = if let Some(s) = &r.slack {
                 s.address()
             } else if let Some(t) = &r.msteams {
                 t.address()
+            } else if let Some(d) = &r.discord {
+                d.address()
+            } else if let Some(g) = &r.googlechat {
+                g.address()
+            } else if let Some(rc) = &r.rocketchat {
+                rc.address()
+            } else if let Some(w) = &r.webhook {
+                w.address()
             } else {
-                r.webhook.as_ref()?.address()
+                herald_api::AddressRef::Invalid
             };
-            match address {
-                herald_api::AddressRef::Secret(secret) => {
-                    Some((namespace.clone(), secret.name.clone()))
-                }
+            let address = match address {
+                herald_api::AddressRef::Secret(secret) => Some(secret),
                 _ => None,
-            }
+            };
+            // Credentials kept apart from the URL: a Slack bot's token, a webhook's bearer
+            // token and signing key.
+            let slack_token = r.slack.as_ref().and_then(|s| s.token_secret_ref.as_ref());
+            let bearer = r
+                .webhook
+                .as_ref()
+                .and_then(|w| w.bearer_token_secret_ref.as_ref());
+            let signing = r
+                .webhook
+                .as_ref()
+                .and_then(|w| w.signature.as_ref())
+                .map(|s| &s.secret_ref);
+            [address, slack_token, bearer, signing]
+                .into_iter()
+                .flatten()
+                .map(|secret| (namespace.clone(), secret.name.clone()))
+                .collect::<Vec<_>>()
         })
         .collect();
     refs.sort();
@@ -403,5 +426,60 @@ impl DeliveryObserver for StatusObserver {
                 .failures
                 .send((policy.clone(), receiver.to_owned(), outcome));
         }
+    }
+}
+
+#[cfg(test)]
+mod secret_ref_tests {
+    use super::secret_refs;
+    use herald_api::NotificationPolicy;
+    use herald_core::PolicyObject;
+
+    /// Every receiver kind's Secret is fetched (and watched), or its policy never gets Ready.
+    #[test]
+    fn every_kind_names_its_secret() {
+        let policy: NotificationPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationPolicy",
+            "metadata": {"name": "p", "namespace": "team"},
+            "spec": {"receivers": [
+                {"name": "a", "slack": {"secretRef": {"name": "slack"}}},
+                {"name": "b", "msteams": {"secretRef": {"name": "teams"}}},
+                {"name": "c", "webhook": {"secretRef": {"name": "hook"}}},
+                {"name": "d", "discord": {"secretRef": {"name": "discord"}}},
+                {"name": "e", "googlechat": {"secretRef": {"name": "gchat", "key": "url"}}},
+                {"name": "f", "rocketchat": {"secretRef": {"name": "rocket"}}},
+                {"name": "g", "rocketchat": {"url": "https://rocket.example.com/hooks/x"}}
+            ]}
+        }))
+        .unwrap();
+        let refs = secret_refs(&PolicyObject::Namespaced(policy), "herald");
+        let names: Vec<&str> = refs.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["discord", "gchat", "hook", "rocket", "slack", "teams"]
+        );
+        assert!(refs.iter().all(|(ns, _)| ns == "team"));
+    }
+
+    /// Credentials in their own Secrets are fetched too: a bot token, a bearer token, a
+    /// signing key (else a policy using them never compiles in a cluster).
+    #[test]
+    fn credential_secrets_are_named_too() {
+        let policy: NotificationPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationPolicy",
+            "metadata": {"name": "p", "namespace": "team"},
+            "spec": {"receivers": [
+                {"name": "bot", "slack": {"tokenSecretRef": {"name": "slack-bot"}, "channel": "C1"}},
+                {"name": "hook", "webhook": {
+                    "secretRef": {"name": "hook-url"},
+                    "bearerTokenSecretRef": {"name": "hook-token"},
+                    "signature": {"secretRef": {"name": "hook-key"}}
+                }}
+            ]}
+        }))
+        .unwrap();
+        let refs = secret_refs(&PolicyObject::Namespaced(policy), "herald");
+        let names: Vec<&str> = refs.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(names, ["hook-key", "hook-token", "hook-url", "slack-bot"]);
     }
 }

@@ -1,132 +1,13 @@
-//! The exact JSON bodies each receiver kind gets. Pure: a title, a text and an event in,
-//! bytes out.
+//! Microsoft Teams: Adaptive Cards for Workflows webhooks, MessageCards for legacy Office 365
+//! connectors.
 
-use herald_api::TeamsFormat;
 use serde::Serialize;
 
-use crate::event::{FlaggerEvent, Severity};
-use crate::template::TemplateId;
+use super::{limit, to_json, Message};
+use crate::event::Severity;
 
 /// Teams rejects payloads over about 28 KB; text beyond this many bytes is cut.
 pub const TEAMS_TEXT_LIMIT: usize = 20_000;
-const TRUNCATION_NOTE: &str = "… (truncated by Herald)";
-
-/// What kind of endpoint a receiver is, with the options that shape its body.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReceiverKind {
-    Slack(SlackOptions),
-    Teams(TeamsFormat),
-    Webhook(WebhookOptions),
-}
-
-impl ReceiverKind {
-    /// The `type` in `herald render` output and the `receiver_type` metric label.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            ReceiverKind::Slack(_) => "slack",
-            ReceiverKind::Teams(_) => "msteams",
-            ReceiverKind::Webhook(_) => "webhook",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SlackOptions {
-    pub channel: Option<String>,
-    pub username: Option<String>,
-    pub icon_emoji: Option<String>,
-    pub icon_url: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WebhookOptions {
-    /// A template rendering the whole body; `None` sends Flagger's event JSON.
-    pub body: Option<TemplateId>,
-}
-
-/// The rendered parts of one notification.
-#[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
-    pub title: &'a str,
-    pub text: &'a str,
-    pub event: &'a FlaggerEvent,
-    pub cluster: &'a str,
-}
-
-impl Message<'_> {
-    fn facts(&self) -> Vec<(&'static str, &str)> {
-        let mut facts = vec![("Phase", self.event.phase.as_str())];
-        if !self.cluster.is_empty() {
-            facts.push(("Cluster", self.cluster));
-        }
-        facts
-    }
-}
-
-#[derive(Serialize)]
-struct SlackBody<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channel: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    username: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icon_emoji: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icon_url: Option<&'a str>,
-    attachments: [SlackAttachment<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct SlackAttachment<'a> {
-    color: &'static str,
-    fallback: String,
-    author_name: &'a str,
-    text: &'a str,
-    mrkdwn_in: [&'static str; 1],
-    fields: Vec<SlackField<'a>>,
-    ts: u64,
-}
-
-#[derive(Serialize)]
-struct SlackField<'a> {
-    title: &'static str,
-    value: &'a str,
-    short: bool,
-}
-
-/// A Slack incoming-webhook body in Flagger's layout (one attachment, coloured by outcome),
-/// plus a `fallback` for notifications and the event time.
-pub fn slack(options: &SlackOptions, message: &Message<'_>) -> Vec<u8> {
-    let body = SlackBody {
-        channel: options.channel.as_deref(),
-        username: options.username.as_deref(),
-        icon_emoji: options.icon_emoji.as_deref(),
-        icon_url: options.icon_url.as_deref(),
-        attachments: [SlackAttachment {
-            color: match message.event.severity() {
-                Severity::Info => "#0076D7",
-                Severity::Success => "good",
-                Severity::Warning => "warning",
-                Severity::Error => "danger",
-            },
-            fallback: format!("{} {}", message.title, message.text),
-            author_name: message.title,
-            text: message.text,
-            mrkdwn_in: ["text"],
-            fields: message
-                .facts()
-                .into_iter()
-                .map(|(title, value)| SlackField {
-                    title,
-                    value,
-                    short: true,
-                })
-                .collect(),
-            ts: message.event.timestamp_ms() / 1000,
-        }],
-    };
-    to_json(&body, message)
-}
 
 #[derive(Serialize)]
 struct MessageCard<'a> {
@@ -283,127 +164,16 @@ pub fn teams_adaptive_card(message: &Message<'_>) -> Vec<u8> {
     to_json(&body, message)
 }
 
-/// Serialises a body into a buffer sized for it up front.
-fn to_json(body: &impl Serialize, message: &Message<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 + 2 * (message.title.len() + message.text.len()));
-    serde_json::to_writer(&mut out, body).expect("a payload always serialises");
-    out
-}
-
-/// Cuts `text` to at most `max` bytes, on a character boundary, saying so.
-fn limit(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if text.len() <= max {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut end = max.saturating_sub(TRUNCATION_NOTE.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    std::borrow::Cow::Owned(format!("{}{TRUNCATION_NOTE}", &text[..end]))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{event, parse};
+    use super::super::{Message, TRUNCATION_NOTE};
     use super::*;
     use herald_api::EventType;
-    use serde_json::{json, Value};
-
-    fn event(phase: &str, message: &str, event_type: EventType) -> FlaggerEvent {
-        FlaggerEvent::new(
-            "podinfo",
-            "default",
-            phase,
-            message,
-            event_type,
-            1_578_607_635_167,
-        )
-    }
-
-    fn parse(bytes: Vec<u8>) -> Value {
-        serde_json::from_slice(&bytes).unwrap()
-    }
+    use serde_json::json;
 
     #[test]
-    fn slack_body_is_flaggers_layout() {
-        let ev = event(
-            "Progressing",
-            "New revision detected! Scaling up podinfo.default",
-            EventType::Normal,
-        );
-        let options = SlackOptions {
-            channel: Some("#deploys".into()),
-            username: Some("herald".into()),
-            icon_emoji: Some(":rocket:".into()),
-            icon_url: None,
-        };
-        let msg = Message {
-            title: "podinfo.default",
-            text: ev.message(),
-            event: &ev,
-            cluster: "prod",
-        };
-        assert_eq!(
-            parse(slack(&options, &msg)),
-            json!({
-                "channel": "#deploys", "username": "herald", "icon_emoji": ":rocket:",
-                "attachments": [{
-                    "color": "#0076D7",
-                    "fallback": "podinfo.default New revision detected! Scaling up podinfo.default",
-                    "author_name": "podinfo.default",
-                    "text": "New revision detected! Scaling up podinfo.default",
-                    "mrkdwn_in": ["text"],
-                    "fields": [
-                        {"title": "Phase", "value": "Progressing", "short": true},
-                        {"title": "Cluster", "value": "prod", "short": true}
-                    ],
-                    "ts": 1578607635
-                }]
-            })
-        );
-    }
-
-    #[test]
-    fn slack_colour_follows_outcome_and_unset_options_are_absent() {
-        let failed = event(
-            "Failed",
-            "Canary failed! Scaling down podinfo.default",
-            EventType::Warning,
-        );
-        let msg = Message {
-            title: "t",
-            text: "x",
-            event: &failed,
-            cluster: "",
-        };
-        let body = parse(slack(&SlackOptions::default(), &msg));
-        assert_eq!(body["attachments"][0]["color"], "danger");
-        assert_eq!(
-            body.as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["attachments"]
-        );
-        assert_eq!(
-            body["attachments"][0]["fields"],
-            json!([{"title": "Phase", "value": "Failed", "short": true}])
-        );
-        let ok = event(
-            "Succeeded",
-            "Promotion completed! Scaling down podinfo.default",
-            EventType::Normal,
-        );
-        let msg = Message {
-            title: "t",
-            text: "x",
-            event: &ok,
-            cluster: "",
-        };
-        assert_eq!(
-            parse(slack(&SlackOptions::default(), &msg))["attachments"][0]["color"],
-            "good"
-        );
-    }
-
-    #[test]
-    fn teams_message_card() {
+    fn message_card() {
         let ev = event(
             "Failed",
             "Rolling back podinfo.default failed checks threshold reached 5",
@@ -416,7 +186,7 @@ mod tests {
             cluster: "",
         };
         assert_eq!(
-            parse(super::teams_message_card(&msg)),
+            parse(teams_message_card(&msg)),
             json!({
                 "@type": "MessageCard",
                 "@context": "http://schema.org/extensions",
@@ -432,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn teams_adaptive_card() {
+    fn adaptive_card() {
         let ev = event(
             "Failed",
             "Canary failed! Scaling down podinfo.default",
@@ -445,7 +215,7 @@ mod tests {
             cluster: "prod",
         };
         assert_eq!(
-            parse(super::teams_adaptive_card(&msg)),
+            parse(teams_adaptive_card(&msg)),
             json!({
                 "type": "message",
                 "attachments": [{
@@ -476,7 +246,7 @@ mod tests {
             event: &ev,
             cluster: "",
         };
-        let body = super::teams_adaptive_card(&msg);
+        let body = teams_adaptive_card(&msg);
         assert!(body.len() < 28_000, "{}", body.len());
         let text = parse(body)["attachments"][0]["content"]["body"][1]["text"]
             .as_str()

@@ -1,0 +1,159 @@
+//! Slack incoming webhooks.
+
+use serde::Serialize;
+
+use super::{to_json, Message, SlackOptions};
+use crate::event::Severity;
+
+#[derive(Serialize)]
+struct SlackBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon_emoji: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon_url: Option<&'a str>,
+    attachments: [SlackAttachment<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct SlackAttachment<'a> {
+    color: &'static str,
+    fallback: String,
+    author_name: &'a str,
+    text: &'a str,
+    mrkdwn_in: [&'static str; 1],
+    fields: Vec<SlackField<'a>>,
+    ts: u64,
+}
+
+#[derive(Serialize)]
+struct SlackField<'a> {
+    title: &'static str,
+    value: &'a str,
+    short: bool,
+}
+
+/// A Slack incoming-webhook body in Flagger's layout (one attachment, coloured by outcome),
+/// plus a `fallback` for notifications and the event time.
+pub fn slack(options: &SlackOptions, message: &Message<'_>) -> Vec<u8> {
+    let body = SlackBody {
+        channel: options.channel.as_deref(),
+        username: options.username.as_deref(),
+        icon_emoji: options.icon_emoji.as_deref(),
+        icon_url: options.icon_url.as_deref(),
+        attachments: [SlackAttachment {
+            color: match message.event.severity() {
+                Severity::Info => "#0076D7",
+                Severity::Success => "good",
+                Severity::Warning => "warning",
+                Severity::Error => "danger",
+            },
+            fallback: format!("{} {}", message.title, message.text),
+            author_name: message.title,
+            text: message.text,
+            mrkdwn_in: ["text"],
+            fields: message
+                .facts()
+                .into_iter()
+                .map(|(title, value)| SlackField {
+                    title,
+                    value,
+                    short: true,
+                })
+                .collect(),
+            ts: message.event.timestamp_ms() / 1000,
+        }],
+    };
+    to_json(&body, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{event, parse};
+    use super::super::{Message, SlackOptions};
+    use super::slack;
+    use herald_api::EventType;
+    use serde_json::json;
+
+    #[test]
+    fn slack_body_is_flaggers_layout() {
+        let ev = event(
+            "Progressing",
+            "New revision detected! Scaling up podinfo.default",
+            EventType::Normal,
+        );
+        let options = SlackOptions {
+            channel: Some("#deploys".into()),
+            username: Some("herald".into()),
+            icon_emoji: Some(":rocket:".into()),
+            icon_url: None,
+        };
+        let msg = Message {
+            title: "podinfo.default",
+            text: ev.message(),
+            event: &ev,
+            cluster: "prod",
+        };
+        assert_eq!(
+            parse(slack(&options, &msg)),
+            json!({
+                "channel": "#deploys", "username": "herald", "icon_emoji": ":rocket:",
+                "attachments": [{
+                    "color": "#0076D7",
+                    "fallback": "podinfo.default New revision detected! Scaling up podinfo.default",
+                    "author_name": "podinfo.default",
+                    "text": "New revision detected! Scaling up podinfo.default",
+                    "mrkdwn_in": ["text"],
+                    "fields": [
+                        {"title": "Phase", "value": "Progressing", "short": true},
+                        {"title": "Cluster", "value": "prod", "short": true}
+                    ],
+                    "ts": 1578607635
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn slack_colour_follows_outcome_and_unset_options_are_absent() {
+        let failed = event(
+            "Failed",
+            "Canary failed! Scaling down podinfo.default",
+            EventType::Warning,
+        );
+        let msg = Message {
+            title: "t",
+            text: "x",
+            event: &failed,
+            cluster: "",
+        };
+        let body = parse(slack(&SlackOptions::default(), &msg));
+        assert_eq!(body["attachments"][0]["color"], "danger");
+        assert_eq!(
+            body.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["attachments"]
+        );
+        assert_eq!(
+            body["attachments"][0]["fields"],
+            json!([{"title": "Phase", "value": "Failed", "short": true}])
+        );
+        let ok = event(
+            "Succeeded",
+            "Promotion completed! Scaling down podinfo.default",
+            EventType::Normal,
+        );
+        let msg = Message {
+            title: "t",
+            text: "x",
+            event: &ok,
+            cluster: "",
+        };
+        assert_eq!(
+            parse(slack(&SlackOptions::default(), &msg))["attachments"][0]["color"],
+            "good"
+        );
+    }
+}
