@@ -444,6 +444,11 @@ pub struct GoogleChatReceiver {
     /// The Secret key holding the endpoint URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// One thread per rollout (canary and revision): each message carries the rollout's
+    /// `thread.threadKey` and is posted with
+    /// `messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD`. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<bool>,
 }
 
 /// A Rocket.Chat incoming webhook integration (`https://<server>/hooks/...`).

@@ -783,7 +783,9 @@ impl<'s> PolicySetBuilder<'s> {
             )
         } else if let Some(googlechat) = &receiver.googlechat {
             (
-                ReceiverKind::GoogleChat,
+                ReceiverKind::GoogleChat {
+                    threads: googlechat.threads.unwrap_or(true),
+                },
                 googlechat.address(),
                 format!("{path}.googlechat"),
             )
@@ -816,6 +818,10 @@ impl<'s> PolicySetBuilder<'s> {
             )
         };
         let url = self.resolve_address(address, &field, secret_namespace, problems)?;
+        let url = match &kind {
+            ReceiverKind::GoogleChat { threads: true } => with_reply_option(url),
+            _ => url,
+        };
         let kind = match (&receiver.msteams, kind) {
             (Some(teams), ReceiverKind::Teams(_)) if teams.format.is_none() => {
                 ReceiverKind::Teams(TeamsFormat::detect(url.expose()))
@@ -1230,6 +1236,27 @@ fn check_discord(discord: &herald_api::DiscordReceiver, path: &str, problems: &m
     }
 }
 
+/// A Google Chat webhook URL that replies in the thread a message names (by default Chat
+/// starts a new thread and ignores the key). Left as it is if it already says.
+fn with_reply_option(url: Redacted) -> Redacted {
+    let address = url.expose();
+    if address.contains("messageReplyOption=") {
+        return url;
+    }
+    let (base, fragment) = match address.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (address, None),
+    };
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let mut out =
+        format!("{base}{separator}messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    Redacted::new(out)
+}
+
 fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
@@ -1442,7 +1469,12 @@ impl Render<'_> {
                 payload::teams_adaptive_card(&message)
             }
             ReceiverKind::Discord(options) => payload::discord(options, &message),
-            ReceiverKind::GoogleChat => payload::google_chat(&message),
+            ReceiverKind::GoogleChat { threads } => {
+                let thread_key = threads
+                    .then(|| crate::request::rollout_key(event, self.input.canary))
+                    .flatten();
+                payload::google_chat(&message, thread_key.as_deref())
+            }
             ReceiverKind::RocketChat(options) => payload::rocket_chat(options, &message),
             ReceiverKind::Webhook(_) => unreachable!("handled above"),
         })

@@ -111,6 +111,26 @@ pub struct ThreadRef {
     pub broadcast: bool,
 }
 
+/// The revision an event belongs to: Flagger's `checksum`, or the Canary's
+/// `status.lastAppliedSpec` when Herald watches the cluster.
+pub fn rollout_revision<'a>(
+    event: &'a FlaggerEvent,
+    canary: Option<&'a CanaryFacts>,
+) -> Option<&'a str> {
+    event
+        .checksum
+        .as_deref()
+        .or_else(|| canary.and_then(|c| c.revision.as_deref()))
+        .filter(|r| !r.is_empty())
+}
+
+/// `<namespace>/<canary>/<revision>`: names one rollout, or `None` when the revision is
+/// unknown.
+pub fn rollout_key(event: &FlaggerEvent, canary: Option<&CanaryFacts>) -> Option<String> {
+    rollout_revision(event, canary)
+        .map(|revision| format!("{}/{}/{revision}", event.namespace, event.name))
+}
+
 /// The thread of one event for a Slack bot, or `None` when the revision is unknown (the
 /// event has no `checksum` and no Canary was seen): then the message stands alone.
 pub fn thread_ref(
@@ -121,18 +141,11 @@ pub fn thread_ref(
     if !api.threads {
         return None;
     }
-    let revision = event
-        .checksum
-        .as_deref()
-        .or_else(|| canary.and_then(|c| c.revision.as_deref()))
-        .filter(|r| !r.is_empty())?;
+    let rollout = rollout_key(event, canary)?;
     let phase = event.known_phase();
     let outcome = matches!(phase, Some(CanaryPhase::Succeeded | CanaryPhase::Failed));
     Some(ThreadRef {
-        key: format!(
-            "{}/{}/{}/{}",
-            api.channel, event.namespace, event.name, revision
-        ),
+        key: format!("{}/{rollout}", api.channel),
         outcome,
         broadcast: phase == Some(CanaryPhase::Failed),
     })

@@ -211,7 +211,7 @@ fn examples_check_clean_and_resolve_their_secrets() {
             (
                 "team-space".to_owned(),
                 "googlechat",
-                "http://127.0.0.1:9099/googlechat/team"
+                "http://127.0.0.1:9099/googlechat/team?messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"
             ),
             (
                 "deploys-channel".to_owned(),
@@ -285,11 +285,12 @@ fn rollout_notifies_the_team_and_the_audit_log() {
             }]
         })
     );
-    // New revision: Google Chat gets one card.
+    // New revision: Google Chat gets one card, in the rollout's thread.
     assert_eq!(
         body_of(&all[1], "team-space"),
         json!({
             "fallbackText": "podinfo.default New revision detected! Scaling up podinfo.default",
+            "thread": {"threadKey": "default/podinfo/7c4d5e6f8"},
             "cardsV2": [{
                 "cardId": "herald",
                 "card": {

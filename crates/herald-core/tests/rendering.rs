@@ -388,3 +388,69 @@ spec:
         .collect();
     assert_eq!(types, ["discord", "googlechat", "rocketchat"]);
 }
+
+/// Google Chat threads a rollout by `thread.threadKey` (canary and revision) and asks Chat to
+/// reply in that thread; with `threads: false`, or when the revision is unknown, messages
+/// stand alone.
+#[test]
+fn google_chat_threads_each_rollout_unless_told_not_to() {
+    let set = build_ok(
+        r#"
+apiVersion: herald.dev/v1alpha1
+kind: NotificationPolicy
+metadata: {name: chat, namespace: default}
+spec:
+  receivers:
+    - name: threaded
+      googlechat:
+        url: "https://chat.googleapis.com/v1/spaces/AAA/messages?key=k&token=t#x"
+    - name: flat
+      googlechat:
+        url: https://chat.googleapis.com/v1/spaces/BBB/messages
+        threads: false
+    - name: already
+      googlechat:
+        url: https://chat.googleapis.com/v1/spaces/CCC/messages?messageReplyOption=REPLY_MESSAGE_OR_FAIL
+"#,
+    );
+    let urls: Vec<&str> = set.policies()[0]
+        .receivers
+        .iter()
+        .map(|r| r.url.expose())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://chat.googleapis.com/v1/spaces/AAA/messages?key=k&token=t&messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD#x",
+            "https://chat.googleapis.com/v1/spaces/BBB/messages",
+            "https://chat.googleapis.com/v1/spaces/CCC/messages?messageReplyOption=REPLY_MESSAGE_OR_FAIL",
+        ]
+    );
+    let with_revision = progressing("podinfo", "default").with_checksum("7c4d5e6f8");
+    let bodies: Vec<Value> = deliveries(&set, &MatchInput::event(&with_revision), None)
+        .into_iter()
+        .map(|(_, _, body)| json_of(&body))
+        .collect();
+    assert_eq!(
+        bodies[0]["thread"],
+        json!({"threadKey": "default/podinfo/7c4d5e6f8"})
+    );
+    assert_eq!(bodies[1].get("thread"), None);
+    // In a cluster an event without a checksum takes the Canary's revision.
+    let no_checksum = progressing("podinfo", "default");
+    let canary = herald_core::CanaryFacts {
+        revision: Some("rev-9".into()),
+        ..Default::default()
+    };
+    let input = MatchInput {
+        canary: Some(&canary),
+        ..MatchInput::event(&no_checksum)
+    };
+    let (_, _, body) = &deliveries(&set, &input, None)[0];
+    assert_eq!(
+        json_of(body)["thread"],
+        json!({"threadKey": "default/podinfo/rev-9"})
+    );
+    let (_, _, body) = &deliveries(&set, &MatchInput::event(&no_checksum), None)[0];
+    assert_eq!(json_of(body).get("thread"), None);
+}

@@ -374,7 +374,12 @@ async fn chat_services_get_exact_bodies_and_their_answers_count_as_delivered() {
             );
         }
     }
-    assert_eq!(gchat[0].query.as_deref(), Some("key=k&token=t"));
+    // The webhook's own key and token stay; Herald asks Chat to reply in the named thread
+    // (by default Chat starts a new thread and ignores the key).
+    assert_eq!(
+        gchat[0].query.as_deref(),
+        Some("key=k&token=t&messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")
+    );
 
     // In event order, exactly these bodies.
     assert_eq!(
@@ -408,6 +413,7 @@ async fn chat_services_get_exact_bodies_and_their_answers_count_as_delivered() {
         gchat[1].json(),
         json!({
             "fallbackText": "podinfo.default Canary failed! Scaling down podinfo.default",
+            "thread": {"threadKey": "default/podinfo/abc123"},
             "cardsV2": [{
                 "cardId": "herald",
                 "card": {

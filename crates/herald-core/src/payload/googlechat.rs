@@ -15,6 +15,14 @@ const PART_LIMIT: usize = 1_000;
 struct ChatMessage<'a> {
     fallback_text: &'a str,
     cards_v2: [CardWithId<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread: Option<Thread<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Thread<'a> {
+    thread_key: &'a str,
 }
 
 #[derive(Serialize)]
@@ -57,8 +65,9 @@ enum Widget<'a> {
 /// one labelled line per fact (the phase coloured by outcome: cards have no colour strip),
 /// plus `fallbackText`, the plain text Chat shows where the card cannot be (notifications).
 /// The text is card text, so Chat's card HTML subset (`<b>`, `<a href>`, ...) applies to it.
-/// Cut to Google's 32,000-byte message limit.
-pub fn google_chat(message: &Message<'_>) -> Vec<u8> {
+/// Cut to Google's 32,000-byte message limit. With a `thread_key` (a rollout), the message
+/// goes into that thread.
+pub fn google_chat(message: &Message<'_>, thread_key: Option<&str>) -> Vec<u8> {
     let title = limit(message.title, PART_LIMIT);
     let fallback = format!("{} {}", message.title, message.text);
     let fallback = limit(&fallback, PART_LIMIT);
@@ -95,6 +104,7 @@ pub fn google_chat(message: &Message<'_>) -> Vec<u8> {
                     sections: [Section { widgets }],
                 },
             }],
+            thread: thread_key.map(|thread_key| Thread { thread_key }),
         };
         to_json(&body, message)
     };
@@ -156,7 +166,7 @@ mod tests {
             cluster: "prod",
         };
         assert_eq!(
-            parse(google_chat(&msg)),
+            parse(google_chat(&msg, None)),
             json!({
                 "fallbackText": "[prod] podinfo.default Canary failed! Scaling down podinfo.default",
                 "cardsV2": [{
@@ -205,7 +215,7 @@ mod tests {
                 event: &ev,
                 cluster: "",
             };
-            let body = parse(google_chat(&msg));
+            let body = parse(google_chat(&msg, None));
             assert_eq!(
                 body["cardsV2"][0]["card"]["sections"][0]["widgets"],
                 json!([
@@ -233,7 +243,7 @@ mod tests {
                 event: &ev,
                 cluster: "",
             };
-            let bytes = google_chat(&msg);
+            let bytes = google_chat(&msg, None);
             assert!(bytes.len() <= GOOGLE_CHAT_MESSAGE_LIMIT, "{}", bytes.len());
             // Only what had to go was cut.
             assert!(

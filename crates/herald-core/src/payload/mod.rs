@@ -37,7 +37,10 @@ pub enum ReceiverKind {
     Teams(TeamsFormat),
     Webhook(WebhookOptions),
     Discord(DiscordOptions),
-    GoogleChat,
+    /// `threads`: one thread per rollout.
+    GoogleChat {
+        threads: bool,
+    },
     RocketChat(RocketChatOptions),
 }
 
@@ -49,7 +52,7 @@ impl ReceiverKind {
             ReceiverKind::Teams(_) => "msteams",
             ReceiverKind::Webhook(_) => "webhook",
             ReceiverKind::Discord(_) => "discord",
-            ReceiverKind::GoogleChat => "googlechat",
+            ReceiverKind::GoogleChat { .. } => "googlechat",
             ReceiverKind::RocketChat(_) => "rocketchat",
         }
     }
@@ -227,7 +230,7 @@ mod tests {
             ReceiverKind::Teams(TeamsFormat::AdaptiveCard),
             ReceiverKind::Webhook(WebhookOptions::default()),
             ReceiverKind::Discord(DiscordOptions::default()),
-            ReceiverKind::GoogleChat,
+            ReceiverKind::GoogleChat { threads: true },
             ReceiverKind::RocketChat(RocketChatOptions::default()),
         ];
         assert_eq!(
