@@ -49,6 +49,7 @@ PATTERN = (
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXX"
 TEAMS_URL = "https://example.webhook.office.com/webhookb2/abc"
 WEBHOOK_URL = "https://audit.example.com/flagger"
+SLACK_TOKEN = "xoxb-1111-2222-abcdefABCDEF"
 
 # What Flagger users have in their values.
 FLAGGER_VALUES = {
@@ -56,6 +57,12 @@ FLAGGER_VALUES = {
     "slack": {"url": SLACK_URL, "channel": "#deploys"},
     "msteams": {"url": TEAMS_URL},
     "eventWebhook": WEBHOOK_URL,
+}
+
+# Flagger's values with a Slack bot token (Flagger's SLACK_TOKEN) instead of a webhook URL.
+SLACK_BOT_VALUES = {
+    "clusterName": "prod-eu",
+    "slack": {"token": SLACK_TOKEN, "channel": "#deploys"},
 }
 
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ClusterNotificationPolicy"}
@@ -361,7 +368,11 @@ def validate_policy(policy: dict, crds: dict[str, dict]) -> list[str]:
 @check
 def lint() -> None:
     """`helm lint` (strict: warnings fail too) with the default and the Flagger values."""
-    for label, values in (("default values", None), ("Flagger values", FLAGGER_VALUES)):
+    for label, values in (
+        ("default values", None),
+        ("Flagger values", FLAGGER_VALUES),
+        ("Slack bot values", SLACK_BOT_VALUES),
+    ):
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
         bad = [m for m in report["messages"] if m["severity"] >= 2]
         assert report["total_charts_linted"] == 1, report
@@ -417,6 +428,7 @@ def core_objects_valid() -> None:
             "priorityClassName": "high",
         },
         "other-release": {"fullnameOverride": ""},
+        "slack-bot": {**SLACK_BOT_VALUES, "msteams": {"url": TEAMS_URL}},
     }
     problems = []
     for label, values in value_sets.items():
@@ -713,6 +725,145 @@ def existing_secret() -> None:
 
 
 @check
+def slack_bot() -> None:
+    """slack.token: the token only in the Secret (key slackToken), the default policy's Slack
+    receiver a bot (tokenSecretRef, channel, username); threads=false passes through."""
+    docs = render(SLACK_BOT_VALUES)
+    secret = one(docs, "Secret")
+    expect_equal(secret["metadata"]["name"], SECRET, "Secret name")
+    expect_equal(secret.get("stringData"), {"slackToken": SLACK_TOKEN}, "stringData with a Slack bot token")
+    expect_equal(
+        policy_specs(docs),
+        {
+            "herald-default": {
+                "messagePattern": PATTERN,
+                "receivers": [
+                    {
+                        "name": "slack",
+                        "slack": {
+                            "tokenSecretRef": {"name": SECRET, "key": "slackToken"},
+                            "channel": "#deploys",
+                            "username": "flagger",
+                        },
+                    }
+                ],
+            }
+        },
+        "policies with a Slack bot token",
+    )
+    assert "--cluster-name=prod-eu" in container(docs)["args"], container(docs)["args"]
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            assert SLACK_TOKEN not in json.dumps(doc), f"{doc['kind']}/{doc['metadata']['name']} holds the token"
+
+    # With Teams and the event webhook, threads off, no username.
+    docs = render(
+        {
+            **FLAGGER_VALUES,
+            "slack": {"token": SLACK_TOKEN, "channel": "C0123ABCD", "threads": False, "user": ""},
+        }
+    )
+    expect_equal(
+        one(docs, "Secret")["stringData"],
+        {"slackToken": SLACK_TOKEN, "msteams": TEAMS_URL, "webhook": WEBHOOK_URL},
+        "stringData with a Slack bot token, Teams and the event webhook",
+    )
+    expect_equal(
+        policy_specs(docs)["herald-default"]["receivers"],
+        [
+            {
+                "name": "slack",
+                "slack": {
+                    "tokenSecretRef": {"name": SECRET, "key": "slackToken"},
+                    "channel": "C0123ABCD",
+                    "threads": False,
+                },
+            },
+            {"name": "msteams", "msteams": {"secretRef": {"name": SECRET, "key": "msteams"}}},
+        ],
+        "receivers with a Slack bot (threads off, no username) and Teams",
+    )
+    expect_equal(
+        sorted(policy_specs(docs)), ["herald-default", "herald-default-webhook"], "policies with every receiver"
+    )
+
+    # defaultPolicy.enabled=false: the token stays in the Secret for your own policies, and
+    # needs no channel (your policies name theirs).
+    disabled = render({"slack": {"token": SLACK_TOKEN}, "defaultPolicy": {"enabled": False}})
+    expect_equal(policy_specs(disabled), {}, "policies with defaultPolicy.enabled=false")
+    expect_equal(one(disabled, "Secret")["stringData"], {"slackToken": SLACK_TOKEN}, "the Secret stays")
+
+    # NOTES.txt tells to invite the bot to the channel.
+    notes_ = render_files(SLACK_BOT_VALUES)["herald/templates/NOTES.txt"]
+    assert "invite the app (scope chat:write) to #deploys" in notes_, notes_
+    assert "Each rollout is one thread." in notes_, notes_
+    assert "invite the app" not in render_files(FLAGGER_VALUES)["herald/templates/NOTES.txt"], "bot notes without a bot"
+
+
+@check
+def slack_bot_existing_secret() -> None:
+    """slack.existingTokenSecret is referenced as given (key defaults to `token`) and renders
+    no Secret."""
+    for existing, ref in (
+        ({"name": "slack-bot", "key": "bot-token"}, {"name": "slack-bot", "key": "bot-token"}),
+        ({"name": "slack-bot"}, {"name": "slack-bot", "key": "token"}),
+        # null drops the values' default key: the template's default is `token` too.
+        ({"name": "slack-bot", "key": None}, {"name": "slack-bot", "key": "token"}),
+    ):
+        docs = render({"slack": {"existingTokenSecret": existing, "channel": "#deploys"}})
+        assert not objects(docs, "Secret"), f"no Secret expected with an existing token Secret: {existing}"
+        expect_equal(
+            policy_specs(docs),
+            {
+                "herald-default": {
+                    "messagePattern": PATTERN,
+                    "receivers": [
+                        {
+                            "name": "slack",
+                            "slack": {"tokenSecretRef": ref, "channel": "#deploys", "username": "flagger"},
+                        }
+                    ],
+                }
+            },
+            f"policies with the existing token Secret {existing}",
+        )
+
+
+@check
+def slack_bot_errors() -> None:
+    """A bot token without slack.channel, or with a Slack webhook, or given twice, fails the
+    render and says what to set."""
+    no_channel = (
+        "slack.channel is required with a Slack bot token (slack.token or slack.existingTokenSecret)"
+    )
+    both = (
+        "set either a Slack webhook (slack.url or slack.existingSecret) or a Slack bot token "
+        "(slack.token or slack.existingTokenSecret), not both"
+    )
+    cases = [
+        ({"slack": {"token": SLACK_TOKEN}}, no_channel),
+        ({"slack": {"existingTokenSecret": {"name": "slack-bot"}}}, no_channel),
+        ({**FLAGGER_VALUES, "slack": {"token": SLACK_TOKEN, "channel": ""}}, no_channel),
+        ({"slack": {"token": SLACK_TOKEN, "url": SLACK_URL, "channel": "#deploys"}}, both),
+        ({"slack": {"token": SLACK_TOKEN, "existingSecret": {"name": "hook"}, "channel": "#d"}}, both),
+        ({"slack": {"existingTokenSecret": {"name": "bot"}, "url": SLACK_URL, "channel": "#d"}}, both),
+        (
+            {"slack": {"existingTokenSecret": {"name": "bot"}, "existingSecret": {"name": "hook"}, "channel": "#d"}},
+            both,
+        ),
+        # Also without the default policy: the values contradict each other.
+        ({"slack": {"token": SLACK_TOKEN, "url": SLACK_URL}, "defaultPolicy": {"enabled": False}}, both),
+        (
+            {"slack": {"token": SLACK_TOKEN, "existingTokenSecret": {"name": "bot"}, "channel": "#d"}},
+            "set either slack.token or its existing Secret, not both",
+        ),
+    ]
+    for values, message in cases:
+        error = render_error(values)
+        assert message in error, f"{json.dumps(values)}:\n  expected {message!r}\n  got {error}"
+
+
+@check
 def schema_rejects_typos() -> None:
     """values.schema.json refuses misspelt and unknown values when rendering, installing and
     linting; the default and Flagger values pass."""
@@ -728,6 +879,7 @@ def schema_rejects_typos() -> None:
             ["defaultPolicy", "template"],
             ["eventWebhookExistingSecret"],
             ["slack", "existingSecret"],
+            ["slack", "existingTokenSecret"],
             ["msteams", "existingSecret"],
         ):
             node = schema
@@ -738,6 +890,7 @@ def schema_rejects_typos() -> None:
             ), f"{'.'.join(path) or 'top level'}: additionalProperties is not false"
         chart.validate_schema({})
         chart.validate_schema(FLAGGER_VALUES)
+        chart.validate_schema(SLACK_BOT_VALUES)
         typos = [
             ({"slack": {"ur": SLACK_URL}}, "ur"),
             ({"clustername": "prod"}, "clustername"),
@@ -748,6 +901,10 @@ def schema_rejects_typos() -> None:
             ({"msteams": {"format": "Adaptive"}}, "Adaptive"),
             ({"slack": {"url": "hooks.slack.com/services/x"}}, "pattern"),
             ({"slack": {"proxy": "http://proxy:3128"}}, "proxy"),
+            ({"slack": {"tokn": SLACK_TOKEN}}, "tokn"),
+            ({"slack": {"existingTokenSecret": {"nmae": "x"}}}, "nmae"),
+            ({"slack": {"token": SLACK_URL, "channel": "#d"}}, "pattern"),
+            ({"slack": {"threads": "no"}}, "threads"),
         ]
         for values, word in typos:
             try:
@@ -964,6 +1121,11 @@ def policies_match_crd() -> None:
             },
         },
         {"eventWebhookExistingSecret": {"name": "audit"}},
+        SLACK_BOT_VALUES,
+        {
+            "slack": {"existingTokenSecret": {"name": "bot"}, "channel": "C0123ABCD", "threads": False},
+            "msteams": {"existingSecret": {"name": "teams"}},
+        },
     ]
     rendered = 0
     for values in value_sets:
@@ -971,7 +1133,7 @@ def policies_match_crd() -> None:
             if policy["apiVersion"].startswith("herald.dev/"):
                 rendered += 1
                 problems += validate_policy(policy, crds)
-    assert rendered == 4, f"expected 4 policies across the value sets, got {rendered}"
+    assert rendered == 6, f"expected 6 policies across the value sets, got {rendered}"
     examples = 0
     for path in sorted(EXAMPLES.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -982,6 +1144,7 @@ def policies_match_crd() -> None:
     assert not problems, "\n".join(problems)
     # The validation must refuse what the API server refuses.
     good = one(render(FLAGGER_VALUES), "ClusterNotificationPolicy", "herald-default")
+    bot = one(render(SLACK_BOT_VALUES), "ClusterNotificationPolicy", "herald-default")
     broken_cases = {
         "unknown field": lambda p: p["spec"]["receivers"][0]["slack"].update(chanel="#x"),
         "bad receiver name": lambda p: p["spec"]["receivers"][0].update(name="Slack_1"),
@@ -1007,12 +1170,24 @@ def policies_match_crd() -> None:
         "bad phase": lambda p: p["spec"].update(phases=["Done"]),
         "wrong apiVersion": lambda p: p.update(apiVersion="herald.dev/v1"),
     }
+    # The chart's Slack bot receiver, broken.
+    bot_broken_cases = {
+        "Slack bot without its channel": lambda p: p["spec"]["receivers"][0]["slack"].pop("channel"),
+        "Slack bot and a webhook": lambda p: p["spec"]["receivers"][0]["slack"].update(
+            secretRef={"name": SECRET, "key": "slack"}
+        ),
+        "Slack bot token ref without a name": lambda p: p["spec"]["receivers"][0]["slack"]["tokenSecretRef"].pop(
+            "name"
+        ),
+        "Slack bot threads not a boolean": lambda p: p["spec"]["receivers"][0]["slack"].update(threads="no"),
+    }
     missed = []
-    for label, breaks in broken_cases.items():
-        policy = copy.deepcopy(good)
-        breaks(policy)
-        if not validate_policy(policy, crds):
-            missed.append(label)
+    for base, cases in ((good, broken_cases), (bot, bot_broken_cases)):
+        for label, breaks in cases.items():
+            policy = copy.deepcopy(base)
+            breaks(policy)
+            if not validate_policy(policy, crds):
+                missed.append(label)
     assert not missed, f"invalid policies accepted: {missed}"
 
 

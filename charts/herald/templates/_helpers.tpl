@@ -48,7 +48,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 A receiver's secretRef, as a dict {name, key}, or an empty dict when the receiver is not set.
-Arguments: (list $ <url> <existingSecret> <key in the chart's Secret> <value path for errors>)
+Arguments: (list $ <url> <existingSecret> <key in the chart's Secret> <value path for errors>
+[<default key of the existing Secret>, "address" when not given])
 */}}
 {{- define "herald.secretRef" -}}
 {{- $root := index . 0 }}
@@ -56,11 +57,13 @@ Arguments: (list $ <url> <existingSecret> <key in the chart's Secret> <value pat
 {{- $existing := index . 2 }}
 {{- $key := index . 3 }}
 {{- $path := index . 4 }}
+{{- $defaultKey := "address" }}
+{{- if gt (len .) 5 }}{{ $defaultKey = index . 5 }}{{ end }}
 {{- if and $url $existing.name }}
 {{- fail (printf "set either %s or its existing Secret, not both" $path) }}
 {{- end }}
 {{- if $existing.name }}
-{{- dict "name" $existing.name "key" (default "address" $existing.key) | toJson }}
+{{- dict "name" $existing.name "key" (default $defaultKey $existing.key) | toJson }}
 {{- else if $url }}
 {{- dict "name" (include "herald.receiversSecretName" $root) "key" $key | toJson }}
 {{- else }}
@@ -68,8 +71,21 @@ Arguments: (list $ <url> <existingSecret> <key in the chart's Secret> <value pat
 {{- end }}
 {{- end }}
 
+{{/* The Slack incoming webhook's secretRef (slack.url or slack.existingSecret). */}}
 {{- define "herald.slackRef" -}}
 {{- include "herald.secretRef" (list . .Values.slack.url .Values.slack.existingSecret "slack" "slack.url") }}
+{{- end }}
+
+{{/*
+The Slack bot token's tokenSecretRef (slack.token or slack.existingTokenSecret), or an empty
+dict. Fails when a webhook is set as well: the default policy has one Slack receiver.
+*/}}
+{{- define "herald.slackTokenRef" -}}
+{{- $ref := include "herald.secretRef" (list . .Values.slack.token .Values.slack.existingTokenSecret "slackToken" "slack.token" "token") }}
+{{- if and (ne $ref "{}") (or .Values.slack.url .Values.slack.existingSecret.name) }}
+{{- fail "set either a Slack webhook (slack.url or slack.existingSecret) or a Slack bot token (slack.token or slack.existingTokenSecret), not both" }}
+{{- end }}
+{{- $ref }}
 {{- end }}
 
 {{- define "herald.msteamsRef" -}}
