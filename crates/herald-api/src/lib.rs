@@ -356,16 +356,21 @@ pub struct TeamsReceiver {
     /// `*.webhook.office.com` or `outlook.office.com`), AdaptiveCard for any other URL
     /// (Workflows / Power Automate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_teams_format")]
+    #[schemars(schema_with = "optional_enum::<TeamsFormat>")]
     pub format: Option<TeamsFormat>,
 }
 
-/// `Option<TeamsFormat>` as Kubernetes' structural schemas spell it: the two names, nullable,
-/// without the `null` enum member schemars would add.
-fn optional_teams_format(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+/// An optional string enum as Kubernetes' structural schemas spell it: the names, nullable,
+/// without the `null` enum member schemars adds for `Option` (an API server rejects a CRD
+/// whose enum lists `null`).
+fn optional_enum<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names = T::json_schema(generator)
+        .get("enum")
+        .cloned()
+        .expect("a unit-variant enum has an enum schema");
     schemars::json_schema!({
         "type": "string",
-        "enum": ["AdaptiveCard", "MessageCard"],
+        "enum": names,
         "nullable": true
     })
 }
@@ -489,6 +494,7 @@ pub struct WebhookReceiver {
     pub secret_ref: Option<SecretKeyRef>,
     /// The HTTP method. Defaults to `POST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_enum::<HttpMethod>")]
     pub method: Option<HttpMethod>,
     /// Extra request headers. Their values are visible to anyone who can read the policy: put
     /// credentials in `bearerTokenSecretRef` or `signature`.
@@ -642,7 +648,7 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        let ours = super::optional_teams_format(&mut schemars::SchemaGenerator::default());
+        let ours = super::optional_enum::<TeamsFormat>(&mut schemars::SchemaGenerator::default());
         assert_eq!(ours.get("enum").unwrap(), &serde_json::json!(names));
         assert_eq!(names, ["AdaptiveCard", "MessageCard"]);
     }

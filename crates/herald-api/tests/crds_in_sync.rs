@@ -54,3 +54,36 @@ fn crd_schema_carries_the_validation_rules() {
         .collect();
     assert_eq!(columns, ["Receivers", "Ready", "Reason", "Age"]);
 }
+
+/// Kubernetes rejects a CRD whose schema lists `null` as an enum value (the 1.20 API server
+/// says "per-version schemas may not all be set to identical values"): optional enums must
+/// be spelt `nullable: true` with the names only.
+#[test]
+fn no_enum_lists_null() {
+    fn walk(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(members)) = map.get("enum") {
+                    if members.iter().any(serde_json::Value::is_null) {
+                        found.push(path.to_owned());
+                    }
+                }
+                for (key, child) in map {
+                    walk(child, &format!("{path}.{key}"), found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, &format!("{path}[{i}]"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for crd in herald_api::crds() {
+        let name = herald_api::crd_file_name(&crd);
+        walk(&serde_json::to_value(&crd).unwrap(), &name, &mut found);
+    }
+    assert_eq!(found, Vec::<String>::new());
+}

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::slack::{self, FakeSlack};
 use common::*;
 use herald::controller::ControllerOptions;
 use herald::delivery::DeliveryConfig;
@@ -399,5 +400,94 @@ async fn controller_end_to_end() {
         )),
         "{text}"
     );
+
+    // A Slack bot: its token in a Secret, one thread per rollout. The thread's first message
+    // is kept in the state ConfigMap, so after a restart replies still thread under it.
+    let slack = FakeSlack::start().await;
+    let token = Secret {
+        metadata: ObjectMeta {
+            name: Some("slack-bot".into()),
+            ..Default::default()
+        },
+        string_data: Some([("token".to_owned(), slack::TOKEN.to_owned())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &token)
+        .await
+        .unwrap();
+    let bot: NotificationPolicy = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationPolicy",
+        "metadata": {"name": "bot", "namespace": ns},
+        "spec": {
+            "canaries": ["checkout"],
+            "receivers": [{"name": "threads", "slack": {
+                "tokenSecretRef": {"name": "slack-bot"}, "channel": "#deploys", "apiUrl": slack.api_url()
+            }}]
+        }
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &bot).await.unwrap();
+    ready_condition(&policies, "bot", "True").await;
+    let checkout: Canary = serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": "checkout", "namespace": ns},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout"}}
+    }))
+    .unwrap();
+    canaries
+        .create(&PostParams::default(), &checkout)
+        .await
+        .unwrap();
+    set_phase(&client, &ns, "checkout", "Progressing").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    flagger_event(
+        &client,
+        &ns,
+        "checkout",
+        "checkout.e1",
+        &format!("New revision detected! Scaling up checkout.{ns}"),
+        "Normal",
+    )
+    .await;
+    let first = slack.wait_for(1).await;
+    assert_eq!(first[0].method, "chat.postMessage");
+    assert_eq!(first[0].body.get("thread_ts"), None);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), &herald_ns)
+            .get("herald-state")
+            .await
+            .unwrap();
+        let entry = cm
+            .data
+            .unwrap_or_default()
+            .get(&format!("{ns}.checkout"))
+            .cloned()
+            .unwrap_or_default();
+        if entry.contains(
+            r##""threads":{"#deploys/rev-1":{"channel":"C0123ABCD","ts":"1700000000.000001"}}"##,
+        ) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "thread never saved: {entry}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await.unwrap();
+    let running = herald::controller::start(client.clone(), options(&herald_ns))
+        .await
+        .unwrap();
+    flagger_event(
+        &client,
+        &ns,
+        "checkout",
+        "checkout.e2",
+        &format!("Advance checkout.{ns} canary weight 20"),
+        "Normal",
+    )
+    .await;
+    let calls = slack.wait_for(2).await;
+    assert_eq!(calls[1].method, "chat.postMessage");
+    assert_eq!(calls[1].body["thread_ts"], "1700000000.000001");
     running.stop().await.unwrap();
 }

@@ -2,6 +2,8 @@
 //! from a script, policy files in a temporary directory, and metric lookups.
 #![allow(dead_code)]
 
+pub mod slack;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
