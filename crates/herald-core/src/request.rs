@@ -151,15 +151,25 @@ pub fn thread_ref(
     })
 }
 
-/// A `chat.postMessage` body made a reply in the thread `parent_ts`.
+/// A `chat.postMessage` body made a reply in the thread `parent_ts`: the same bytes with
+/// `thread_ts` (and `reply_broadcast`) added at the end.
 pub fn slack_reply(body: &[u8], parent_ts: &str, broadcast: bool) -> Vec<u8> {
-    let mut object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).expect("Slack bodies are JSON objects");
-    object.insert("thread_ts".into(), parent_ts.into());
-    if broadcast {
-        object.insert("reply_broadcast".into(), true.into());
+    let end = body
+        .iter()
+        .rposition(|b| *b == b'}')
+        .expect("Slack bodies are JSON objects");
+    let mut out = Vec::with_capacity(body.len() + parent_ts.len() + 40);
+    out.extend_from_slice(&body[..end]);
+    if body[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        out.push(b',');
     }
-    serde_json::to_vec(&object).expect("a JSON object serialises")
+    out.extend_from_slice(b"\"thread_ts\":");
+    serde_json::to_writer(&mut out, parent_ts).expect("a string serialises");
+    if broadcast {
+        out.extend_from_slice(b",\"reply_broadcast\":true");
+    }
+    out.extend_from_slice(&body[end..]);
+    out
 }
 
 /// A `chat.update` body that replaces the message `ts` in `channel` (the channel ID Slack
@@ -368,10 +378,14 @@ mod tests {
     #[test]
     fn replies_and_updates() {
         let body = br#"{"channel":"C0123","username":"herald","attachments":[{"text":"x"}]}"#;
-        let reply: Value = serde_json::from_slice(&slack_reply(body, "1.5", false)).unwrap();
+        // The body is kept byte for byte, the thread added at its end.
         assert_eq!(
-            reply,
-            json!({"channel":"C0123","username":"herald","attachments":[{"text":"x"}],"thread_ts":"1.5"})
+            String::from_utf8(slack_reply(body, "1.5", false)).unwrap(),
+            r#"{"channel":"C0123","username":"herald","attachments":[{"text":"x"}],"thread_ts":"1.5"}"#
+        );
+        assert_eq!(
+            String::from_utf8(slack_reply(b"{}", "1.5", false)).unwrap(),
+            r#"{"thread_ts":"1.5"}"#
         );
         let broadcast: Value = serde_json::from_slice(&slack_reply(body, "1.5", true)).unwrap();
         assert_eq!(broadcast["reply_broadcast"], true);

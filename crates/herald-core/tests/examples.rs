@@ -579,3 +579,35 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
         ]
     );
 }
+
+/// The payments rollback the demo plays: the bot thread gets every step, the signed tracker
+/// and Rocket.Chat the warnings, Teams on-call the failures.
+#[test]
+fn payments_rollback_example_events() {
+    let set = example_policies();
+    let expected: [&[(&str, &str)]; 4] = [
+        &[("payments/payments-rollouts", "rollout-threads")],
+        &[("payments/payments-rollouts", "rollout-threads")],
+        &[
+            ("oncall-failures", "oncall-teams"),
+            ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-rollouts", "rollout-threads"),
+            ("payments/payments-tracker", "tracker"),
+        ],
+        &[
+            ("oncall-failures", "oncall-teams"),
+            ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-rollouts", "rollout-threads"),
+            ("payments/payments-tracker", "tracker"),
+        ],
+    ];
+    let events = events("payments-rollback.jsonl");
+    assert_eq!(events.len(), expected.len());
+    for ((line, event), expected) in events.iter().zip(expected) {
+        let got: Vec<(String, String)> = deliveries(&set, &MatchInput::event(event), None)
+            .into_iter()
+            .map(|(p, r, _)| (p, r))
+            .collect();
+        assert_eq!(got, pairs(expected), "{line}");
+    }
+}

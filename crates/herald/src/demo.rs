@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::commands::read_events;
@@ -62,25 +63,34 @@ const EXAMPLE_POLICIES: [(&str, &str); 10] = [
 ];
 const ROLLOUT: &str = include_str!("../../../examples/events/rollout.jsonl");
 const ROLLBACK: &str = include_str!("../../../examples/events/rollback.jsonl");
+const PAYMENTS: &str = include_str!("../../../examples/events/payments-rollback.jsonl");
 
 type Captured = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-/// Records every request; answers like the real services (Teams Workflows: 202, Discord: 204).
-async fn capture(State(captured): State<Captured>, request: Request) -> StatusCode {
+/// Records every request; answers like the real services (Teams Workflows: 202, Discord: 204,
+/// Slack's Web API: `ok` with the posted message's channel and `ts`).
+async fn capture(State(captured): State<Captured>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
+    let request_line = format!("{} {path}", request.method());
     let body = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
         .unwrap_or_default();
-    captured
-        .lock()
-        .expect("capture lock")
-        .push((path.clone(), body.to_vec()));
+    let count = {
+        let mut captured = captured.lock().expect("capture lock");
+        captured.push((request_line, body.to_vec()));
+        captured.len()
+    };
     if path.starts_with("/teams/oncall") {
-        StatusCode::ACCEPTED
+        StatusCode::ACCEPTED.into_response()
     } else if path.starts_with("/discord/") {
-        StatusCode::NO_CONTENT
+        StatusCode::NO_CONTENT.into_response()
+    } else if path.starts_with("/slack-api/") {
+        axum::Json(serde_json::json!({
+            "ok": true, "channel": "C0123ABCD", "ts": format!("1764079200.{count:06}")
+        }))
+        .into_response()
     } else {
-        StatusCode::OK
+        StatusCode::OK.into_response()
     }
 }
 
@@ -123,13 +133,17 @@ pub async fn run(capture_port: u16, policies: Vec<PathBuf>) -> Result<ExitCode> 
         "Herald is serving on http://{} with the example policies (cluster \"demo\").",
         running.addr
     );
-    println!("A capture server on http://{capture_addr} stands in for Slack, Teams, Discord, Google Chat, Rocket.Chat and the audit webhook.\n");
+    println!("A capture server on http://{capture_addr} stands in for Slack (webhooks and the Web API), Teams, Discord, Google Chat, Rocket.Chat and two webhooks.\n");
 
     let client = reqwest::Client::new();
     let events_url = format!("http://{}/events", running.addr);
     for (title, text) in [
         ("A successful rollout", ROLLOUT),
         ("A rollout that fails and rolls back", ROLLBACK),
+        (
+            "Another team's rollout fails: one Slack thread (bot), a signed tracker, on-call",
+            PAYMENTS,
+        ),
     ] {
         println!("== {title}: Flagger POSTs each event to {events_url}");
         for event in read_events(title, text)? {
@@ -166,7 +180,7 @@ pub async fn run(capture_port: u16, policies: Vec<PathBuf>) -> Result<ExitCode> 
             .filter(|(p, _)| p == path)
             .map(|(_, body)| body)
             .collect();
-        println!("\n-- POST {path}: {} message(s)", bodies.len());
+        println!("\n-- {path}: {} message(s)", bodies.len());
         for body in bodies {
             // On one line each, for reading; receivers got the bytes as rendered.
             println!(
