@@ -17,7 +17,7 @@ use crate::{commands, demo, serve, Result};
 #[command(
     name = "herald",
     version,
-    about = "Flagger canary events to Slack, Teams and webhooks, routed by NotificationPolicy"
+    about = "Flagger canary events to Slack, Teams, Discord, Google Chat, Rocket.Chat and webhooks, routed by NotificationPolicy"
 )]
 pub struct Cli {
     /// Log format: human-readable text or JSON lines.
