@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{limit, rgb, to_json, Message};
+use super::{fit_body, limit, rgb, to_json, Message};
 
 /// Google Chat rejects messages (text and cards together) over this many bytes.
 pub const GOOGLE_CHAT_MESSAGE_LIMIT: usize = 32_000;
@@ -108,22 +108,11 @@ pub fn google_chat(message: &Message<'_>, thread_key: Option<&str>) -> Vec<u8> {
         };
         to_json(&body, message)
     };
-    let whole = build(GOOGLE_CHAT_MESSAGE_LIMIT);
-    if whole.len() <= GOOGLE_CHAT_MESSAGE_LIMIT {
-        return whole;
-    }
-    // JSON escaping can make one byte of text up to six bytes of body: find the longest text
-    // that fits by bisection (only for texts near the limit).
-    let (mut fits, mut too_long) = (0, message.text.len().min(GOOGLE_CHAT_MESSAGE_LIMIT));
-    while too_long - fits > 1 {
-        let mid = fits + (too_long - fits) / 2;
-        if build(mid).len() <= GOOGLE_CHAT_MESSAGE_LIMIT {
-            fits = mid;
-        } else {
-            too_long = mid;
-        }
-    }
-    build(fits)
+    fit_body(
+        GOOGLE_CHAT_MESSAGE_LIMIT,
+        message.text.len().min(GOOGLE_CHAT_MESSAGE_LIMIT),
+        build,
+    )
 }
 
 /// Escapes text for Google Chat's card HTML.

@@ -144,6 +144,27 @@ fn limit(text: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}{TRUNCATION_NOTE}", &text[..end]))
 }
 
+/// The body `build(n)` makes with the text cut to `n` bytes, for the largest `n` (at most
+/// `text_len`) whose body is at most `max_body` bytes. JSON escaping can make one byte of
+/// text up to six bytes of body, so the cut is found by bisection (only for texts near the
+/// limit; otherwise the first build is the answer).
+fn fit_body(max_body: usize, text_len: usize, build: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
+    let whole = build(text_len);
+    if whole.len() <= max_body {
+        return whole;
+    }
+    let (mut fits, mut too_long) = (0, text_len);
+    while too_long - fits > 1 {
+        let mid = fits + (too_long - fits) / 2;
+        if build(mid).len() <= max_body {
+            fits = mid;
+        } else {
+            too_long = mid;
+        }
+    }
+    build(fits)
+}
+
 /// The length of `text` in UTF-16 code units: what JavaScript's `length` counts, and never
 /// less than the number of characters (code points).
 fn utf16_len(text: &str) -> usize {

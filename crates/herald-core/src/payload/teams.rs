@@ -3,11 +3,16 @@
 
 use serde::Serialize;
 
-use super::{limit, to_json, Message};
+use super::{fit_body, limit, to_json, Message};
 use crate::event::Severity;
 
 /// Teams rejects payloads over about 28 KB; text beyond this many bytes is cut.
 pub const TEAMS_TEXT_LIMIT: usize = 20_000;
+/// The largest body Herald sends to Teams: the text is cut further when escaping makes the
+/// body larger than this (a margin below Teams' ~28 KB).
+pub const TEAMS_PAYLOAD_LIMIT: usize = 27_000;
+/// Titles are one line: cut at this many bytes.
+pub const TEAMS_TITLE_LIMIT: usize = 1_000;
 
 #[derive(Serialize)]
 struct MessageCard<'a> {
@@ -36,30 +41,47 @@ struct NameValue<'a> {
     value: &'a str,
 }
 
-/// A legacy Office 365 connector MessageCard in Flagger's layout.
+/// A legacy Office 365 connector MessageCard in Flagger's layout. Text and title are cut so
+/// the body stays under Teams' payload limit.
 pub fn teams_message_card(message: &Message<'_>) -> Vec<u8> {
-    let text = limit(message.text, TEAMS_TEXT_LIMIT);
-    let card = MessageCard {
-        kind: "MessageCard",
-        context: "http://schema.org/extensions",
-        theme_color: match message.event.severity() {
-            Severity::Info => "0076D7",
-            Severity::Success => "2EB886",
-            Severity::Warning => "FFA500",
-            Severity::Error => "FF0000",
-        },
-        summary: format!("{} {}", message.title, limit(message.text, 200)),
-        sections: [MessageCardSection {
-            activity_title: &text,
-            activity_subtitle: message.title,
-            facts: message
-                .facts()
-                .into_iter()
-                .map(|(name, value)| NameValue { name, value })
-                .collect(),
-        }],
+    let title = limit(message.title, TEAMS_TITLE_LIMIT);
+    let summary = format!("{title} {}", limit(message.text, 200));
+    let facts: Vec<NameValue<'_>> = message
+        .facts()
+        .into_iter()
+        .map(|(name, value)| NameValue { name, value })
+        .collect();
+    let theme_color = match message.event.severity() {
+        Severity::Info => "0076D7",
+        Severity::Success => "2EB886",
+        Severity::Warning => "FFA500",
+        Severity::Error => "FF0000",
     };
-    to_json(&card, message)
+    fit_body(
+        TEAMS_PAYLOAD_LIMIT,
+        message.text.len().min(TEAMS_TEXT_LIMIT),
+        |text_limit| {
+            let text = limit(message.text, text_limit);
+            let card = MessageCard {
+                kind: "MessageCard",
+                context: "http://schema.org/extensions",
+                theme_color,
+                summary: summary.clone(),
+                sections: [MessageCardSection {
+                    activity_title: &text,
+                    activity_subtitle: &title,
+                    facts: facts
+                        .iter()
+                        .map(|f| NameValue {
+                            name: f.name,
+                            value: f.value,
+                        })
+                        .collect(),
+                }],
+            };
+            to_json(&card, message)
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -117,51 +139,59 @@ struct TitleValue<'a> {
 }
 
 /// A Teams Workflows message: one Adaptive Card 1.4 (the highest version Teams renders).
-/// Cards have no colour strip, so the title's colour carries the outcome.
+/// Cards have no colour strip, so the title's colour carries the outcome. Text and title are
+/// cut so the body stays under Teams' payload limit.
 pub fn teams_adaptive_card(message: &Message<'_>) -> Vec<u8> {
-    let text = limit(message.text, TEAMS_TEXT_LIMIT);
+    let title = limit(message.title, TEAMS_TITLE_LIMIT);
     let color = match message.event.severity() {
         Severity::Info => None,
         Severity::Success => Some("good"),
         Severity::Warning => Some("warning"),
         Severity::Error => Some("attention"),
     };
-    let body = TeamsMessage {
-        kind: "message",
-        attachments: [AdaptiveAttachment {
-            content_type: "application/vnd.microsoft.card.adaptive",
-            content: AdaptiveCard {
-                schema: "http://adaptivecards.io/schemas/adaptive-card.json",
-                kind: "AdaptiveCard",
-                version: "1.4",
-                msteams: AdaptiveWidth { width: "Full" },
-                body: vec![
-                    AdaptiveElement::TextBlock {
-                        text: message.title,
-                        weight: Some("Bolder"),
-                        size: Some("Medium"),
-                        color,
-                        wrap: true,
+    let facts = message.facts();
+    fit_body(
+        TEAMS_PAYLOAD_LIMIT,
+        message.text.len().min(TEAMS_TEXT_LIMIT),
+        |text_limit| {
+            let text = limit(message.text, text_limit);
+            let body = TeamsMessage {
+                kind: "message",
+                attachments: [AdaptiveAttachment {
+                    content_type: "application/vnd.microsoft.card.adaptive",
+                    content: AdaptiveCard {
+                        schema: "http://adaptivecards.io/schemas/adaptive-card.json",
+                        kind: "AdaptiveCard",
+                        version: "1.4",
+                        msteams: AdaptiveWidth { width: "Full" },
+                        body: vec![
+                            AdaptiveElement::TextBlock {
+                                text: &title,
+                                weight: Some("Bolder"),
+                                size: Some("Medium"),
+                                color,
+                                wrap: true,
+                            },
+                            AdaptiveElement::TextBlock {
+                                text: &text,
+                                weight: None,
+                                size: None,
+                                color: None,
+                                wrap: true,
+                            },
+                            AdaptiveElement::FactSet {
+                                facts: facts
+                                    .iter()
+                                    .map(|(title, value)| TitleValue { title, value })
+                                    .collect(),
+                            },
+                        ],
                     },
-                    AdaptiveElement::TextBlock {
-                        text: &text,
-                        weight: None,
-                        size: None,
-                        color: None,
-                        wrap: true,
-                    },
-                    AdaptiveElement::FactSet {
-                        facts: message
-                            .facts()
-                            .into_iter()
-                            .map(|(title, value)| TitleValue { title, value })
-                            .collect(),
-                    },
-                ],
-            },
-        }],
-    };
-    to_json(&body, message)
+                }],
+            };
+            to_json(&body, message)
+        },
+    )
 }
 
 #[cfg(test)]
@@ -258,5 +288,37 @@ mod tests {
             text.len()
         );
         assert!(text.ends_with(TRUNCATION_NOTE));
+    }
+
+    /// Quotes and line breaks double in JSON: the text is cut further so the body still fits,
+    /// and a long title is cut too; both say so.
+    #[test]
+    fn escaped_text_and_long_titles_still_fit() {
+        let ev = event("Failed", "x", EventType::Warning);
+        let quoted = "\"\n".repeat(15_000);
+        let title = "t".repeat(5_000);
+        let msg = Message {
+            title: &title,
+            text: &quoted,
+            event: &ev,
+            cluster: "prod",
+        };
+        // The MessageCard also repeats both, cut, in its summary.
+        for (body, notes) in [
+            (teams_adaptive_card(&msg), 2),
+            (teams_message_card(&msg), 4),
+        ] {
+            assert!(
+                body.len() <= TEAMS_PAYLOAD_LIMIT && body.len() > TEAMS_PAYLOAD_LIMIT - 100,
+                "{}",
+                body.len()
+            );
+            let text = String::from_utf8(body).unwrap();
+            assert_eq!(
+                text.matches(TRUNCATION_NOTE).count(),
+                notes,
+                "title and text"
+            );
+        }
     }
 }
