@@ -757,11 +757,14 @@ async fn attempt_once(
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as seconds (Discord sends fractions, e.g. `0.35`) or an HTTP date.
 fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).ok();
     }
     let at = httpdate::parse_http_date(text).ok()?;
     Some(
@@ -831,6 +834,11 @@ mod tests {
             "{parsed:?}"
         );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("0.35")),
+            Some(Duration::from_millis(350))
+        );
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("-1.5")), None);
     }
 
     #[test]
