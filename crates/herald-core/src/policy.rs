@@ -301,6 +301,8 @@ pub struct CompiledReceiver {
     pub url: Redacted,
     /// Method, headers, credentials; for Slack bots the Web API details.
     pub request: RequestSpec,
+    /// Set when the receiver threads rollouts: names its threads (see `ThreadRef::scope`).
+    pub thread_scope: Option<String>,
     title: TemplateId,
     text: TemplateId,
 }
@@ -626,11 +628,23 @@ impl<'s> PolicySetBuilder<'s> {
             if let Some((kind, url, request)) =
                 self.compile_kind(receiver, &path, &secret_namespace, &mut problems)
             {
+                let thread_scope = match &kind {
+                    ReceiverKind::GoogleChat { threads: true } => Some(format!(
+                        "googlechat/{}",
+                        crate::request::fingerprint(url.expose())
+                    )),
+                    _ => request
+                        .slack_api
+                        .as_ref()
+                        .filter(|api| api.threads)
+                        .map(SlackApi::thread_scope),
+                };
                 receivers.push(CompiledReceiver {
                     name: receiver.name.clone(),
                     kind,
                     url,
                     request,
+                    thread_scope,
                     title,
                     text,
                 });
@@ -899,7 +913,10 @@ impl<'s> PolicySetBuilder<'s> {
                 update_url: format!("{api}/chat.update"),
                 channel,
                 threads: slack.threads.unwrap_or(true),
-                rate_limit_group: format!("{api} {}", crate::request::fingerprint(token.expose())),
+                rate_limit_group: crate::request::fingerprint(&format!(
+                    "{api}\n{}",
+                    token.expose()
+                )),
             }),
             bearer_token: Some(token),
             ..RequestSpec::default()
@@ -1273,7 +1290,7 @@ pub struct Delivery {
     pub policy: u32,
     pub receiver: u32,
     pub body: Vec<u8>,
-    /// For Slack bots that thread rollouts: where this message goes.
+    /// For receivers that thread rollouts (Slack bots, Google Chat): where this message goes.
     pub thread: Option<ThreadRef>,
 }
 
@@ -1378,8 +1395,8 @@ impl PolicySet {
                             policy: policy_index,
                             receiver: receiver_index as u32,
                             body,
-                            thread: receiver.request.slack_api.as_ref().and_then(|api| {
-                                crate::request::thread_ref(api, input.event, input.canary)
+                            thread: receiver.thread_scope.as_deref().map(|scope| {
+                                crate::request::thread_ref(scope, input.event, input.canary)
                             }),
                         })
                         .map_err(|error| RenderFailure {
@@ -1469,12 +1486,9 @@ impl Render<'_> {
                 payload::teams_adaptive_card(&message)
             }
             ReceiverKind::Discord(options) => payload::discord(options, &message),
-            ReceiverKind::GoogleChat { threads } => {
-                let thread_key = threads
-                    .then(|| crate::request::rollout_key(event, self.input.canary))
-                    .flatten();
-                payload::google_chat(&message, thread_key.as_deref())
-            }
+            // The thread is added when the message is sent: it depends on the canary's
+            // current thread.
+            ReceiverKind::GoogleChat { .. } => payload::google_chat(&message),
             ReceiverKind::RocketChat(options) => payload::rocket_chat(options, &message),
             ReceiverKind::Webhook(_) => unreachable!("handled above"),
         })

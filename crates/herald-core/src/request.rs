@@ -45,6 +45,13 @@ pub struct SlackApi {
     pub rate_limit_group: String,
 }
 
+impl SlackApi {
+    /// Whose threads: this token (by fingerprint) in this channel.
+    pub fn thread_scope(&self) -> String {
+        format!("slack/{}/{}", self.rate_limit_group, self.channel)
+    }
+}
+
 /// A short, stable name for a credential that reveals nothing of it.
 pub fn fingerprint(secret: &str) -> String {
     use sha2::Digest;
@@ -99,18 +106,6 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Where a Slack bot message goes in its rollout's thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadRef {
-    /// `<channel>/<namespace>/<canary>/<revision>`: one thread per rollout and channel.
-    pub key: String,
-    /// The rollout ended (Succeeded or Failed): its first message is updated to show this.
-    pub outcome: bool,
-    /// A failure: the reply is also shown in the channel (`reply_broadcast`), because an
-    /// edited message notifies nobody.
-    pub broadcast: bool,
-}
-
 /// The revision an event belongs to: Flagger's `checksum`, or the Canary's
 /// `status.lastAppliedSpec` when Herald watches the cluster.
 pub fn rollout_revision<'a>(
@@ -124,52 +119,143 @@ pub fn rollout_revision<'a>(
         .filter(|r| !r.is_empty())
 }
 
-/// `<namespace>/<canary>/<revision>`: names one rollout, or `None` when the revision is
-/// unknown.
-pub fn rollout_key(event: &FlaggerEvent, canary: Option<&CanaryFacts>) -> Option<String> {
-    rollout_revision(event, canary)
-        .map(|revision| format!("{}/{}/{revision}", event.namespace, event.name))
+/// Where one message goes in its rollout's thread (Slack bots and Google Chat).
+///
+/// A rollout is found by what Flagger says, not only by the revision: Flagger records "New
+/// revision detected!" *before* it stores the new revision, so that message carries the
+/// previous revision's checksum (and, in a cluster, the previous phase). It therefore always
+/// starts a new thread; the revision of the first later message is bound to that thread, and
+/// a message whose revision differs from its thread's starts another one (Herald missed the
+/// start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadRef {
+    /// Which receiver's threads: a Slack bot's token and channel, or a Google Chat webhook
+    /// (fingerprints, never the secrets themselves).
+    pub scope: String,
+    pub namespace: String,
+    pub canary: String,
+    /// The event's revision, when known.
+    pub revision: Option<String>,
+    /// "New revision detected!": this message starts the rollout's thread.
+    pub starts: bool,
+    /// The rollout ended ("Promotion completed!", "Canary failed!", or phase Succeeded or
+    /// Failed): Slack's first message is updated to show it.
+    pub outcome: bool,
+    /// A failure: the reply is also shown in the channel (`reply_broadcast`), because an
+    /// edited message notifies nobody.
+    pub broadcast: bool,
+    /// The event time (unix ms): names a new Google Chat thread.
+    pub at_ms: u64,
 }
 
-/// The thread of one event for a Slack bot, or `None` when the revision is unknown (the
-/// event has no `checksum` and no Canary was seen): then the message stands alone.
-pub fn thread_ref(
-    api: &SlackApi,
-    event: &FlaggerEvent,
-    canary: Option<&CanaryFacts>,
-) -> Option<ThreadRef> {
-    if !api.threads {
-        return None;
+impl ThreadRef {
+    /// `<scope>/<namespace>/<canary>`: one current thread per receiver and canary.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.scope, self.namespace, self.canary)
     }
-    let rollout = rollout_key(event, canary)?;
+}
+
+/// A rollout's thread as it was started: where its first message is (Slack: the channel ID
+/// and `ts` Slack answered; Google Chat: the thread key, in `ts`) and the revision it belongs
+/// to once known.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ThreadParent {
+    pub channel: String,
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// What to do with one message, given the canary's current thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadAction<'a> {
+    /// Post on its own; it becomes the canary's thread.
+    Start,
+    /// Reply in `parent`. `bind`: the thread's revision was unknown and is this message's.
+    Reply {
+        parent: &'a ThreadParent,
+        bind: bool,
+    },
+}
+
+pub fn thread_action<'a>(
+    thread: &ThreadRef,
+    current: Option<&'a ThreadParent>,
+) -> ThreadAction<'a> {
+    let Some(parent) = current else {
+        return ThreadAction::Start;
+    };
+    if thread.starts {
+        return ThreadAction::Start;
+    }
+    match (&parent.revision, &thread.revision) {
+        (Some(theirs), Some(ours)) if theirs != ours => ThreadAction::Start,
+        (None, Some(_)) => ThreadAction::Reply { parent, bind: true },
+        _ => ThreadAction::Reply {
+            parent,
+            bind: false,
+        },
+    }
+}
+
+/// The thread of one event for a receiver whose threads are named by `scope`.
+pub fn thread_ref(scope: &str, event: &FlaggerEvent, canary: Option<&CanaryFacts>) -> ThreadRef {
+    let message = event.message();
     let phase = event.known_phase();
-    let outcome = matches!(phase, Some(CanaryPhase::Succeeded | CanaryPhase::Failed));
-    Some(ThreadRef {
-        key: format!("{}/{rollout}", api.channel),
-        outcome,
-        broadcast: phase == Some(CanaryPhase::Failed),
-    })
+    let failed = phase == Some(CanaryPhase::Failed) || message.starts_with("Canary failed!");
+    let succeeded =
+        phase == Some(CanaryPhase::Succeeded) || message.starts_with("Promotion completed!");
+    let starts = message.starts_with("New revision detected!");
+    ThreadRef {
+        scope: scope.to_owned(),
+        namespace: event.namespace.clone(),
+        canary: event.name.clone(),
+        revision: rollout_revision(event, canary).map(str::to_owned),
+        starts,
+        // The phase of a starting message may be the previous rollout's (see above).
+        outcome: !starts && (failed || succeeded),
+        broadcast: !starts && failed,
+        at_ms: event.timestamp_ms(),
+    }
+}
+
+/// Adds `"<name>":<value>` at the end of a JSON object body, keeping its bytes.
+pub fn with_field(body: &[u8], name: &str, value: &serde_json::Value) -> Vec<u8> {
+    let end = body
+        .iter()
+        .rposition(|b| *b == b'}')
+        .expect("bodies are JSON objects");
+    let mut out = Vec::with_capacity(body.len() + name.len() + 64);
+    out.extend_from_slice(&body[..end]);
+    if body[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut out, name).expect("a string serialises");
+    out.push(b':');
+    serde_json::to_writer(&mut out, value).expect("a value serialises");
+    out.extend_from_slice(&body[end..]);
+    out
+}
+
+/// A Google Chat body put in the thread `key`.
+pub fn google_chat_in_thread(body: &[u8], key: &str) -> Vec<u8> {
+    with_field(body, "thread", &serde_json::json!({ "threadKey": key }))
+}
+
+/// The key of a new Google Chat thread for this rollout: `<namespace>/<canary>/<event ms>`.
+pub fn google_chat_thread_key(thread: &ThreadRef) -> String {
+    format!("{}/{}/{}", thread.namespace, thread.canary, thread.at_ms)
 }
 
 /// A `chat.postMessage` body made a reply in the thread `parent_ts`: the same bytes with
 /// `thread_ts` (and `reply_broadcast`) added at the end.
 pub fn slack_reply(body: &[u8], parent_ts: &str, broadcast: bool) -> Vec<u8> {
-    let end = body
-        .iter()
-        .rposition(|b| *b == b'}')
-        .expect("Slack bodies are JSON objects");
-    let mut out = Vec::with_capacity(body.len() + parent_ts.len() + 40);
-    out.extend_from_slice(&body[..end]);
-    if body[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        out.push(b',');
-    }
-    out.extend_from_slice(b"\"thread_ts\":");
-    serde_json::to_writer(&mut out, parent_ts).expect("a string serialises");
+    let reply = with_field(body, "thread_ts", &parent_ts.into());
     if broadcast {
-        out.extend_from_slice(b",\"reply_broadcast\":true");
+        with_field(&reply, "reply_broadcast", &true.into())
+    } else {
+        reply
     }
-    out.extend_from_slice(&body[end..]);
-    out
 }
 
 /// A `chat.update` body that replaces the message `ts` in `channel` (the channel ID Slack
@@ -193,8 +279,17 @@ pub fn slack_update(body: &[u8], channel: &str, ts: &str) -> Vec<u8> {
 /// `{"ok":false,"error":"…"}` (with HTTP 200).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlackAnswer {
-    Posted { channel: String, ts: String },
-    Error { code: String, retry: bool },
+    Posted {
+        channel: String,
+        ts: String,
+    },
+    Error {
+        code: String,
+        retry: bool,
+    },
+    /// HTTP 2xx with a body that is not Slack's answer: the message may well be posted, so it
+    /// is not sent again, but its `ts` is unknown.
+    Unreadable,
 }
 
 /// Reads a Web API answer. Slack's error codes are short identifiers (`channel_not_found`),
@@ -210,17 +305,13 @@ pub fn slack_answer(body: &[u8]) -> SlackAnswer {
         #[serde(default)]
         ts: Option<String>,
     }
-    let invalid = SlackAnswer::Error {
-        code: "invalid_response".into(),
-        retry: true,
-    };
     let Ok(answer) = serde_json::from_slice::<Answer>(body) else {
-        return invalid;
+        return SlackAnswer::Unreadable;
     };
     if answer.ok {
         return match (answer.channel, answer.ts) {
             (Some(channel), Some(ts)) => SlackAnswer::Posted { channel, ts },
-            _ => invalid,
+            _ => SlackAnswer::Unreadable,
         };
     }
     let code = answer
@@ -318,61 +409,139 @@ mod tests {
         );
     }
 
-    fn api() -> SlackApi {
-        SlackApi {
-            update_url: "http://127.0.0.1:1/api/chat.update".into(),
-            channel: "C0123".into(),
-            threads: true,
-            rate_limit_group: fingerprint("xoxb"),
+    fn event(
+        phase: &str,
+        message: &str,
+        event_type: EventType,
+        checksum: Option<&str>,
+    ) -> FlaggerEvent {
+        let event = FlaggerEvent::new("podinfo", "default", phase, message, event_type, 1_000);
+        match checksum {
+            Some(c) => event.with_checksum(c),
+            None => event,
         }
     }
 
+    /// Flagger's real order: "New revision detected!" carries the previous revision (and, in
+    /// a cluster, the previous phase); it starts a thread anyway, which the next message's
+    /// revision is bound to.
     #[test]
-    fn threads_are_per_channel_canary_and_revision() {
-        let new = FlaggerEvent::new(
-            "podinfo",
-            "default",
-            "Progressing",
+    fn a_rollout_starts_with_new_revision_detected_whatever_its_checksum() {
+        let new = event(
+            "Succeeded",
             "New revision detected! Scaling up podinfo.default",
             EventType::Normal,
-            1,
-        )
-        .with_checksum("7c4d5e6f8");
+            Some("old"),
+        );
+        let start = thread_ref("slack/abc/C1", &new, None);
+        assert!(start.starts && !start.outcome && !start.broadcast);
+        assert_eq!(start.key(), "slack/abc/C1/default/podinfo");
+        let previous = ThreadParent {
+            channel: "C1".into(),
+            ts: "1.0".into(),
+            revision: Some("old".into()),
+        };
+        assert_eq!(thread_action(&start, Some(&previous)), ThreadAction::Start);
+
+        let started = ThreadParent {
+            channel: "C1".into(),
+            ts: "2.0".into(),
+            revision: None,
+        };
+        let advance = thread_ref(
+            "slack/abc/C1",
+            &event(
+                "Progressing",
+                "Advance podinfo.default canary weight 10",
+                EventType::Normal,
+                Some("new"),
+            ),
+            None,
+        );
         assert_eq!(
-            thread_ref(&api(), &new, None),
-            Some(ThreadRef {
-                key: "C0123/default/podinfo/7c4d5e6f8".into(),
-                outcome: false,
-                broadcast: false
-            })
+            thread_action(&advance, Some(&started)),
+            ThreadAction::Reply {
+                parent: &started,
+                bind: true
+            }
         );
-        let failed = FlaggerEvent::new(
-            "podinfo",
-            "default",
-            "Failed",
-            "Canary failed! Scaling down podinfo.default",
-            EventType::Warning,
-            2,
+        let bound = ThreadParent {
+            revision: Some("new".into()),
+            ..started.clone()
+        };
+        assert_eq!(
+            thread_action(&advance, Some(&bound)),
+            ThreadAction::Reply {
+                parent: &bound,
+                bind: false
+            }
         );
-        // No checksum: the Canary's revision names the rollout.
+        // Another revision without a start message: Herald missed it; a new thread.
+        let missed = thread_ref(
+            "slack/abc/C1",
+            &event(
+                "Progressing",
+                "Advance podinfo.default canary weight 10",
+                EventType::Normal,
+                Some("newer"),
+            ),
+            None,
+        );
+        assert_eq!(thread_action(&missed, Some(&bound)), ThreadAction::Start);
+        assert_eq!(thread_action(&missed, None), ThreadAction::Start);
+    }
+
+    #[test]
+    fn outcomes_by_phase_or_by_flaggers_message() {
+        let promoted = thread_ref(
+            "s",
+            &event(
+                "Finalising",
+                "Promotion completed! Scaling down podinfo.default",
+                EventType::Normal,
+                None,
+            ),
+            None,
+        );
+        assert!(promoted.outcome && !promoted.broadcast);
+        // In a cluster the phase may still be Progressing when Flagger records the failure.
+        let failed = thread_ref(
+            "s",
+            &event(
+                "Progressing",
+                "Canary failed! Scaling down podinfo.default",
+                EventType::Warning,
+                None,
+            ),
+            None,
+        );
+        assert!(failed.outcome && failed.broadcast);
+        let rolling_back = thread_ref(
+            "s",
+            &event(
+                "Progressing",
+                "Rolling back podinfo.default failed checks threshold reached 5",
+                EventType::Warning,
+                None,
+            ),
+            None,
+        );
+        assert!(!rolling_back.outcome && !rolling_back.broadcast);
+        // The canary's revision when the event has no checksum.
         let canary = CanaryFacts {
             revision: Some("rev-2".into()),
             ..CanaryFacts::default()
         };
         assert_eq!(
-            thread_ref(&api(), &failed, Some(&canary)),
-            Some(ThreadRef {
-                key: "C0123/default/podinfo/rev-2".into(),
-                outcome: true,
-                broadcast: true
-            })
+            thread_ref(
+                "s",
+                &event("Progressing", "x", EventType::Normal, None),
+                Some(&canary)
+            )
+            .revision
+            .as_deref(),
+            Some("rev-2")
         );
-        assert_eq!(thread_ref(&api(), &failed, None), None);
-        let off = SlackApi {
-            threads: false,
-            ..api()
-        };
-        assert_eq!(thread_ref(&off, &new, None), None);
     }
 
     #[test]
@@ -384,8 +553,12 @@ mod tests {
             r#"{"channel":"C0123","username":"herald","attachments":[{"text":"x"}],"thread_ts":"1.5"}"#
         );
         assert_eq!(
-            String::from_utf8(slack_reply(b"{}", "1.5", false)).unwrap(),
-            r#"{"thread_ts":"1.5"}"#
+            String::from_utf8(slack_reply(b"{}", "1.5", true)).unwrap(),
+            r#"{"thread_ts":"1.5","reply_broadcast":true}"#
+        );
+        assert_eq!(
+            String::from_utf8(google_chat_in_thread(br#"{"a":1}"#, "default/podinfo/9")).unwrap(),
+            r#"{"a":1,"thread":{"threadKey":"default/podinfo/9"}}"#
         );
         let broadcast: Value = serde_json::from_slice(&slack_reply(body, "1.5", true)).unwrap();
         assert_eq!(broadcast["reply_broadcast"], true);
@@ -419,13 +592,8 @@ mod tests {
                 retry: true
             }
         );
-        assert_eq!(
-            slack_answer(b"<html>"),
-            SlackAnswer::Error {
-                code: "invalid_response".into(),
-                retry: true
-            }
-        );
+        assert_eq!(slack_answer(b"<html>"), SlackAnswer::Unreadable);
+        assert_eq!(slack_answer(br#"{"ok":true}"#), SlackAnswer::Unreadable);
         assert_eq!(
             slack_answer(br#"{"ok":false,"error":"https://evil/\nx"}"#),
             SlackAnswer::Error {

@@ -285,12 +285,11 @@ fn rollout_notifies_the_team_and_the_audit_log() {
             }]
         })
     );
-    // New revision: Google Chat gets one card, in the rollout's thread.
+    // New revision: Google Chat gets one card (its thread is added when it is sent).
     assert_eq!(
         body_of(&all[1], "team-space"),
         json!({
             "fallbackText": "podinfo.default New revision detected! Scaling up podinfo.default",
-            "thread": {"threadKey": "default/podinfo/7c4d5e6f8"},
             "cardsV2": [{
                 "cardId": "herald",
                 "card": {
@@ -505,7 +504,16 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
                     .collect();
                 (
                     receiver.name.clone(),
-                    d.thread.map(|t| (t.key, t.outcome, t.broadcast)),
+                    d.thread.map(|t| {
+                        (
+                            // The token's fingerprint, then the channel.
+                            t.scope.starts_with("slack/") && t.scope.ends_with("/C0123ABCD"),
+                            t.key().ends_with("/C0123ABCD/payments/checkout"),
+                            t.revision,
+                            t.outcome,
+                            t.broadcast,
+                        )
+                    }),
                     headers,
                     serde_json::from_slice::<Value>(&d.body).unwrap(),
                     d.body,
@@ -523,11 +531,7 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
     assert_eq!(receiver, "rollout-threads");
     assert_eq!(
         thread,
-        &Some((
-            "C0123ABCD/payments/checkout/5a6b7c".to_owned(),
-            false,
-            false
-        ))
+        &Some((true, true, Some("5a6b7c".to_owned()), false, false))
     );
     assert_eq!(
         headers,
@@ -556,7 +560,7 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
     );
     assert_eq!(
         failed[2].1,
-        Some(("C0123ABCD/payments/checkout/5a6b7c".to_owned(), true, true))
+        Some((true, true, Some("5a6b7c".to_owned()), true, true))
     );
     let (_, _, headers, body, exact) = &failed[3];
     assert_eq!(

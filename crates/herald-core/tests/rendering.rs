@@ -426,16 +426,29 @@ spec:
             "https://chat.googleapis.com/v1/spaces/CCC/messages?messageReplyOption=REPLY_MESSAGE_OR_FAIL",
         ]
     );
+    // The thread is chosen when the message is sent (it depends on the canary's current
+    // thread); the rendered delivery says which canary's thread and with which revision.
     let with_revision = progressing("podinfo", "default").with_checksum("7c4d5e6f8");
-    let bodies: Vec<Value> = deliveries(&set, &MatchInput::event(&with_revision), None)
+    let threads: Vec<Option<(bool, String, Option<String>)>> = set
+        .deliveries(&MatchInput::event(&with_revision), None)
         .into_iter()
-        .map(|(_, _, body)| json_of(&body))
+        .map(|d| {
+            let d = d.unwrap();
+            assert_eq!(json_of(&d.body).get("thread"), None);
+            d.thread
+                .map(|t| (t.scope.starts_with("googlechat/"), t.key(), t.revision))
+        })
         .collect();
-    assert_eq!(
-        bodies[0]["thread"],
-        json!({"threadKey": "default/podinfo/7c4d5e6f8"})
+    assert_eq!(threads.len(), 3);
+    let (is_google, key, revision) = threads[0].clone().expect("threaded");
+    assert!(is_google && key.ends_with("/default/podinfo"), "{key}");
+    assert_eq!(revision.as_deref(), Some("7c4d5e6f8"));
+    assert_eq!(threads[1], None, "threads: false");
+    // Two webhooks, two scopes: their threads are kept apart.
+    assert_ne!(
+        threads[0].as_ref().unwrap().1,
+        threads[2].as_ref().unwrap().1
     );
-    assert_eq!(bodies[1].get("thread"), None);
     // In a cluster an event without a checksum takes the Canary's revision.
     let no_checksum = progressing("podinfo", "default");
     let canary = herald_core::CanaryFacts {
@@ -446,11 +459,6 @@ spec:
         canary: Some(&canary),
         ..MatchInput::event(&no_checksum)
     };
-    let (_, _, body) = &deliveries(&set, &input, None)[0];
-    assert_eq!(
-        json_of(body)["thread"],
-        json!({"threadKey": "default/podinfo/rev-9"})
-    );
-    let (_, _, body) = &deliveries(&set, &MatchInput::event(&no_checksum), None)[0];
-    assert_eq!(json_of(body).get("thread"), None);
+    let first = set.deliveries(&input, None).remove(0).unwrap();
+    assert_eq!(first.thread.unwrap().revision.as_deref(), Some("rev-9"));
 }

@@ -87,10 +87,18 @@ struct RenderedDelivery<'a> {
     /// The names of the extra headers (their values may be credentials).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     headers: Vec<String>,
-    /// Slack bots: the rollout thread the message belongs to.
+    /// Receivers that thread rollouts: the canary's thread, and whether this message
+    /// starts a new one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    thread: Option<&'a str>,
+    thread: Option<RenderedThread>,
     body: &'a RawValue,
+}
+
+#[derive(serde::Serialize)]
+struct RenderedThread {
+    key: String,
+    starts: bool,
+    outcome: bool,
 }
 
 /// Prints each delivery the events would produce as a JSON line
@@ -139,7 +147,11 @@ pub fn render(files: &PolicyFiles, event_path: &Path) -> Result<ExitCode> {
                         kind: receiver.kind.type_name(),
                         method: (method != HttpMethod::Post).then(|| method.as_str()),
                         headers,
-                        thread: delivery.thread.as_ref().map(|t| t.key.as_str()),
+                        thread: delivery.thread.as_ref().map(|t| RenderedThread {
+                            key: t.key(),
+                            starts: t.starts,
+                            outcome: t.outcome,
+                        }),
                         body: &RawValue::from_string(body).expect("bodies are valid JSON"),
                     };
                     let _ = writeln!(

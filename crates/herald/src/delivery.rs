@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use herald_api::HttpMethod;
-use herald_core::request::{Header, SlackAnswer, ThreadRef};
+use herald_core::request::{
+    thread_action, Header, SlackAnswer, ThreadAction, ThreadParent, ThreadRef,
+};
 use herald_core::{PolicyId, Redacted};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use reqwest::StatusCode;
@@ -98,9 +100,10 @@ pub struct Job {
     /// Extra headers: the policy's, a bearer token, the body's signature.
     pub headers: Vec<Header>,
     pub body: Bytes,
-    /// Set for Slack bots: the Web API's answer decides the outcome, and the message may go
-    /// into its rollout's thread.
+    /// Set for Slack bots: the Web API's answer decides the outcome.
     pub slack: Option<SlackJob>,
+    /// Set for receivers that thread rollouts (Slack bots, Google Chat).
+    pub thread: Option<ThreadRef>,
     /// When Herald received the event; delivery latency is measured from here.
     pub received_at: Instant,
     /// Shared with the other notifications of the same event.
@@ -127,6 +130,7 @@ impl Job {
             headers,
             body,
             slack: None,
+            thread: None,
             received_at,
             completion: None,
             ticket: None,
@@ -156,35 +160,33 @@ pub struct SlackJob {
     pub channel: String,
     /// `<api>/chat.update`.
     pub update_url: String,
-    pub thread: Option<ThreadRef>,
     /// The token's rate-limit group (see `SlackApi::rate_limit_group`).
     pub rate_limit_group: String,
 }
 
-/// A message Slack posted: the channel ID and timestamp that identify it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SlackMessage {
-    pub channel: String,
-    pub ts: String,
-}
-
-/// Where Slack bots keep each rollout's first message, so replies thread under it, also
-/// after a restart when the store persists.
+/// Where receivers that thread rollouts keep each canary's current thread, so replies find
+/// it, also after a restart when the store persists.
 pub trait ThreadStore: Send + Sync {
-    fn parent(&self, key: &str) -> Option<SlackMessage>;
-    fn remember(&self, key: &str, message: SlackMessage);
+    fn parent(&self, thread: &ThreadRef) -> Option<ThreadParent>;
+    fn remember(&self, thread: &ThreadRef, parent: ThreadParent);
 }
 
-/// Thread parents in memory, the most recent [`MemoryThreads::CAPACITY`] rollouts; written
-/// to a JSON file on every change when given one (`herald serve --state-file`).
+/// Threads in memory, the most recently started [`MemoryThreads::CAPACITY`]; written to a
+/// JSON file on every change when given one (`herald serve --state-file`).
 pub struct MemoryThreads {
     entries: std::sync::Mutex<Remembered>,
     file: Option<std::path::PathBuf>,
 }
 
-/// Thread parents by key, each with its insertion number (the oldest is forgotten first),
-/// and the last number given.
-type Remembered = (u64, HashMap<String, (u64, SlackMessage)>);
+/// Threads by key, each with its insertion number (the oldest is forgotten first), and the
+/// last number given.
+type Remembered = (u64, HashMap<String, (u64, ThreadParent)>);
+
+/// The state file: threads oldest first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedThreads {
+    threads: Vec<(String, ThreadParent)>,
+}
 
 impl MemoryThreads {
     pub const CAPACITY: usize = 10_000;
@@ -196,48 +198,60 @@ impl MemoryThreads {
         }
     }
 
-    /// Loads the file if it exists; a missing file is an empty store, an unreadable one an
-    /// error.
-    pub fn persisted(path: std::path::PathBuf) -> crate::Result<Self> {
-        let mut map = HashMap::new();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let saved: HashMap<String, SlackMessage> =
-                    serde_json::from_slice(&bytes).map_err(|e| crate::Error::StateFile {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                map = saved
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (key, message))| (key, (i as u64, message)))
-                    .collect();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+    /// Loads the file if it exists. It is a cache: a file that cannot be read or parsed is
+    /// logged, moved aside (`.bad`) and Herald starts with no threads rather than not at all.
+    pub fn persisted(path: std::path::PathBuf) -> Self {
+        let saved = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<SavedThreads>(&bytes) {
+                Ok(saved) => saved.threads,
+                Err(e) => {
+                    let aside = path.with_extension("bad");
+                    warn!(path = %path.display(), error = %e, moved_to = %aside.display(),
+                        "the thread state file is unreadable; starting without threads");
+                    let _ = std::fs::rename(&path, &aside);
+                    Vec::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                return Err(crate::Error::StateFile {
-                    path,
-                    reason: e.to_string(),
-                })
+                warn!(path = %path.display(), error = %e,
+                    "cannot read the thread state file; starting without threads");
+                Vec::new()
             }
-        }
-        Ok(MemoryThreads {
+        };
+        let map: HashMap<String, (u64, ThreadParent)> = saved
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, parent))| (key, (i as u64, parent)))
+            .collect();
+        MemoryThreads {
             entries: std::sync::Mutex::new((map.len() as u64, map)),
             file: Some(path),
-        })
+        }
     }
 
-    fn save(&self, map: &HashMap<String, (u64, SlackMessage)>) {
-        let Some(path) = &self.file else { return };
-        let plain: std::collections::BTreeMap<&str, &SlackMessage> =
-            map.iter().map(|(k, (_, m))| (k.as_str(), m)).collect();
-        let bytes = serde_json::to_vec(&plain).expect("thread parents serialise");
-        // Write then rename, so a crash never leaves half a file.
+    /// Writes the file: a temporary file, flushed to disk, then renamed over the old one, so
+    /// a crash leaves the old file or the new one, never half of one.
+    fn save(path: &std::path::Path, map: &HashMap<String, (u64, ThreadParent)>) {
+        let mut threads: Vec<(&String, &(u64, ThreadParent))> = map.iter().collect();
+        threads.sort_by_key(|(_, (n, _))| *n);
+        let saved = SavedThreads {
+            threads: threads
+                .into_iter()
+                .map(|(key, (_, parent))| (key.clone(), parent.clone()))
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&saved).expect("threads serialise");
         let temporary = path.with_extension("tmp");
-        let written =
-            std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path));
+        let written = (|| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        })();
         if let Err(e) = written {
-            warn!(path = %path.display(), error = %e, "could not save Slack thread parents");
+            warn!(path = %path.display(), error = %e, "could not save the thread state");
         }
     }
 }
@@ -249,16 +263,16 @@ impl Default for MemoryThreads {
 }
 
 impl ThreadStore for MemoryThreads {
-    fn parent(&self, key: &str) -> Option<SlackMessage> {
+    fn parent(&self, thread: &ThreadRef) -> Option<ThreadParent> {
         let entries = self.entries.lock().expect("thread lock poisoned");
-        entries.1.get(key).map(|(_, m)| m.clone())
+        entries.1.get(&thread.key()).map(|(_, p)| p.clone())
     }
 
-    fn remember(&self, key: &str, message: SlackMessage) {
+    fn remember(&self, thread: &ThreadRef, parent: ThreadParent) {
         let mut entries = self.entries.lock().expect("thread lock poisoned");
         let (counter, map) = &mut *entries;
         *counter += 1;
-        map.insert(key.to_owned(), (*counter, message));
+        map.insert(thread.key(), (*counter, parent));
         if map.len() > Self::CAPACITY {
             let oldest = map
                 .iter()
@@ -267,7 +281,10 @@ impl ThreadStore for MemoryThreads {
                 .expect("not empty");
             map.remove(&oldest);
         }
-        self.save(map);
+        if let Some(path) = &self.file {
+            // A new thread starts once per rollout: rare enough to write the file each time.
+            Self::save(path, map);
+        }
     }
 }
 
@@ -490,9 +507,12 @@ async fn run_queue(inner: Arc<Inner>, mut queue: mpsc::Receiver<Job>, url: Optio
             parsed: url.as_ref(),
             raw: &job.url,
         };
-        let outcome = match &job.slack {
-            Some(slack) => deliver_slack(&inner, &job, slack, target, &mut last_sent).await,
-            None => {
+        let outcome = match (&job.slack, &job.thread) {
+            (Some(slack), _) => deliver_slack(&inner, &job, slack, target, &mut last_sent).await,
+            (None, Some(thread)) => {
+                deliver_google_chat(&inner, &job, thread, target, &mut last_sent).await
+            }
+            (None, None) => {
                 deliver(&inner, &job, target, &job.body, "message", &mut last_sent)
                     .await
                     .0
@@ -509,9 +529,9 @@ struct Target<'a> {
     raw: &'a Redacted,
 }
 
-/// A Slack bot message: the first of a rollout starts its thread (its `ts` is kept), later
-/// ones reply in it, and the rollout's outcome also replaces the first message, so the
-/// channel shows one message per rollout, coloured by how it ended. A failed outcome is
+/// A Slack bot message. The first of a rollout starts its thread (its channel and `ts` are
+/// kept); later ones reply in it; the rollout's outcome also replaces the first message, so
+/// the channel shows one message per rollout, coloured by how it ended. A failed outcome is
 /// broadcast to the channel as well, because an edited message notifies nobody.
 async fn deliver_slack(
     inner: &Inner,
@@ -520,49 +540,133 @@ async fn deliver_slack(
     target: Target<'_>,
     last_sent: &mut Option<Instant>,
 ) -> Outcome {
-    let parent = slack
-        .thread
-        .as_ref()
-        .and_then(|thread| inner.threads.parent(&thread.key));
-    let body = match (&slack.thread, &parent) {
-        (Some(thread), Some(parent)) => Bytes::from(herald_core::request::slack_reply(
+    let Some(thread) = &job.thread else {
+        return deliver(inner, job, target, &job.body, "chat.postMessage", last_sent)
+            .await
+            .0;
+    };
+    let current = inner.threads.parent(thread);
+    let action = thread_action(thread, current.as_ref());
+    let body = match &action {
+        ThreadAction::Start => job.body.clone(),
+        ThreadAction::Reply { parent, .. } => Bytes::from(herald_core::request::slack_reply(
             &job.body,
             &parent.ts,
             thread.broadcast,
         )),
-        _ => job.body.clone(),
     };
     let (outcome, posted) = deliver(inner, job, target, &body, "chat.postMessage", last_sent).await;
     if outcome != Outcome::Delivered {
         return outcome;
     }
-    match (&slack.thread, parent, posted) {
-        (Some(thread), None, Some(posted)) => inner.threads.remember(&thread.key, posted),
-        (Some(thread), Some(parent), _) if thread.outcome => {
-            let update = Bytes::from(herald_core::request::slack_update(
-                &job.body,
-                &parent.channel,
-                &parent.ts,
-            ));
-            let update_url = Redacted::new(slack.update_url.clone());
-            let update_target = Target {
-                parsed: None,
-                raw: &update_url,
-            };
-            let (updated, _) =
-                deliver(inner, job, update_target, &update, "chat.update", last_sent).await;
-            if updated != Outcome::Delivered {
-                // The reply carrying the outcome was delivered: the notification counts as
-                // delivered; only the first message still shows the rollout in progress.
-                warn!(
-                    policy = %job.policy, receiver = %job.receiver,
-                    "the rollout's first Slack message was not updated with its outcome"
+    match action {
+        ThreadAction::Start => match posted {
+            Some(posted) => inner.threads.remember(
+                thread,
+                ThreadParent {
+                    channel: posted.channel,
+                    ts: posted.ts,
+                    revision: if thread.starts {
+                        None
+                    } else {
+                        thread.revision.clone()
+                    },
+                },
+            ),
+            None => warn!(
+                policy = %job.policy, receiver = %job.receiver,
+                "Slack's answer did not name the message: the rollout's later messages will not be threaded under it"
+            ),
+        },
+        ThreadAction::Reply { parent, bind } => {
+            if bind {
+                inner.threads.remember(
+                    thread,
+                    ThreadParent {
+                        revision: thread.revision.clone(),
+                        ..parent.clone()
+                    },
                 );
             }
+            if thread.outcome {
+                update_first_message(inner, job, slack, parent, last_sent).await;
+            }
         }
-        _ => {}
     }
     outcome
+}
+
+/// Replaces a rollout's first Slack message by the message carrying its outcome.
+async fn update_first_message(
+    inner: &Inner,
+    job: &Job,
+    slack: &SlackJob,
+    parent: &ThreadParent,
+    last_sent: &mut Option<Instant>,
+) {
+    let update = Bytes::from(herald_core::request::slack_update(
+        &job.body,
+        &parent.channel,
+        &parent.ts,
+    ));
+    let update_url = Redacted::new(slack.update_url.clone());
+    let target = Target {
+        parsed: None,
+        raw: &update_url,
+    };
+    let (updated, _) = deliver(inner, job, target, &update, "chat.update", last_sent).await;
+    if updated != Outcome::Delivered {
+        // The reply carrying the outcome was delivered: the notification counts as
+        // delivered; only the first message still shows the rollout in progress.
+        warn!(
+            policy = %job.policy, receiver = %job.receiver,
+            "the rollout's first Slack message was not updated with its outcome"
+        );
+    }
+}
+
+/// A Google Chat message in its rollout's thread: Chat threads by a key Herald chooses, so a
+/// new rollout gets a new key (`<namespace>/<canary>/<event ms>`), kept like a Slack parent.
+async fn deliver_google_chat(
+    inner: &Inner,
+    job: &Job,
+    thread: &ThreadRef,
+    target: Target<'_>,
+    last_sent: &mut Option<Instant>,
+) -> Outcome {
+    let current = inner.threads.parent(thread);
+    let action = thread_action(thread, current.as_ref());
+    let key = match &action {
+        ThreadAction::Start => herald_core::request::google_chat_thread_key(thread),
+        ThreadAction::Reply { parent, .. } => parent.ts.clone(),
+    };
+    let body = Bytes::from(herald_core::request::google_chat_in_thread(&job.body, &key));
+    let (outcome, _) = deliver(inner, job, target, &body, "message", last_sent).await;
+    let remember = match &action {
+        ThreadAction::Start => true,
+        ThreadAction::Reply { bind, .. } => *bind,
+    };
+    if outcome == Outcome::Delivered && remember {
+        inner.threads.remember(
+            thread,
+            ThreadParent {
+                channel: String::new(),
+                ts: key,
+                revision: if thread.starts {
+                    None
+                } else {
+                    thread.revision.clone()
+                },
+            },
+        );
+    }
+    outcome
+}
+
+/// A message Slack posted: the channel ID and timestamp that identify it.
+struct Posted {
+    channel: String,
+    ts: String,
 }
 
 /// Why an attempt failed, and whether to try again.
@@ -584,7 +688,7 @@ async fn deliver(
     body: &Bytes,
     request: &'static str,
     last_sent: &mut Option<Instant>,
-) -> (Outcome, Option<SlackMessage>) {
+) -> (Outcome, Option<Posted>) {
     let config = &inner.config;
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(config.min_backoff)
@@ -603,10 +707,12 @@ async fn deliver(
             }
         }
         let group = job.slack.as_ref().map(|s| s.rate_limit_group.as_str());
-        if let Some(group) = group {
+        // Another queue of the group may extend the pause while this one waits.
+        while let Some(group) = group {
             let until = inner.paused.lock().expect("pause lock").get(group).copied();
-            if let Some(until) = until.filter(|t| *t > Instant::now()) {
-                tokio::time::sleep_until(until.into()).await;
+            match until.filter(|t| *t > Instant::now()) {
+                Some(until) => tokio::time::sleep_until(until.into()).await,
+                None => break,
             }
         }
         *last_sent = Some(Instant::now());
@@ -663,7 +769,7 @@ async fn attempt_once(
     job: &Job,
     target: Target<'_>,
     body: &Bytes,
-) -> Result<(StatusCode, Option<SlackMessage>), AttemptError> {
+) -> Result<(StatusCode, Option<Posted>), AttemptError> {
     let mut headers = HeaderMap::new();
     headers.insert(
         CONTENT_TYPE,
@@ -720,7 +826,14 @@ async fn attempt_once(
         }
         let answer = response.bytes().await.unwrap_or_default();
         return match herald_core::request::slack_answer(&answer) {
-            SlackAnswer::Posted { channel, ts } => Ok((status, Some(SlackMessage { channel, ts }))),
+            SlackAnswer::Posted { channel, ts } => Ok((status, Some(Posted { channel, ts }))),
+            SlackAnswer::Unreadable => {
+                warn!(
+                    policy = %job.policy, receiver = %job.receiver,
+                    status = status.as_u16(), "Slack answered success with an unreadable body; not sending again"
+                );
+                Ok((status, None))
+            }
             SlackAnswer::Error { code, retry } => {
                 let detail = format!("Slack answered ok=false: {code}");
                 if retry {

@@ -40,8 +40,6 @@ pub enum Error {
         source_name: String,
         message: String,
     },
-    #[error("state file {}: {reason}", path.display())]
-    StateFile { path: PathBuf, reason: String },
     #[error("server error: {0}")]
     Serve(std::io::Error),
     #[error("demo: {0}")]

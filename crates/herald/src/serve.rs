@@ -54,7 +54,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         })?;
     metrics.policies_loaded.set(set.policies().len() as i64);
     let threads: Arc<dyn ThreadStore> = match &options.state_file {
-        Some(path) => Arc::new(MemoryThreads::persisted(path.clone())?),
+        Some(path) => Arc::new(MemoryThreads::persisted(path.clone())),
         None => Arc::new(MemoryThreads::new()),
     };
     let policies = Arc::new(ArcSwap::from_pointee(set));

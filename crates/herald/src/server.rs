@@ -172,9 +172,9 @@ pub fn dispatch(
                 job.slack = receiver.request.slack_api.as_ref().map(|api| SlackJob {
                     channel: api.channel.clone(),
                     update_url: api.update_url.clone(),
-                    thread: delivery.thread,
                     rate_limit_group: api.rate_limit_group.clone(),
                 });
+                job.thread = delivery.thread;
                 job.completion = completion.clone();
                 if state.dispatcher.enqueue(job) {
                     queued += 1;

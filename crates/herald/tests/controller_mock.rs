@@ -512,12 +512,14 @@ async fn events_of_other_kinds_and_unmatched_canaries_send_nothing() {
     assert!(h.notifier.state.get(&checkout).handled.contains_key("o1:1"));
 }
 
-/// Slack thread parents live in the state ConfigMap: saved with the canary's record, and a
+/// Rollout threads live in the state ConfigMap: saved with the canary's record, and a
 /// restarted (or newly elected) Herald that loads the ConfigMap finds them.
 #[tokio::test]
-async fn slack_thread_parents_are_saved_in_the_state_configmap_and_found_after_a_restart() {
+async fn rollout_threads_are_saved_in_the_state_configmap_and_found_after_a_restart() {
     use herald::controller::state::{parse_records, StateThreads};
-    use herald::delivery::{MemoryThreads, SlackMessage, ThreadStore};
+    use herald::delivery::{MemoryThreads, ThreadStore};
+    use herald_core::request::{thread_ref, ThreadParent};
+    use herald_core::FlaggerEvent;
     use std::sync::Mutex;
 
     let (client, mut api) = mock_client();
@@ -532,15 +534,22 @@ async fn slack_thread_parents_are_saved_in_the_state_configmap_and_found_after_a
         slot: Arc::new(Mutex::new(Some(store.clone()))),
         fallback: MemoryThreads::new(),
     };
-    let key = "C0123ABCD/payments/checkout/5a6b7c";
-    assert_eq!(threads.parent(key), None);
-    threads.remember(
-        key,
-        SlackMessage {
-            channel: "C0123ABCD".into(),
-            ts: "1700000000.000001".into(),
-        },
+    let event = FlaggerEvent::new(
+        "checkout",
+        "payments",
+        "Progressing",
+        "Advance checkout.payments canary weight 10",
+        herald_api::EventType::Normal,
+        1_700_000_000_000,
     );
+    let thread = thread_ref("slack/f00d/C0123ABCD", &event, None);
+    assert_eq!(threads.parent(&thread), None);
+    let parent = ThreadParent {
+        channel: "C0123ABCD".into(),
+        ts: "1700000000.000001".into(),
+        revision: Some("5a6b7c".into()),
+    };
+    threads.remember(&thread, parent.clone());
     let server = tokio::spawn(async move {
         expect(
             &mut api,
@@ -553,7 +562,7 @@ async fn slack_thread_parents_are_saved_in_the_state_configmap_and_found_after_a
     });
     store.flush().await.unwrap();
     let patch = server.await.unwrap();
-    let saved = r#"{"floor":0,"threads":{"C0123ABCD/5a6b7c":{"channel":"C0123ABCD","ts":"1700000000.000001"}}}"#;
+    let saved = r#"{"floor":0,"threads":{"slack/f00d/C0123ABCD":{"channel":"C0123ABCD","ts":"1700000000.000001","revision":"5a6b7c"}}}"#;
     assert_eq!(patch, json!({"data": {"payments.checkout": saved}}));
 
     // After a restart: the records come from the ConfigMap, the memory is empty.
@@ -573,12 +582,7 @@ async fn slack_thread_parents_are_saved_in_the_state_configmap_and_found_after_a
         ))))),
         fallback: MemoryThreads::new(),
     };
-    assert_eq!(
-        restarted.parent(key),
-        Some(SlackMessage {
-            channel: "C0123ABCD".into(),
-            ts: "1700000000.000001".into()
-        })
-    );
-    assert_eq!(restarted.parent("C0123ABCD/payments/checkout/other"), None);
+    assert_eq!(restarted.parent(&thread), Some(parent));
+    let other_receiver = thread_ref("slack/beef/C0123ABCD", &event, None);
+    assert_eq!(restarted.parent(&other_receiver), None);
 }

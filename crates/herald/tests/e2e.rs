@@ -465,9 +465,11 @@ async fn controller_end_to_end() {
             .get(&format!("{ns}.checkout"))
             .cloned()
             .unwrap_or_default();
-        if entry.contains(
-            r##""threads":{"#deploys/rev-1":{"channel":"C0123ABCD","ts":"1700000000.000001"}}"##,
-        ) {
+        // The bot's thread scope (token fingerprint and channel) to the first message, with
+        // no revision yet: "New revision detected!" started it.
+        if entry.contains(r#""threads":{"slack/"#)
+            && entry.contains(r##"/#deploys":{"channel":"C0123ABCD","ts":"1700000000.000001"}}"##)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "thread never saved: {entry}");

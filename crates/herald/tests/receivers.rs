@@ -413,7 +413,8 @@ async fn chat_services_get_exact_bodies_and_their_answers_count_as_delivered() {
         gchat[1].json(),
         json!({
             "fallbackText": "podinfo.default Canary failed! Scaling down podinfo.default",
-            "thread": {"threadKey": "default/podinfo/abc123"},
+            // The first event (at 1700000000000 ms) started the canary's thread.
+            "thread": {"threadKey": "default/podinfo/1700000000000"},
             "cardsV2": [{
                 "cardId": "herald",
                 "card": {

@@ -150,8 +150,11 @@ async fn a_rollout_is_one_thread_and_its_first_message_shows_the_outcome() {
     server.stop().await.unwrap();
 }
 
+/// Flagger's real order: "New revision detected!" is recorded before Flagger stores the new
+/// revision, so it carries the previous rollout's checksum (and, seen from the cluster, the
+/// previous phase). It must start a new thread, not reply in (or rewrite) the previous one.
 #[tokio::test]
-async fn a_failed_rollout_is_broadcast_and_a_new_revision_starts_a_new_thread() {
+async fn each_rollout_gets_its_own_thread_in_flaggers_real_order() {
     let slack = FakeSlack::start().await;
     let dir = PolicyDir::new(&[("bot.yaml", &bot_policy(&slack, "#deploys"))]);
     let server = herald::serve::start(options(dir.path())).await.unwrap();
@@ -160,7 +163,7 @@ async fn a_failed_rollout_is_broadcast_and_a_new_revision_starts_a_new_thread() 
         &[
             rollout_event(
                 "aaa",
-                "Progressing",
+                "Succeeded",
                 "New revision detected! Scaling up podinfo.default",
                 "Normal",
                 1,
@@ -168,34 +171,130 @@ async fn a_failed_rollout_is_broadcast_and_a_new_revision_starts_a_new_thread() 
             rollout_event(
                 "bbb",
                 "Progressing",
-                "New revision detected! Scaling up podinfo.default",
+                "Advance podinfo.default canary weight 10",
                 "Normal",
                 2,
             ),
             rollout_event(
                 "bbb",
-                "Failed",
+                "Succeeded",
+                "Promotion completed! Scaling down podinfo.default",
+                "Normal",
+                3,
+            ),
+            // The next rollout: the start carries the previous checksum and phase.
+            rollout_event(
+                "bbb",
+                "Succeeded",
+                "New revision detected! Scaling up podinfo.default",
+                "Normal",
+                4,
+            ),
+            rollout_event(
+                "ccc",
+                "Progressing",
+                "Advance podinfo.default canary weight 10",
+                "Normal",
+                5,
+            ),
+            // In a cluster the phase may still say Progressing when Flagger records this.
+            rollout_event(
+                "ccc",
+                "Progressing",
                 "Canary failed! Scaling down podinfo.default",
                 "Warning",
-                3,
+                6,
             ),
         ],
     )
     .await;
-    let calls = slack.wait_for(4).await;
-    assert_eq!(calls[0].body.get("thread_ts"), None);
-    assert_eq!(
-        calls[1].body.get("thread_ts"),
-        None,
-        "another revision is another rollout"
+    let calls = slack.wait_for(8).await;
+    // (method, thread_ts, ts, reply_broadcast, text)
+    type Seen<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<bool>,
+        &'a str,
     );
-    assert_eq!(calls[2].method, "chat.postMessage");
-    assert_eq!(calls[2].body["thread_ts"], "1700000000.000002");
-    assert_eq!(calls[2].body["reply_broadcast"], true);
-    assert_eq!(calls[2].body["attachments"][0]["color"], "danger");
-    assert_eq!(calls[3].method, "chat.update");
-    assert_eq!(calls[3].body["ts"], "1700000000.000002");
-    assert_eq!(calls[3].body["attachments"][0]["color"], "danger");
+    let summary: Vec<Seen> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.method.as_str(),
+                c.body["thread_ts"].as_str(),
+                c.body["ts"].as_str(),
+                c.body["reply_broadcast"].as_bool(),
+                c.body["attachments"][0]["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let first = Some("1700000000.000001");
+    let second = Some("1700000000.000004");
+    assert_eq!(
+        summary,
+        [
+            (
+                "chat.postMessage",
+                None,
+                None,
+                None,
+                "New revision detected! Scaling up podinfo.default"
+            ),
+            (
+                "chat.postMessage",
+                first,
+                None,
+                None,
+                "Advance podinfo.default canary weight 10"
+            ),
+            (
+                "chat.postMessage",
+                first,
+                None,
+                None,
+                "Promotion completed! Scaling down podinfo.default"
+            ),
+            (
+                "chat.update",
+                None,
+                first,
+                None,
+                "Promotion completed! Scaling down podinfo.default"
+            ),
+            (
+                "chat.postMessage",
+                None,
+                None,
+                None,
+                "New revision detected! Scaling up podinfo.default"
+            ),
+            (
+                "chat.postMessage",
+                second,
+                None,
+                None,
+                "Advance podinfo.default canary weight 10"
+            ),
+            (
+                "chat.postMessage",
+                second,
+                None,
+                Some(true),
+                "Canary failed! Scaling down podinfo.default"
+            ),
+            (
+                "chat.update",
+                None,
+                second,
+                None,
+                "Canary failed! Scaling down podinfo.default"
+            ),
+        ]
+    );
+    assert_eq!(calls[7].body["attachments"][0]["color"], "danger");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(slack.calls().len(), 8, "nothing else is sent");
     server.stop().await.unwrap();
 }
 
@@ -301,6 +400,8 @@ async fn a_429_pauses_every_channel_of_the_token() {
     )
     .await;
     let limited = slack.wait_for(1).await[0].clone();
+    // Herald reads the 429 just after the stand-in recorded the call: let it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let other = event(
         "other",
         "default",

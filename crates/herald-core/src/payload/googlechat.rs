@@ -6,6 +6,9 @@ use super::{fit_body, limit, rgb, to_json, Message};
 
 /// Google Chat rejects messages (text and cards together) over this many bytes.
 pub const GOOGLE_CHAT_MESSAGE_LIMIT: usize = 32_000;
+/// Room left for the `"thread":{"threadKey":"<namespace>/<canary>/<ms>"}` added when the
+/// message is sent (a namespace is at most 63 bytes, a canary name 253).
+pub const GOOGLE_CHAT_THREAD_ALLOWANCE: usize = 400;
 /// The title, each fact and the notification text are cut to this many bytes; the card's
 /// text gets what the message limit leaves.
 const PART_LIMIT: usize = 1_000;
@@ -15,14 +18,6 @@ const PART_LIMIT: usize = 1_000;
 struct ChatMessage<'a> {
     fallback_text: &'a str,
     cards_v2: [CardWithId<'a>; 1],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thread: Option<Thread<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Thread<'a> {
-    thread_key: &'a str,
 }
 
 #[derive(Serialize)]
@@ -65,9 +60,9 @@ enum Widget<'a> {
 /// one labelled line per fact (the phase coloured by outcome: cards have no colour strip),
 /// plus `fallbackText`, the plain text Chat shows where the card cannot be (notifications).
 /// The text is card text, so Chat's card HTML subset (`<b>`, `<a href>`, ...) applies to it.
-/// Cut to Google's 32,000-byte message limit. With a `thread_key` (a rollout), the message
-/// goes into that thread.
-pub fn google_chat(message: &Message<'_>, thread_key: Option<&str>) -> Vec<u8> {
+/// Cut to Google's 32,000-byte message limit, leaving room for the rollout's thread, which is
+/// added when the message is sent (`request::google_chat_in_thread`).
+pub fn google_chat(message: &Message<'_>) -> Vec<u8> {
     let title = limit(message.title, PART_LIMIT);
     let fallback = format!("{} {}", message.title, message.text);
     let fallback = limit(&fallback, PART_LIMIT);
@@ -104,12 +99,11 @@ pub fn google_chat(message: &Message<'_>, thread_key: Option<&str>) -> Vec<u8> {
                     sections: [Section { widgets }],
                 },
             }],
-            thread: thread_key.map(|thread_key| Thread { thread_key }),
         };
         to_json(&body, message)
     };
     fit_body(
-        GOOGLE_CHAT_MESSAGE_LIMIT,
+        GOOGLE_CHAT_MESSAGE_LIMIT - GOOGLE_CHAT_THREAD_ALLOWANCE,
         message.text.len().min(GOOGLE_CHAT_MESSAGE_LIMIT),
         build,
     )
@@ -155,7 +149,7 @@ mod tests {
             cluster: "prod",
         };
         assert_eq!(
-            parse(google_chat(&msg, None)),
+            parse(google_chat(&msg)),
             json!({
                 "fallbackText": "[prod] podinfo.default Canary failed! Scaling down podinfo.default",
                 "cardsV2": [{
@@ -204,7 +198,7 @@ mod tests {
                 event: &ev,
                 cluster: "",
             };
-            let body = parse(google_chat(&msg, None));
+            let body = parse(google_chat(&msg));
             assert_eq!(
                 body["cardsV2"][0]["card"]["sections"][0]["widgets"],
                 json!([
@@ -232,11 +226,15 @@ mod tests {
                 event: &ev,
                 cluster: "",
             };
-            let bytes = google_chat(&msg, None);
-            assert!(bytes.len() <= GOOGLE_CHAT_MESSAGE_LIMIT, "{}", bytes.len());
+            let bytes = google_chat(&msg);
+            assert!(
+                bytes.len() <= GOOGLE_CHAT_MESSAGE_LIMIT - GOOGLE_CHAT_THREAD_ALLOWANCE,
+                "{}",
+                bytes.len()
+            );
             // Only what had to go was cut.
             assert!(
-                bytes.len() > GOOGLE_CHAT_MESSAGE_LIMIT - 100,
+                bytes.len() > GOOGLE_CHAT_MESSAGE_LIMIT - GOOGLE_CHAT_THREAD_ALLOWANCE - 100,
                 "{}",
                 bytes.len()
             );

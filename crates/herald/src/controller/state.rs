@@ -17,8 +17,9 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::delivery::{MemoryThreads, SlackMessage, ThreadStore};
+use crate::delivery::{MemoryThreads, ThreadStore};
 use crate::Result;
+use herald_core::request::{ThreadParent, ThreadRef};
 
 /// Handled Event keys kept per canary; older ones fold into the floor.
 pub const MAX_KEYS: usize = 100;
@@ -53,13 +54,11 @@ pub struct CanaryRecord {
     /// transition, by a Flagger Event or by Herald itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced: Option<String>,
-    /// Slack bots' thread parents: `<channel>/<revision>` to the rollout's first message.
+    /// The canary's current rollout thread per threading receiver (Slack bot, Google Chat),
+    /// by the receiver's thread scope.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub threads: BTreeMap<String, SlackMessage>,
+    pub threads: BTreeMap<String, ThreadParent>,
 }
-
-/// Thread parents kept per canary; the oldest (by Slack timestamp) are forgotten.
-pub const MAX_THREADS: usize = 10;
 
 impl CanaryRecord {
     pub fn is_handled(&self, key: &str, time_ms: i64) -> bool {
@@ -81,69 +80,46 @@ impl CanaryRecord {
     }
 }
 
-/// Slack thread parents in the state ConfigMap, so a restarted or newly elected Herald
-/// still threads a rollout's replies. Until the state is loaded (before leadership) they are
-/// kept in memory.
+/// Rollout threads in the state ConfigMap, with the canary's record, so a restarted or newly
+/// elected Herald still threads a rollout's replies. Until the state is loaded (before
+/// leadership) they are kept in memory.
 pub struct StateThreads {
     pub slot: Arc<Mutex<Option<Arc<StateStore>>>>,
     pub fallback: MemoryThreads,
 }
 
 impl StateThreads {
-    /// Splits a thread key `<channel>/<namespace>/<canary>/<revision>` into the canary and
-    /// its record's key `<channel>/<revision>`.
-    fn locate(key: &str) -> Option<(CanaryRef, String)> {
-        let mut parts = key.rsplitn(4, '/');
-        let revision = parts.next()?;
-        let name = parts.next()?;
-        let namespace = parts.next()?;
-        let channel = parts.next()?;
-        Some((
-            CanaryRef {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            },
-            format!("{channel}/{revision}"),
-        ))
-    }
-
     fn store(&self) -> Option<Arc<StateStore>> {
         self.slot.lock().expect("state slot").clone()
     }
 }
 
-impl ThreadStore for StateThreads {
-    fn parent(&self, key: &str) -> Option<SlackMessage> {
-        if let (Some(store), Some((canary, slot))) = (self.store(), Self::locate(key)) {
-            if let Some(found) = store.get(&canary).threads.get(&slot) {
-                return Some(found.clone());
-            }
-        }
-        self.fallback.parent(key)
-    }
-
-    fn remember(&self, key: &str, message: SlackMessage) {
-        self.fallback.remember(key, message.clone());
-        if let (Some(store), Some((canary, slot))) = (self.store(), Self::locate(key)) {
-            store.update(&canary, |record| {
-                record.threads.insert(slot, message);
-                while record.threads.len() > MAX_THREADS {
-                    let oldest = record
-                        .threads
-                        .iter()
-                        .min_by(|a, b| slack_ts(&a.1.ts).total_cmp(&slack_ts(&b.1.ts)))
-                        .map(|(k, _)| k.clone())
-                        .expect("not empty");
-                    record.threads.remove(&oldest);
-                }
-            });
-        }
+fn canary_of(thread: &ThreadRef) -> CanaryRef {
+    CanaryRef {
+        namespace: thread.namespace.clone(),
+        name: thread.canary.clone(),
     }
 }
 
-/// Slack's message timestamps (`"1503435956.000247"`) order messages in time.
-fn slack_ts(ts: &str) -> f64 {
-    ts.parse().unwrap_or(0.0)
+impl ThreadStore for StateThreads {
+    fn parent(&self, thread: &ThreadRef) -> Option<ThreadParent> {
+        if let Some(store) = self.store() {
+            if let Some(found) = store.get(&canary_of(thread)).threads.get(&thread.scope) {
+                return Some(found.clone());
+            }
+        }
+        self.fallback.parent(thread)
+    }
+
+    fn remember(&self, thread: &ThreadRef, parent: ThreadParent) {
+        self.fallback.remember(thread, parent.clone());
+        if let Some(store) = self.store() {
+            // One entry per threading receiver of the canary: bounded by the policies.
+            store.update(&canary_of(thread), |record| {
+                record.threads.insert(thread.scope.clone(), parent);
+            });
+        }
+    }
 }
 
 /// All records, with the ones changed since the last flush.
