@@ -776,6 +776,18 @@ impl<'s> PolicySetBuilder<'s> {
                     problems,
                 );
             }
+            for (set, option) in [
+                (slack.api_url.is_some(), "apiUrl"),
+                (slack.threads.is_some(), "threads"),
+            ] {
+                if set {
+                    problems.push(Problem::new(
+                        Reason::InvalidSpec,
+                        format!("{field}.{option}"),
+                        "only applies to a bot token (tokenSecretRef); an incoming webhook cannot thread",
+                    ));
+                }
+            }
             (ReceiverKind::Slack(options), slack.address(), field)
         } else if let Some(teams) = &receiver.msteams {
             // An unset format is detected from the URL once it is resolved, below.
@@ -937,7 +949,37 @@ impl<'s> PolicySetBuilder<'s> {
         problems: &mut Vec<Problem>,
     ) -> Option<RequestSpec> {
         let before = problems.len();
+        // Headers the HTTP client sets itself, or that would garble the request.
+        const MANAGED: [&str; 5] = [
+            "content-length",
+            "host",
+            "transfer-encoding",
+            "connection",
+            "te",
+        ];
+        let mut seen: Vec<String> = Vec::new();
         for (name, value) in &webhook.headers {
+            let lower = name.to_ascii_lowercase();
+            let conflict = if MANAGED.contains(&lower.as_str()) {
+                Some(format!("{name:?} is set by Herald's HTTP client"))
+            } else if seen.contains(&lower) {
+                Some(format!(
+                    "{name:?} is given twice (header names ignore case)"
+                ))
+            } else if lower == "authorization" && webhook.bearer_token_secret_ref.is_some() {
+                Some("Authorization is set by bearerTokenSecretRef".to_owned())
+            } else {
+                None
+            };
+            seen.push(lower);
+            if let Some(conflict) = conflict {
+                problems.push(Problem::new(
+                    Reason::InvalidSpec,
+                    format!("{path}.headers.{name}"),
+                    conflict,
+                ));
+                continue;
+            }
             if !is_header_name(name) {
                 problems.push(Problem::new(
                     Reason::InvalidSpec,
@@ -973,11 +1015,21 @@ impl<'s> PolicySetBuilder<'s> {
         });
         let signature = webhook.signature.as_ref().and_then(|signature| {
             let header = signature.header.as_deref().unwrap_or("X-Signature");
-            if !is_header_name(header) {
+            let lower = header.to_ascii_lowercase();
+            let taken = seen.contains(&lower)
+                || MANAGED.contains(&lower.as_str())
+                || lower == "content-type"
+                || (lower == "authorization" && webhook.bearer_token_secret_ref.is_some());
+            if !is_header_name(header) || taken {
+                let why = if taken {
+                    format!("{header:?} is already sent with another value")
+                } else {
+                    format!("{header:?} is not a valid HTTP header name")
+                };
                 problems.push(Problem::new(
                     Reason::InvalidSpec,
                     format!("{path}.signature.header"),
-                    format!("{header:?} is not a valid HTTP header name"),
+                    why,
                 ));
                 return None;
             }
@@ -1017,7 +1069,8 @@ impl<'s> PolicySetBuilder<'s> {
         })
     }
 
-    /// A credential from a Secret key (`default_key` when the reference names none).
+    /// A value from a Secret key (`default_key` when the reference names none), without the
+    /// line break `kubectl create secret --from-file` keeps at the end of a file.
     fn secret_value(
         &self,
         secret: &herald_api::SecretKeyRef,
@@ -1090,20 +1143,14 @@ impl<'s> PolicySetBuilder<'s> {
             AddressRef::Url(url) => (url.to_owned(), format!("{path}.url")),
             AddressRef::Secret(secret) => {
                 let field = format!("{path}.secretRef");
-                match self
-                    .secrets
-                    .secret_value(secret_namespace, &secret.name, secret.key())
-                {
-                    Ok(url) => (url, field),
-                    Err(e) => {
-                        let reason = match e {
-                            SecretError::NotText { .. } => Reason::InvalidSpec,
-                            _ => Reason::SecretNotFound,
-                        };
-                        problems.push(Problem::new(reason, field, e.to_string()));
-                        return None;
-                    }
-                }
+                let url = self.secret_value(
+                    secret,
+                    herald_api::DEFAULT_SECRET_KEY,
+                    &field,
+                    secret_namespace,
+                    problems,
+                )?;
+                (url.expose().to_owned(), field)
             }
         };
         if !is_http_url(&url) {

@@ -1078,3 +1078,66 @@ fn a_slack_bot_compiles_to_the_web_api() {
     assert_eq!(headers[0].value.expose(), "Bearer xoxb-1-2-3");
     assert!(headers[0].sensitive);
 }
+
+#[test]
+fn conflicting_webhook_headers_are_refused_at_load_time() {
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\n  namespace: default\nstringData:\n  address: https://hooks.example.com/signed\n  token: t0k3n\n  signingKey: k3y\n";
+    let yaml = format!(
+        "{secret}---\n{}",
+        slack_policy(concat!(
+            "    - name: signed\n      webhook:\n        secretRef:\n          name: hook\n",
+            "        headers:\n          Authorization: Basic abc\n          Content-Length: \"3\"\n          X-Team: a\n          x-team: b\n",
+            "        bearerTokenSecretRef:\n          name: hook\n",
+            "        signature:\n          secretRef:\n            name: hook\n          header: x-TEAM\n",
+        ))
+    );
+    let (problems, _, valid) = check(&yaml);
+    let paths: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (
+                "spec.receivers[0].webhook.headers.Authorization",
+                "Authorization is set by bearerTokenSecretRef"
+            ),
+            (
+                "spec.receivers[0].webhook.headers.Content-Length",
+                r#""Content-Length" is set by Herald's HTTP client"#
+            ),
+            (
+                "spec.receivers[0].webhook.headers.x-team",
+                r#""x-team" is given twice (header names ignore case)"#
+            ),
+            (
+                "spec.receivers[0].webhook.signature.header",
+                r#""x-TEAM" is already sent with another value"#
+            ),
+        ]
+    );
+    assert_eq!(valid, 0);
+}
+
+#[test]
+fn slack_thread_options_need_a_bot_token() {
+    let yaml = slack_policy(concat!(
+        "    - name: hook\n      slack:\n        url: https://hooks.slack.com/services/x\n",
+        "        threads: true\n        apiUrl: https://slack.com/api\n",
+    ));
+    let (problems, _, valid) = check(&yaml);
+    let paths: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    let why = "only applies to a bot token (tokenSecretRef); an incoming webhook cannot thread";
+    assert_eq!(
+        paths,
+        [
+            ("spec.receivers[0].slack.apiUrl", why),
+            ("spec.receivers[0].slack.threads", why)
+        ]
+    );
+    assert_eq!(valid, 0);
+}
