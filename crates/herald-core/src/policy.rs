@@ -899,24 +899,12 @@ impl<'s> PolicySetBuilder<'s> {
             ));
             valid = false;
         }
-        let token = self.secret_value(
+        let token = self.token_value(
             token,
-            herald_api::DEFAULT_TOKEN_KEY,
             &format!("{path}.tokenSecretRef"),
             secret_namespace,
             problems,
-        );
-        if let Some(token) = &token {
-            if !is_header_value(token.expose()) || token.expose().is_empty() {
-                problems.push(Problem::new(
-                    Reason::InvalidSpec,
-                    format!("{path}.tokenSecretRef"),
-                    "the token must be one line of visible ASCII",
-                ));
-                valid = false;
-            }
-        }
-        let token = token?;
+        )?;
         if !valid {
             return None;
         }
@@ -995,23 +983,12 @@ impl<'s> PolicySetBuilder<'s> {
             }
         }
         let bearer_token = webhook.bearer_token_secret_ref.as_ref().and_then(|secret| {
-            let field = format!("{path}.bearerTokenSecretRef");
-            let token = self.secret_value(
+            self.token_value(
                 secret,
-                herald_api::DEFAULT_TOKEN_KEY,
-                &field,
+                &format!("{path}.bearerTokenSecretRef"),
                 secret_namespace,
                 problems,
-            )?;
-            if token.expose().is_empty() || !is_header_value(token.expose()) {
-                problems.push(Problem::new(
-                    Reason::InvalidSpec,
-                    field,
-                    "the token must be one line of visible ASCII",
-                ));
-                return None;
-            }
-            Some(token)
+            )
         });
         let signature = webhook.signature.as_ref().and_then(|signature| {
             let header = signature.header.as_deref().unwrap_or("X-Signature");
@@ -1067,6 +1044,33 @@ impl<'s> PolicySetBuilder<'s> {
             signature,
             slack_api: None,
         })
+    }
+
+    /// A token sent in an `Authorization` header (key `token` unless the reference names
+    /// one): it must be one non-empty line of visible ASCII.
+    fn token_value(
+        &self,
+        secret: &herald_api::SecretKeyRef,
+        path: &str,
+        secret_namespace: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Redacted> {
+        let token = self.secret_value(
+            secret,
+            herald_api::DEFAULT_TOKEN_KEY,
+            path,
+            secret_namespace,
+            problems,
+        )?;
+        if token.expose().is_empty() || !is_header_value(token.expose()) {
+            problems.push(Problem::new(
+                Reason::InvalidSpec,
+                path,
+                "the token must be one line of visible ASCII",
+            ));
+            return None;
+        }
+        Some(token)
     }
 
     /// A value from a Secret key (`default_key` when the reference names none), without the

@@ -153,6 +153,21 @@ impl ThreadRef {
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.scope, self.namespace, self.canary)
     }
+
+    /// The thread this message starts, or binds its revision to, at `channel` and `ts`. A
+    /// starting message carries the previous rollout's revision (see above), so the new
+    /// thread's revision stays unknown until the next message.
+    pub fn parent_at(&self, channel: String, ts: String) -> ThreadParent {
+        ThreadParent {
+            channel,
+            ts,
+            revision: if self.starts {
+                None
+            } else {
+                self.revision.clone()
+            },
+        }
+    }
 }
 
 /// A rollout's thread as it was started: where its first message is (Slack: the channel ID

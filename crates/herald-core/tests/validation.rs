@@ -41,6 +41,14 @@ fn check(yaml: &str) -> (Vec<LoadProblem>, Vec<(Reason, String)>, usize) {
     (loaded.problems, reasons, set.policies().len())
 }
 
+/// Each problem's field path and message, in order.
+fn paths_and_messages(problems: &[LoadProblem]) -> Vec<(&str, &str)> {
+    problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect()
+}
+
 const DEFAULT_X: fn() -> Option<PolicyId> = || Some(PolicyId::namespaced("default", "x"));
 const ONE_KIND: &str =
     "a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat";
@@ -986,10 +994,7 @@ fn webhook_credentials_and_headers_are_checked_without_echoing_secrets() {
         ))
     );
     let (problems, reasons, valid) = check(&yaml);
-    let paths: Vec<(&str, &str)> = problems
-        .iter()
-        .map(|p| (p.path.as_str(), p.message.as_str()))
-        .collect();
+    let paths = paths_and_messages(&problems);
     assert_eq!(
         paths,
         [
@@ -1028,10 +1033,7 @@ fn a_slack_bot_needs_a_token_a_channel_and_no_webhook_url() {
         "        tokenSecretRef:\n          name: slack-bot\n",
     ));
     let (problems, reasons, valid) = check(&yaml);
-    let paths: Vec<(&str, &str)> = problems
-        .iter()
-        .map(|p| (p.path.as_str(), p.message.as_str()))
-        .collect();
+    let paths = paths_and_messages(&problems);
     assert_eq!(
         paths,
         [
@@ -1092,10 +1094,7 @@ fn conflicting_webhook_headers_are_refused_at_load_time() {
         ))
     );
     let (problems, _, valid) = check(&yaml);
-    let paths: Vec<(&str, &str)> = problems
-        .iter()
-        .map(|p| (p.path.as_str(), p.message.as_str()))
-        .collect();
+    let paths = paths_and_messages(&problems);
     assert_eq!(
         paths,
         [
@@ -1127,10 +1126,7 @@ fn slack_thread_options_need_a_bot_token() {
         "        threads: true\n        apiUrl: https://slack.com/api\n",
     ));
     let (problems, _, valid) = check(&yaml);
-    let paths: Vec<(&str, &str)> = problems
-        .iter()
-        .map(|p| (p.path.as_str(), p.message.as_str()))
-        .collect();
+    let paths = paths_and_messages(&problems);
     let why = "only applies to a bot token (tokenSecretRef); an incoming webhook cannot thread";
     assert_eq!(
         paths,

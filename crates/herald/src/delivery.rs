@@ -423,7 +423,7 @@ impl Dispatcher {
             job.finish(Outcome::Dropped);
             return false;
         }
-        let sender = self.sender_for(&job.queue_key());
+        let sender = self.sender_for(&job.queue_key(), job.url.expose());
         match sender.try_send(job) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(mut job)) => {
@@ -443,8 +443,9 @@ impl Dispatcher {
         }
     }
 
-    /// The queue for `key` (a URL, or for Slack bots the API URL and channel on two lines).
-    fn sender_for(&self, key: &str) -> mpsc::Sender<Job> {
+    /// The queue for `key` (a URL, or for Slack bots the API URL and channel on two lines),
+    /// whose jobs all go to `url`.
+    fn sender_for(&self, key: &str, url: &str) -> mpsc::Sender<Job> {
         if let Some(sender) = self
             .inner
             .queues
@@ -461,7 +462,6 @@ impl Dispatcher {
                 let (sender, receiver) = mpsc::channel(self.inner.config.queue_capacity);
                 let inner = self.inner.clone();
                 // Every job of this queue goes to this URL: parse it once, not per request.
-                let url = key.split('\n').next().unwrap_or(key);
                 let parsed = reqwest::Url::parse(url).ok();
                 self.inner
                     .workers
@@ -561,18 +561,9 @@ async fn deliver_slack(
     }
     match action {
         ThreadAction::Start => match posted {
-            Some(posted) => inner.threads.remember(
-                thread,
-                ThreadParent {
-                    channel: posted.channel,
-                    ts: posted.ts,
-                    revision: if thread.starts {
-                        None
-                    } else {
-                        thread.revision.clone()
-                    },
-                },
-            ),
+            Some(posted) => inner
+                .threads
+                .remember(thread, thread.parent_at(posted.channel, posted.ts)),
             None => warn!(
                 policy = %job.policy, receiver = %job.receiver,
                 "Slack's answer did not name the message: the rollout's later messages will not be threaded under it"
@@ -582,10 +573,7 @@ async fn deliver_slack(
             if bind {
                 inner.threads.remember(
                     thread,
-                    ThreadParent {
-                        revision: thread.revision.clone(),
-                        ..parent.clone()
-                    },
+                    thread.parent_at(parent.channel.clone(), parent.ts.clone()),
                 );
             }
             if thread.outcome {
@@ -647,18 +635,10 @@ async fn deliver_google_chat(
         ThreadAction::Reply { bind, .. } => *bind,
     };
     if outcome == Outcome::Delivered && remember {
-        inner.threads.remember(
-            thread,
-            ThreadParent {
-                channel: String::new(),
-                ts: key,
-                revision: if thread.starts {
-                    None
-                } else {
-                    thread.revision.clone()
-                },
-            },
-        );
+        // Chat names threads by key alone: there is no channel to keep.
+        inner
+            .threads
+            .remember(thread, thread.parent_at(String::new(), key));
     }
     outcome
 }

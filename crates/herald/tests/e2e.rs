@@ -114,6 +114,32 @@ async fn ready_condition(
     }
 }
 
+/// Waits until the state ConfigMap's entry `key` satisfies `saved` (the state is flushed in
+/// the background).
+async fn state_entry(client: &Client, herald_ns: &str, key: &str, saved: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), herald_ns)
+            .get("herald-state")
+            .await
+            .unwrap();
+        let entry = cm
+            .data
+            .unwrap_or_default()
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        if saved(&entry) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "state entry {key} never saved: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Records an Event on a Canary the way Flagger's event recorder does.
 async fn flagger_event(
     client: &Client,
@@ -284,24 +310,10 @@ async fn controller_end_to_end() {
         lease.spec.unwrap().holder_identity.as_deref(),
         Some("e2e-replica")
     );
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let cm = Api::<ConfigMap>::namespaced(client.clone(), &herald_ns)
-            .get("herald-state")
-            .await
-            .unwrap();
-        let entry = cm
-            .data
-            .unwrap_or_default()
-            .get(&format!("{ns}.podinfo"))
-            .cloned()
-            .unwrap_or_default();
-        if entry.contains("\"handled\"") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "state never saved: {entry}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    state_entry(&client, &herald_ns, &format!("{ns}.podinfo"), |entry| {
+        entry.contains("\"handled\"")
+    })
+    .await;
 
     // Restart: the Event is listed again but not re-sent. An Event recorded while Herald was
     // down is sent once.
@@ -453,28 +465,13 @@ async fn controller_end_to_end() {
     let first = slack.wait_for(1).await;
     assert_eq!(first[0].method, "chat.postMessage");
     assert_eq!(first[0].body.get("thread_ts"), None);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let cm = Api::<ConfigMap>::namespaced(client.clone(), &herald_ns)
-            .get("herald-state")
-            .await
-            .unwrap();
-        let entry = cm
-            .data
-            .unwrap_or_default()
-            .get(&format!("{ns}.checkout"))
-            .cloned()
-            .unwrap_or_default();
+    state_entry(&client, &herald_ns, &format!("{ns}.checkout"), |entry| {
         // The bot's thread scope (token fingerprint and channel) to the first message, with
         // no revision yet: "New revision detected!" started it.
-        if entry.contains(r#""threads":{"slack/"#)
+        entry.contains(r#""threads":{"slack/"#)
             && entry.contains(r##"/#deploys":{"channel":"C0123ABCD","ts":"1700000000.000001"}}"##)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "thread never saved: {entry}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     running.stop().await.unwrap();
     let running = herald::controller::start(client.clone(), options(&herald_ns))
         .await
