@@ -182,6 +182,10 @@ pub struct DeliveryArgs {
     /// Notifications waiting per receiver before new ones are dropped (and counted).
     #[arg(long, default_value_t = 1000)]
     pub queue_capacity: usize,
+    /// Requests in flight at once to one receiver URL. One canary's notifications always go
+    /// one at a time, in order; this many canaries may be sent to concurrently.
+    #[arg(long, default_value_t = 8)]
+    pub max_in_flight: usize,
     /// Minimum time between two messages to one receiver URL (e.g. 1s for Slack webhooks).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub min_interval: Duration,
@@ -201,6 +205,7 @@ impl DeliveryArgs {
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
             queue_capacity: self.queue_capacity.max(1),
+            max_in_flight: self.max_in_flight.max(1),
             min_interval: self.min_interval,
             ..DeliveryConfig::default()
         }

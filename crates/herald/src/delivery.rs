@@ -1,18 +1,22 @@
-//! The delivery engine: one FIFO queue and worker per destination URL (so one receiver's
-//! messages arrive in event order while receivers deliver concurrently), retries with
-//! exponential backoff and jitter, `Retry-After` honoured, bounded attempts and queues.
+//! The delivery engine: one queue and worker per destination URL. A canary's notifications
+//! to one destination are sent one at a time, in event order (a rollout reads top to bottom,
+//! and its thread exists before its replies); different canaries' notifications to the same
+//! destination go out concurrently, up to a limit, so one slow or retrying rollout does not
+//! hold up the others. Retries with exponential backoff and jitter, `Retry-After` honoured
+//! (pausing the whole destination), bounded attempts and queues.
 //!
 //! Every queued notification ends in exactly one counted outcome: delivered, failed, or
 //! dropped (queue full, or still queued when the shutdown deadline passed). A `Job` that is
 //! dropped without an outcome counts itself as dropped, so nothing is lost silently.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use herald_api::HttpMethod;
 use herald_core::request::{
     thread_action, Header, SlackAnswer, ThreadAction, ThreadParent, ThreadRef,
@@ -36,8 +40,11 @@ pub struct DeliveryConfig {
     pub max_backoff: Duration,
     /// The longest `Retry-After` Herald waits; longer requests are shortened to this.
     pub max_retry_after: Duration,
-    /// Notifications waiting per destination before new ones are dropped.
+    /// Notifications waiting per destination (not yet being sent) before new ones are
+    /// dropped.
     pub queue_capacity: usize,
+    /// Requests in flight at once per destination, each for a different canary.
+    pub max_in_flight: usize,
     /// Minimum time between two requests to one destination (Slack allows about one
     /// message per second per webhook). Zero disables it.
     pub min_interval: Duration,
@@ -52,6 +59,7 @@ impl Default for DeliveryConfig {
             max_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(60),
             queue_capacity: 1000,
+            max_in_flight: 8,
             min_interval: Duration::ZERO,
         }
     }
@@ -108,6 +116,9 @@ pub struct Job {
     pub received_at: Instant,
     /// Shared with the other notifications of the same event.
     pub completion: Option<Arc<EventCompletion>>,
+    /// Jobs with the same key (the canary, `namespace/name`) and destination are sent one
+    /// at a time, in order; jobs with different keys may be sent concurrently.
+    pub order_key: Arc<str>,
     ticket: Option<Ticket>,
 }
 
@@ -133,6 +144,7 @@ impl Job {
             thread: None,
             received_at,
             completion: None,
+            order_key: Arc::from(""),
             ticket: None,
         }
     }
@@ -351,9 +363,42 @@ struct Inner {
     /// Until when each rate-limit group (a Slack token) must not send: set by a `429` with
     /// `Retry-After`, honoured by every queue of the group.
     paused: std::sync::Mutex<HashMap<String, Instant>>,
-    queues: RwLock<HashMap<String, mpsc::Sender<Job>>>,
+    queues: RwLock<HashMap<String, Lane>>,
     workers: std::sync::Mutex<JoinSet<()>>,
     closed: AtomicBool,
+}
+
+/// The enqueueing side of one destination's queue.
+#[derive(Clone)]
+struct Lane {
+    sender: mpsc::UnboundedSender<Job>,
+    state: Arc<LaneState>,
+}
+
+/// What the worker and the enqueuers of one destination share.
+struct LaneState {
+    /// The queue key; also the destination's rate-limit group unless the job names one.
+    key: String,
+    /// The destination URL, parsed once (`None` if it does not parse: then each request
+    /// reports the error).
+    url: Option<reqwest::Url>,
+    /// Jobs queued and not yet being sent; bounded by `queue_capacity`.
+    waiting: AtomicUsize,
+    /// When the last request went out, for `min_interval`. Requests waiting for their turn
+    /// queue on this lock (first come, first served).
+    last_sent: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl LaneState {
+    /// Waits until `interval` has passed since the destination's previous request, then
+    /// marks this one as sent now.
+    async fn wait_for_turn(&self, interval: Duration) {
+        let mut last = self.last_sent.lock().await;
+        if let Some(previous) = *last {
+            tokio::time::sleep_until((previous + interval).into()).await;
+        }
+        *last = Some(Instant::now());
+    }
 }
 
 /// What a shutdown drain achieved.
@@ -404,8 +449,9 @@ impl Dispatcher {
         }
     }
 
-    /// Queues a job behind the earlier ones for the same URL. Returns false, counting and
-    /// logging the job as dropped, when that queue is full or Herald is shutting down.
+    /// Queues a job behind the earlier ones for the same URL (and canary). Returns false,
+    /// counting and logging the job as dropped, when that queue is full or Herald is shutting
+    /// down.
     pub fn enqueue(&self, mut job: Job) -> bool {
         let inner = &self.inner;
         inner.metrics.queue_depth.inc();
@@ -423,20 +469,23 @@ impl Dispatcher {
             job.finish(Outcome::Dropped);
             return false;
         }
-        let sender = self.sender_for(&job.queue_key(), job.url.expose());
-        match sender.try_send(job) {
+        let lane = self.lane_for(&job.queue_key(), job.url.expose());
+        let waiting = lane.state.waiting.fetch_add(1, Ordering::AcqRel);
+        if waiting >= inner.config.queue_capacity {
+            lane.state.waiting.fetch_sub(1, Ordering::AcqRel);
+            warn!(
+                policy = %job.policy,
+                receiver = %job.receiver,
+                capacity = inner.config.queue_capacity,
+                "notification dropped: the receiver's queue is full"
+            );
+            job.finish(Outcome::Dropped);
+            return false;
+        }
+        match lane.sender.send(job) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(mut job)) => {
-                warn!(
-                    policy = %job.policy,
-                    receiver = %job.receiver,
-                    capacity = inner.config.queue_capacity,
-                    "notification dropped: the receiver's queue is full"
-                );
-                job.finish(Outcome::Dropped);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(mut job)) => {
+            Err(mpsc::error::SendError(mut job)) => {
+                lane.state.waiting.fetch_sub(1, Ordering::AcqRel);
                 job.finish(Outcome::Dropped);
                 false
             }
@@ -445,30 +494,36 @@ impl Dispatcher {
 
     /// The queue for `key` (a URL, or for Slack bots the API URL and channel on two lines),
     /// whose jobs all go to `url`.
-    fn sender_for(&self, key: &str, url: &str) -> mpsc::Sender<Job> {
-        if let Some(sender) = self
+    fn lane_for(&self, key: &str, url: &str) -> Lane {
+        if let Some(lane) = self
             .inner
             .queues
             .read()
             .expect("queue lock poisoned")
             .get(key)
         {
-            return sender.clone();
+            return lane.clone();
         }
         let mut queues = self.inner.queues.write().expect("queue lock poisoned");
         queues
             .entry(key.to_owned())
             .or_insert_with(|| {
-                let (sender, receiver) = mpsc::channel(self.inner.config.queue_capacity);
-                let inner = self.inner.clone();
-                // Every job of this queue goes to this URL: parse it once, not per request.
-                let parsed = reqwest::Url::parse(url).ok();
+                // Capacity is enforced by `waiting`, which also counts the jobs the worker
+                // holds back behind their canary's request in flight.
+                let (sender, receiver) = mpsc::unbounded_channel();
+                let state = Arc::new(LaneState {
+                    key: key.to_owned(),
+                    // Every job of this queue goes to this URL: parse it once, not per request.
+                    url: reqwest::Url::parse(url).ok(),
+                    waiting: AtomicUsize::new(0),
+                    last_sent: tokio::sync::Mutex::new(None),
+                });
                 self.inner
                     .workers
                     .lock()
                     .expect("worker lock poisoned")
-                    .spawn(run_queue(inner, receiver, parsed));
-                sender
+                    .spawn(run_queue(self.inner.clone(), receiver, state.clone()));
+                Lane { sender, state }
             })
             .clone()
     }
@@ -498,33 +553,72 @@ impl Dispatcher {
     }
 }
 
-/// Delivers one queue's jobs in order. `url` is the queue's URL parsed (`None` if it does
-/// not parse: then each request reports the error).
-async fn run_queue(inner: Arc<Inner>, mut queue: mpsc::Receiver<Job>, url: Option<reqwest::Url>) {
-    let mut last_sent: Option<Instant> = None;
-    while let Some(mut job) = queue.recv().await {
-        let target = Target {
-            parsed: url.as_ref(),
-            raw: &job.url,
-        };
-        let outcome = match (&job.slack, &job.thread) {
-            (Some(slack), _) => deliver_slack(&inner, &job, slack, target, &mut last_sent).await,
-            (None, Some(thread)) => {
-                deliver_google_chat(&inner, &job, thread, target, &mut last_sent).await
+/// Delivers one destination's jobs: each canary's in order, one at a time; up to
+/// `max_in_flight` canaries at once. Jobs whose canary already has a request in flight wait
+/// behind it here; the worker stops taking jobs from the channel while the limit is reached,
+/// so the others keep their order there.
+async fn run_queue(
+    inner: Arc<Inner>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    lane: Arc<LaneState>,
+) {
+    let limit = inner.config.max_in_flight.max(1);
+    let mut in_flight = FuturesUnordered::new();
+    // Canaries with a request in flight, each with the jobs queued behind it.
+    let mut busy: HashMap<Arc<str>, VecDeque<Job>> = HashMap::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some((mut job, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                let job: &mut Job = &mut job;
+                job.finish(outcome);
+                match busy.get_mut(&job.order_key).and_then(VecDeque::pop_front) {
+                    Some(next) => {
+                        lane.waiting.fetch_sub(1, Ordering::AcqRel);
+                        in_flight.push(send_job(inner.clone(), lane.clone(), next));
+                    }
+                    None => {
+                        busy.remove(&job.order_key);
+                    }
+                }
             }
-            (None, None) => {
-                deliver(&inner, &job, target, &job.body, "message", &mut last_sent)
-                    .await
-                    .0
-            }
-        };
-        job.finish(outcome);
+            received = queue.recv(), if open && in_flight.len() < limit => match received {
+                None => open = false,
+                Some(job) => match busy.get_mut(&job.order_key) {
+                    Some(behind) => behind.push_back(job),
+                    None => {
+                        busy.insert(job.order_key.clone(), VecDeque::new());
+                        lane.waiting.fetch_sub(1, Ordering::AcqRel);
+                        in_flight.push(send_job(inner.clone(), lane.clone(), job));
+                    }
+                },
+            },
+            else => break,
+        }
     }
 }
 
-/// Where a request goes: the queue's parsed URL when there is one.
+/// Sends one job (with its retries) and hands it back with its outcome.
+async fn send_job(inner: Arc<Inner>, lane: Arc<LaneState>, job: Job) -> (Job, Outcome) {
+    let target = Target {
+        lane: &lane,
+        parsed: lane.url.as_ref(),
+        raw: &job.url,
+    };
+    let outcome = match (&job.slack, &job.thread) {
+        (Some(slack), _) => deliver_slack(&inner, &job, slack, target).await,
+        (None, Some(thread)) => deliver_google_chat(&inner, &job, thread, target).await,
+        (None, None) => deliver(&inner, &job, target, &job.body, "message").await.0,
+    };
+    (job, outcome)
+}
+
+/// Where a request goes: the queue's parsed URL when there is one, and the destination's
+/// shared pacing.
 #[derive(Clone, Copy)]
 struct Target<'a> {
+    lane: &'a LaneState,
     parsed: Option<&'a reqwest::Url>,
     raw: &'a Redacted,
 }
@@ -533,15 +627,9 @@ struct Target<'a> {
 /// kept); later ones reply in it; the rollout's outcome also replaces the first message, so
 /// the channel shows one message per rollout, coloured by how it ended. A failed outcome is
 /// broadcast to the channel as well, because an edited message notifies nobody.
-async fn deliver_slack(
-    inner: &Inner,
-    job: &Job,
-    slack: &SlackJob,
-    target: Target<'_>,
-    last_sent: &mut Option<Instant>,
-) -> Outcome {
+async fn deliver_slack(inner: &Inner, job: &Job, slack: &SlackJob, target: Target<'_>) -> Outcome {
     let Some(thread) = &job.thread else {
-        return deliver(inner, job, target, &job.body, "chat.postMessage", last_sent)
+        return deliver(inner, job, target, &job.body, "chat.postMessage")
             .await
             .0;
     };
@@ -555,7 +643,7 @@ async fn deliver_slack(
             thread.broadcast,
         )),
     };
-    let (outcome, posted) = deliver(inner, job, target, &body, "chat.postMessage", last_sent).await;
+    let (outcome, posted) = deliver(inner, job, target, &body, "chat.postMessage").await;
     if outcome != Outcome::Delivered {
         return outcome;
     }
@@ -577,7 +665,7 @@ async fn deliver_slack(
                 );
             }
             if thread.outcome {
-                update_first_message(inner, job, slack, parent, last_sent).await;
+                update_first_message(inner, job, slack, parent, target.lane).await;
             }
         }
     }
@@ -590,7 +678,7 @@ async fn update_first_message(
     job: &Job,
     slack: &SlackJob,
     parent: &ThreadParent,
-    last_sent: &mut Option<Instant>,
+    lane: &LaneState,
 ) {
     let update = Bytes::from(herald_core::request::slack_update(
         &job.body,
@@ -599,10 +687,11 @@ async fn update_first_message(
     ));
     let update_url = Redacted::new(slack.update_url.clone());
     let target = Target {
+        lane,
         parsed: None,
         raw: &update_url,
     };
-    let (updated, _) = deliver(inner, job, target, &update, "chat.update", last_sent).await;
+    let (updated, _) = deliver(inner, job, target, &update, "chat.update").await;
     if updated != Outcome::Delivered {
         // The reply carrying the outcome was delivered: the notification counts as
         // delivered; only the first message still shows the rollout in progress.
@@ -620,7 +709,6 @@ async fn deliver_google_chat(
     job: &Job,
     thread: &ThreadRef,
     target: Target<'_>,
-    last_sent: &mut Option<Instant>,
 ) -> Outcome {
     let current = inner.threads.parent(thread);
     let action = thread_action(thread, current.as_ref());
@@ -629,7 +717,7 @@ async fn deliver_google_chat(
         ThreadAction::Reply { parent, .. } => parent.ts.clone(),
     };
     let body = Bytes::from(herald_core::request::google_chat_in_thread(&job.body, &key));
-    let (outcome, _) = deliver(inner, job, target, &body, "message", last_sent).await;
+    let (outcome, _) = deliver(inner, job, target, &body, "message").await;
     let remember = match &action {
         ThreadAction::Start => true,
         ThreadAction::Reply { bind, .. } => *bind,
@@ -667,7 +755,6 @@ async fn deliver(
     target: Target<'_>,
     body: &Bytes,
     request: &'static str,
-    last_sent: &mut Option<Instant>,
 ) -> (Outcome, Option<Posted>) {
     let config = &inner.config;
     let mut backoff = ExponentialBuilder::default()
@@ -679,23 +766,24 @@ async fn deliver(
     let labels = ReceiverLabels {
         receiver_type: job.receiver_type,
     };
+    // A `429` pauses the whole group: every channel of a Slack token, else the destination
+    // (whose other canaries' requests may be in flight).
+    let group = match &job.slack {
+        Some(slack) => slack.rate_limit_group.as_str(),
+        None => target.lane.key.as_str(),
+    };
     for attempt in 1..=config.max_attempts {
-        if let Some(previous) = last_sent {
-            let next = *previous + config.min_interval;
-            if next > Instant::now() {
-                tokio::time::sleep_until(next.into()).await;
-            }
-        }
-        let group = job.slack.as_ref().map(|s| s.rate_limit_group.as_str());
-        // Another queue of the group may extend the pause while this one waits.
-        while let Some(group) = group {
+        // Another request of the group may extend the pause while this one waits.
+        loop {
             let until = inner.paused.lock().expect("pause lock").get(group).copied();
             match until.filter(|t| *t > Instant::now()) {
                 Some(until) => tokio::time::sleep_until(until.into()).await,
                 None => break,
             }
         }
-        *last_sent = Some(Instant::now());
+        if !config.min_interval.is_zero() {
+            target.lane.wait_for_turn(config.min_interval).await;
+        }
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
         match attempt_once(inner, job, target, body).await {
             Ok((status, posted)) => {
@@ -727,7 +815,7 @@ async fn deliver(
                     Some(asked) => asked.min(config.max_retry_after),
                     None => backoff.next().unwrap_or(config.max_backoff),
                 };
-                if let (Some(group), Some(_)) = (group, retry_after) {
+                if retry_after.is_some() {
                     let until = Instant::now() + delay;
                     let mut paused = inner.paused.lock().expect("pause lock");
                     let entry = paused.entry(group.to_owned()).or_insert(until);

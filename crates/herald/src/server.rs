@@ -154,6 +154,8 @@ pub fn dispatch(
     completion: Option<Arc<EventCompletion>>,
 ) -> usize {
     let mut queued = 0;
+    // The canary orders its notifications to each receiver; made once, shared by its jobs.
+    let mut order_key: Option<Arc<str>> = None;
     for result in policies.deliveries(input, only) {
         match result {
             Ok(delivery) => {
@@ -176,6 +178,11 @@ pub fn dispatch(
                 });
                 job.thread = delivery.thread;
                 job.completion = completion.clone();
+                job.order_key = order_key
+                    .get_or_insert_with(|| {
+                        format!("{}/{}", input.event.namespace, input.event.name).into()
+                    })
+                    .clone();
                 if state.dispatcher.enqueue(job) {
                     queued += 1;
                 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -309,6 +309,36 @@ async fn honours_retry_after_on_429() {
     assert!(
         waited >= Duration::from_millis(950),
         "retried after {waited:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_429_pauses_the_receiver_for_every_canary() {
+    let sink = Sink::start().await;
+    sink.script("/hook", [Reply::RetryAfter(429, "1")]);
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    post_event(
+        server.addr,
+        "/events",
+        &event("podinfo", "default", "Progressing", "m", "Normal", 1),
+    )
+    .await;
+    let limited = sink.wait_for(1, WAIT).await[0].at;
+    post_event(
+        server.addr,
+        "/events",
+        &event("other", "default", "Progressing", "m", "Normal", 2),
+    )
+    .await;
+    let got = sink.wait_for(3, WAIT).await;
+    let other = got.iter().find(|r| r.json()["name"] == "other").unwrap();
+    assert_eq!(other.status, 200);
+    let waited = other.at - limited;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "another canary was sent {waited:?} after the 429"
     );
     server.stop().await.unwrap();
 }
@@ -807,12 +837,13 @@ async fn min_interval_spaces_messages_to_one_receiver() {
     let mut opts = options(dir.path());
     opts.delivery.min_interval = Duration::from_millis(250);
     let server = herald::serve::start(opts).await.unwrap();
+    // Four canaries: their requests could go out together, but the interval holds across them.
     for i in 0..4 {
         post_event(
             server.addr,
             "/events",
             &event(
-                "podinfo",
+                &format!("podinfo-{i}"),
                 "default",
                 "Progressing",
                 &format!("{i}"),
@@ -829,6 +860,104 @@ async fn min_interval_spaces_messages_to_one_receiver() {
         let gap = pair[1].at - pair[0].at;
         assert!(gap >= Duration::from_millis(240), "messages {gap:?} apart");
     }
+    server.stop().await.unwrap();
+}
+
+/// The message of each request the sink got for canary `name`, in arrival order.
+fn messages_of(got: &[Received], name: &str) -> Vec<(String, Instant)> {
+    let mut of: Vec<(String, Instant)> = got
+        .iter()
+        .filter(|r| r.json()["name"] == name)
+        .map(|r| {
+            let message = r.json()["metadata"]["eventMessage"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (message, r.at)
+        })
+        .collect();
+    of.sort_by_key(|(_, at)| *at);
+    of
+}
+
+#[tokio::test]
+async fn a_slow_canary_does_not_hold_up_others_and_each_keeps_its_order() {
+    let sink = Sink::start().await;
+    let slow = Duration::from_millis(800);
+    sink.delay_when_body_contains(r#""name":"slow""#, slow);
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    let posts = [
+        ("slow", "slow 1"),
+        ("fast", "fast 1"),
+        ("fast", "fast 2"),
+        ("slow", "slow 2"),
+        ("fast", "fast 3"),
+    ];
+    for (i, (name, message)) in posts.iter().enumerate() {
+        let (status, _) = post_event(
+            server.addr,
+            "/events",
+            &event(name, "default", "Progressing", message, "Normal", i as u64),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let got = sink.wait_for(5, WAIT).await;
+    let slow_ones = messages_of(&got, "slow");
+    let fast_ones = messages_of(&got, "fast");
+    let names = |of: &[(String, Instant)]| of.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&slow_ones), ["slow 1", "slow 2"]);
+    assert_eq!(names(&fast_ones), ["fast 1", "fast 2", "fast 3"]);
+    // The other canary went out while the slow one's first request was still unanswered...
+    let first_slow = slow_ones[0].1;
+    for (message, at) in &fast_ones {
+        assert!(
+            at.saturating_duration_since(first_slow) < slow / 2,
+            "{message} waited for the slow canary"
+        );
+    }
+    // ...while the slow canary's second message waited for its first to be answered.
+    assert!(
+        slow_ones[1].1 - first_slow >= slow - Duration::from_millis(20),
+        "slow 2 was sent {:?} after slow 1, before slow 1 was answered",
+        slow_ones[1].1 - first_slow
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_in_flight_to_one_receiver_are_limited() {
+    let sink = Sink::start().await;
+    let answer_after = Duration::from_millis(400);
+    sink.delay_every_answer(answer_after);
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
+    let mut opts = options(dir.path());
+    opts.delivery.max_in_flight = 2;
+    let server = herald::serve::start(opts).await.unwrap();
+    for i in 0..4u64 {
+        post_event(
+            server.addr,
+            "/events",
+            &event(
+                &format!("app-{i}"),
+                "default",
+                "Progressing",
+                "m",
+                "Normal",
+                i,
+            ),
+        )
+        .await;
+    }
+    let mut arrivals: Vec<Instant> = sink.wait_for(4, WAIT).await.iter().map(|r| r.at).collect();
+    arrivals.sort();
+    // Two go out at once; the next two only as the first two are answered.
+    assert!(arrivals[1] - arrivals[0] < answer_after / 2, "{arrivals:?}");
+    assert!(
+        arrivals[2] - arrivals[0] >= answer_after - Duration::from_millis(20),
+        "a third request was in flight: {arrivals:?}"
+    );
     server.stop().await.unwrap();
 }
 

@@ -54,6 +54,8 @@ struct SinkState {
     /// Probability (0..1) that a request without a script gets a 500.
     failure_rate: f64,
     default_delay: Duration,
+    /// Requests whose body contains the text are answered after the delay.
+    delays_by_body: Vec<(String, Duration)>,
 }
 
 #[derive(Clone)]
@@ -105,6 +107,15 @@ impl Sink {
         self.state.lock().unwrap().default_delay = delay;
     }
 
+    /// Answers requests whose body contains `needle` only after `delay`.
+    pub fn delay_when_body_contains(&self, needle: &str, delay: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .delays_by_body
+            .push((needle.to_owned(), delay));
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
     }
@@ -142,7 +153,7 @@ async fn handle(State(state): State<Arc<Mutex<SinkState>>>, request: Request) ->
         .await
         .unwrap()
         .to_vec();
-    let (reply, default_delay) = {
+    let (reply, mut delay) = {
         let mut s = state.lock().unwrap();
         let scripted = s.scripts.get_mut(&path).and_then(VecDeque::pop_front);
         let reply = scripted.unwrap_or_else(|| {
@@ -152,10 +163,17 @@ async fn handle(State(state): State<Arc<Mutex<SinkState>>>, request: Request) ->
                 Reply::Status(200)
             }
         });
-        (reply, s.default_delay)
+        let by_body = s
+            .delays_by_body
+            .iter()
+            .filter(|(needle, _)| body.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .map(|(_, delay)| *delay)
+            .max();
+        (reply, by_body.unwrap_or(Duration::ZERO))
     };
-    if !default_delay.is_zero() {
-        tokio::time::sleep(default_delay).await;
+    delay = delay.max(state.lock().unwrap().default_delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let (status, response) = match reply {
         Reply::Status(code) => (
