@@ -66,10 +66,16 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     extra_policies: usize,
     /// Receiver URLs the events are spread over (one policy and webhook URL per canary).
-    /// Herald delivers to each URL in order, one request at a time, so this is its delivery
-    /// concurrency.
     #[arg(long, default_value_t = 1)]
     receivers: usize,
+    /// Canaries the events are spread over, all to the one receiver URL (with
+    /// `--receivers 1`). Herald sends one canary's notifications one at a time, in order,
+    /// and different canaries' concurrently (up to `--max-in-flight` per URL).
+    #[arg(long, default_value_t = 1)]
+    canaries: usize,
+    /// Herald's requests in flight per receiver URL.
+    #[arg(long, default_value_t = 8)]
+    max_in_flight: usize,
     /// Per-receiver queue capacity of the in-process Herald (default: enough for a round,
     /// so that a burst is measured without drops).
     #[arg(long)]
@@ -333,12 +339,12 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> bool {
     }
 }
 
-/// Event `seq`: for canary `team-payments-api`, or spread over `receivers` canaries.
-fn event_body(seq: u64, receivers: usize) -> String {
-    if receivers <= 1 {
+/// Event `seq`: for canary `team-payments-api`, or spread over `canaries` canaries.
+fn event_body(seq: u64, canaries: usize) -> String {
+    if canaries <= 1 {
         fixtures::event_json(seq)
     } else {
-        fixtures::event_json_for(&format!("team-{}-api", seq % receivers as u64), seq)
+        fixtures::event_json_for(&format!("team-{}-api", seq % canaries as u64), seq)
     }
 }
 
@@ -350,7 +356,7 @@ async fn closed_loop(
     n: usize,
     concurrency: usize,
     offset: u64,
-    receivers: usize,
+    canaries: usize,
 ) -> Phase {
     let recorder = Arc::new(Recorder::new(Instant::now(), offset, n));
     sink.record_into(recorder.clone());
@@ -373,7 +379,7 @@ async fn closed_loop(
                 if i >= n {
                     break;
                 }
-                let body = event_body(offset + i as u64, receivers);
+                let body = event_body(offset + i as u64, canaries);
                 recorder.mark_sent(i);
                 if !post(&client, &url, body).await {
                     failed.fetch_add(1, Ordering::Relaxed);
@@ -404,7 +410,7 @@ async fn fixed_rate(
     rate: f64,
     seconds: f64,
     offset: u64,
-    receivers: usize,
+    canaries: usize,
 ) -> Phase {
     let n = (rate * seconds).round().max(1.0) as usize;
     let recorder = Arc::new(Recorder::new(Instant::now(), offset, n));
@@ -423,7 +429,7 @@ async fn fixed_rate(
             failed.clone(),
         );
         tasks.spawn(async move {
-            let body = event_body(offset + i as u64, receivers);
+            let body = event_body(offset + i as u64, canaries);
             recorder.mark_sent(i);
             if !post(&client, &url, body).await {
                 failed.fetch_add(1, Ordering::Relaxed);
@@ -582,6 +588,7 @@ async fn run(args: &Args) -> Report {
         },
         delivery: DeliveryConfig {
             queue_capacity,
+            max_in_flight: args.max_in_flight,
             ..DeliveryConfig::default()
         },
         body_limit: herald::server::DEFAULT_BODY_LIMIT,
@@ -592,6 +599,12 @@ async fn run(args: &Args) -> Report {
     .await
     .expect("Herald starts");
     let herald_url = format!("http://{}/events", herald.addr);
+    // Each receiver URL has its own canary; else `--canaries` spreads events over one URL.
+    let canaries = if args.receivers > 1 {
+        args.receivers
+    } else {
+        args.canaries
+    };
     let sink_url = sink.url("/hook");
     let client = client(args.concurrency);
     let mut offset = 0u64;
@@ -610,7 +623,7 @@ async fn run(args: &Args) -> Report {
         warm,
         args.concurrency,
         next_offset(warm),
-        args.receivers,
+        canaries,
     )
     .await;
     closed_loop(
@@ -620,7 +633,7 @@ async fn run(args: &Args) -> Report {
         warm,
         args.concurrency,
         next_offset(warm),
-        args.receivers,
+        canaries,
     )
     .await;
 
@@ -634,7 +647,7 @@ async fn run(args: &Args) -> Report {
             args.events,
             args.concurrency,
             next_offset(args.events),
-            args.receivers,
+            canaries,
         )
         .await;
         let b = closed_loop(
@@ -644,7 +657,7 @@ async fn run(args: &Args) -> Report {
             args.events,
             args.concurrency,
             next_offset(args.events),
-            args.receivers,
+            canaries,
         )
         .await;
         println!(
@@ -676,7 +689,7 @@ async fn run(args: &Args) -> Report {
         args.rate,
         args.rate_seconds,
         next_offset(rate_events),
-        args.receivers,
+        canaries,
     )
     .await;
     let baseline_rate = fixed_rate(
@@ -686,7 +699,7 @@ async fn run(args: &Args) -> Report {
         args.rate,
         args.rate_seconds,
         next_offset(rate_events),
-        args.receivers,
+        canaries,
     )
     .await;
     println!(
@@ -717,11 +730,13 @@ async fn run(args: &Args) -> Report {
     Report {
         rate: args.rate,
         args_line: format!(
-            "--events {} --concurrency {} --rate {} --receivers {} (rounds {}, extra policies {}, queue capacity {}, logs {})",
+            "--events {} --concurrency {} --rate {} --receivers {} --canaries {} --max-in-flight {} (rounds {}, extra policies {}, queue capacity {}, logs {})",
             args.events,
             args.concurrency,
             args.rate,
             args.receivers,
+            args.canaries,
+            args.max_in_flight,
             args.rounds,
             args.extra_policies,
             queue_capacity,
