@@ -2,6 +2,7 @@
 //! payload building. No I/O: everything here is a function of its inputs, so it is
 //! unit-tested and benchmarked without a network or a cluster.
 
+pub mod dedup;
 pub mod event;
 pub mod loader;
 pub mod payload;

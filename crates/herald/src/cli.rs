@@ -139,6 +139,11 @@ pub struct ControllerArgs {
     /// own Event before Herald announces it.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub phase_grace: Duration,
+    /// Flagger reports each action as a Kubernetes Event and, if its event webhook points at
+    /// Herald, as a POST: a report from one source pairs with one from the other within this
+    /// window, and only the first is sent.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub pairing_window: Duration,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
 }
@@ -157,6 +162,7 @@ impl ControllerArgs {
             body_limit: self.delivery.body_limit,
             drain_timeout: self.delivery.drain_timeout,
             phase_grace: self.phase_grace,
+            pairing_window: self.pairing_window,
             state_configmap: self.state_configmap.clone(),
             lease_name: self.leader_election.then(|| self.lease_name.clone()),
             identity: self.identity.clone(),

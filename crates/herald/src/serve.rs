@@ -76,6 +76,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         metrics: metrics.clone(),
         body_limit: options.body_limit,
         ready: Arc::new(AtomicBool::new(true)),
+        incoming: None,
     };
     let (stop, stopped) = watch::channel(false);
     let http = {

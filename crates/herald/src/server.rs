@@ -31,6 +31,15 @@ pub struct AppState {
     pub body_limit: usize,
     /// False until policies are loaded; `/readyz` answers 503 until then.
     pub ready: Arc<AtomicBool>,
+    /// Consulted for each event POSTed to `/events` (the controller: pairs it with the same
+    /// action seen as a Kubernetes Event); `None` sends every event.
+    pub incoming: Option<Arc<dyn IncomingEvents>>,
+}
+
+/// Decides whether an event received over HTTP is sent.
+pub trait IncomingEvents: Send + Sync {
+    /// False when the event was already sent from another source.
+    fn admit(&self, event: &FlaggerEvent) -> bool;
 }
 
 pub fn router(state: AppState) -> Router {
@@ -122,6 +131,21 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
         },
     };
     state.metrics.events_received.inc();
+    // An event addressed to one policy is not paired: the other source's report goes to
+    // every policy, so suppressing either would lose a notification.
+    if let (None, Some(incoming)) = (&only, &state.incoming) {
+        if !incoming.admit(&event) {
+            info!(
+                canary = %event.name, namespace = %event.namespace, message = %event.message(),
+                "event already sent from its Kubernetes Event; not sending it again"
+            );
+            return (
+                StatusCode::ACCEPTED,
+                Json(json!({ "deliveries": 0, "duplicate": true })),
+            )
+                .into_response();
+        }
+    }
     if event.known_phase().is_none() {
         warn!(canary = %event.name, namespace = %event.namespace, phase = %event.phase, "event has a phase Herald does not know; only policies without a phase filter match it");
     }

@@ -7,13 +7,14 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use common::*;
 use herald::controller::canaries::{CanaryNotifier, Input};
 use herald::controller::policies::{self, Context, ReceiverStats};
+use herald::controller::sources::EventSources;
 use herald::controller::state::{CanaryRecord, CanaryRef, StateStore};
 use herald::delivery::{DeliveryConfig, Dispatcher};
 use herald::metrics::{Metrics, Outcome};
@@ -320,6 +321,7 @@ async fn a_failed_delivery_becomes_a_warning_event_on_the_policy() {
 /// A notifier wired to a loopback sink, with the delivery state in a mocked ConfigMap.
 struct Harness {
     notifier: CanaryNotifier,
+    app: AppState,
     later: tokio::sync::mpsc::UnboundedSender<Input>,
     _later_rx: tokio::sync::mpsc::UnboundedReceiver<Input>,
 }
@@ -329,11 +331,23 @@ fn harness(
     state_client: Client,
     records: HashMap<CanaryRef, CanaryRecord>,
 ) -> Harness {
-    let team = policy(json!({
-        "canaries": ["podinfo"],
-        "matchLabels": {"team": "shop"},
-        "receivers": [{"name": "hook", "webhook": {"url": sink.url("/hook"), "body": "{\"text\": {{json message}}, \"weight\": {{json canary.weight}}}"}}]
-    }));
+    harness_with(
+        json!({
+            "canaries": ["podinfo"],
+            "matchLabels": {"team": "shop"},
+            "receivers": [{"name": "hook", "webhook": {"url": sink.url("/hook"), "body": "{\"text\": {{json message}}, \"weight\": {{json canary.weight}}}"}}]
+        }),
+        state_client,
+        records,
+    )
+}
+
+fn harness_with(
+    policy_spec: Value,
+    state_client: Client,
+    records: HashMap<CanaryRef, CanaryRecord>,
+) -> Harness {
+    let team = policy(policy_spec);
     let secrets = SecretStore::default();
     let mut builder = PolicySetBuilder::new(&secrets, "prod", "herald");
     builder.add(&PolicyObject::Namespaced(team)).unwrap();
@@ -344,6 +358,7 @@ fn harness(
         metrics,
         body_limit: 65536,
         ready: Arc::new(AtomicBool::new(true)),
+        incoming: None,
     };
     let state = Arc::new(StateStore::new(
         Api::<ConfigMap>::namespaced(state_client, "herald"),
@@ -351,6 +366,14 @@ fn harness(
         records,
         0,
     ));
+    let sources = Arc::new(EventSources::new(
+        Duration::from_secs(30),
+        Arc::new(Mutex::new(Some(state.clone()))),
+    ));
+    let app = AppState {
+        incoming: Some(sources.clone()),
+        ..app
+    };
     let (canaries, mut canary_writer) = reflector::store::<Canary>();
     let canary: Canary = serde_json::from_value(json!({
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
@@ -362,7 +385,15 @@ fn harness(
     let (namespaces, _ns_writer) = reflector::store::<Namespace>();
     let (later, later_rx) = tokio::sync::mpsc::unbounded_channel();
     Harness {
-        notifier: CanaryNotifier::new(app, state, canaries, namespaces, Duration::from_millis(50)),
+        notifier: CanaryNotifier::new(
+            app.clone(),
+            state,
+            canaries,
+            namespaces,
+            Duration::from_millis(50),
+            sources,
+        ),
+        app,
         later,
         _later_rx: later_rx,
     }
@@ -432,6 +463,91 @@ async fn a_canary_event_is_delivered_once_and_recorded() {
     assert_eq!(
         patch,
         json!({"data": {"shop.podinfo": r#"{"handled":{"e1:1":1795600800000},"floor":0}"#}})
+    );
+}
+
+#[tokio::test]
+async fn one_action_reported_by_flaggers_webhook_and_as_an_event_is_sent_once() {
+    let sink = Sink::start().await;
+    let (client, _api) = mock_client();
+    // No label selector: events POSTed over HTTP carry no Canary labels (nor `canary`).
+    let h = harness_with(
+        json!({
+            "canaries": ["podinfo"],
+            "receivers": [{"name": "hook", "webhook": {"url": sink.url("/hook"), "body": "{\"text\": {{json message}}, \"weight\": {{#if canary}}{{canary.weight}}{{else}}null{{/if}}}"}}]
+        }),
+        client,
+        HashMap::new(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = herald::server::router(h.app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let webhook = |message: &str| event("podinfo", "shop", "Progressing", message, "Normal", 1);
+
+    // Flagger POSTs an action to its event webhook, then the watch sees its Event.
+    let (status, answer) = post_event(
+        addr,
+        "/events",
+        &webhook("Advance podinfo.shop canary weight 30"),
+    )
+    .await;
+    assert_eq!((status, answer), (202, json!({"deliveries": 1})));
+    let first = flagger_event(
+        "e1",
+        1,
+        "Advance podinfo.shop canary weight 30",
+        "2026-11-25T10:00:00Z",
+    );
+    h.notifier.handle(Input::Event(Box::new(first)), &h.later);
+    // The next action the other way round: the Event first, then the POST.
+    let second = flagger_event(
+        "e2",
+        1,
+        "Advance podinfo.shop canary weight 40",
+        "2026-11-25T10:01:00Z",
+    );
+    h.notifier.handle(Input::Event(Box::new(second)), &h.later);
+    let (status, answer) = post_event(
+        addr,
+        "/events",
+        &webhook("Advance podinfo.shop canary weight 40"),
+    )
+    .await;
+    assert_eq!(
+        (status, answer),
+        (202, json!({"deliveries": 0, "duplicate": true}))
+    );
+
+    let got = sink.wait_for(2, Duration::from_secs(5)).await;
+    let mut bodies: Vec<String> = got.iter().map(|r| r.text()).collect();
+    bodies.sort();
+    // The webhook's report has no Canary facts (weight null); the Event's has the Canary's.
+    assert_eq!(
+        bodies,
+        [
+            r#"{"text":"Advance podinfo.shop canary weight 30","weight":null}"#,
+            r#"{"text":"Advance podinfo.shop canary weight 40","weight":30}"#,
+        ]
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink.received().len(), 2);
+    // The paired Event counts as handled: a re-list after a restart does not send it.
+    let record = h.notifier.state.get(&canary_ref());
+    assert!(record.is_handled("e1:1", 1_795_600_800_000), "{record:?}");
+
+    // Flagger's failure message over the webhook is its announcement of the phase: Herald's
+    // own "phase change seen by Herald" message is not sent.
+    let (status, _) = post_event(
+        addr,
+        "/events",
+        &webhook("Canary failed! Rolling back podinfo.shop"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        h.notifier.state.get(&canary_ref()).announced.as_deref(),
+        Some("Failed")
     );
 }
 

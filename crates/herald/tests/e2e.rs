@@ -82,6 +82,7 @@ fn options(namespace: &str) -> ControllerOptions {
         body_limit: herald::server::DEFAULT_BODY_LIMIT,
         drain_timeout: Duration::from_secs(5),
         phase_grace: Duration::from_millis(500),
+        pairing_window: Duration::from_secs(30),
         state_configmap: "herald-state".to_owned(),
         lease_name: Some("herald-leader".to_owned()),
         identity: "e2e-replica".to_owned(),

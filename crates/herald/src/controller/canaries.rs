@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use herald_api::flagger::Canary;
 use herald_api::EventType;
+use herald_core::dedup::Source;
 use herald_core::{CanaryFacts, FlaggerEvent, MatchInput};
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -17,6 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::sources::EventSources;
 use super::state::{CanaryRef, StateStore};
 use crate::delivery::EventCompletion;
 use crate::server::{dispatch, AppState};
@@ -196,6 +198,8 @@ pub struct CanaryNotifier {
     pub namespaces: Store<Namespace>,
     /// How long a terminal phase change waits for Flagger's own Event before Herald announces it.
     pub grace: Duration,
+    /// Pairs each Event with the same action POSTed by Flagger's event webhook.
+    pub sources: Arc<EventSources>,
     /// Events whose notifications are queued but not finished, so a re-list does not queue
     /// them twice.
     in_flight: Arc<Mutex<HashSet<(CanaryRef, String)>>>,
@@ -216,6 +220,7 @@ impl CanaryNotifier {
         canaries: Store<Canary>,
         namespaces: Store<Namespace>,
         grace: Duration,
+        sources: Arc<EventSources>,
     ) -> Self {
         CanaryNotifier {
             app,
@@ -223,6 +228,7 @@ impl CanaryNotifier {
             canaries,
             namespaces,
             grace,
+            sources,
             in_flight: Arc::default(),
         }
     }
@@ -266,6 +272,16 @@ impl CanaryNotifier {
         }
         let canary = self.canary(&observed.canary);
         let event = flagger_event(&observed, canary.as_deref());
+        if !self.sources.admit_from(Source::Watch, &event) {
+            info!(
+                canary = %observed.canary.key(), message = %observed.message,
+                "event already sent from Flagger's webhook; not sending it again"
+            );
+            self.state.update(&observed.canary, |r| {
+                r.record(&observed.key, observed.time_ms)
+            });
+            return;
+        }
         self.deliver(
             &observed.canary,
             &event,

@@ -5,6 +5,7 @@
 
 pub mod canaries;
 pub mod policies;
+pub mod sources;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tracing::{error, info, warn};
 
 use self::canaries::CanaryNotifier;
 use self::policies::{Context, PolicyResource, ReceiverStats, StatusObserver};
+use self::sources::EventSources;
 use self::state::{StateStore, StateThreads};
 use crate::delivery::{DeliveryConfig, Dispatcher, MemoryThreads};
 use crate::metrics::{Metrics, Outcome};
@@ -44,6 +46,8 @@ pub struct ControllerOptions {
     pub drain_timeout: Duration,
     /// How long a terminal phase change waits for Flagger's own Event.
     pub phase_grace: Duration,
+    /// How far apart the webhook's and the Event watch's reports of one action may arrive.
+    pub pairing_window: Duration,
     pub state_configmap: String,
     /// `None` runs without leader election (one replica).
     pub lease_name: Option<String>,
@@ -115,6 +119,15 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         metrics,
         body_limit: options.body_limit,
         ready: Arc::new(AtomicBool::new(false)),
+        incoming: None,
+    };
+    let sources = Arc::new(EventSources::new(
+        options.pairing_window,
+        state_slot.clone(),
+    ));
+    let app = AppState {
+        incoming: Some(sources.clone()),
+        ..app
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -203,7 +216,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         app.clone(),
         leader,
         reconcile_all,
-        state_slot.clone(),
+        sources,
         stop_rx,
     )));
     info!(%addr, "herald controller started");
@@ -435,7 +448,7 @@ async fn lead(
     app: AppState,
     mut leader: watch::Receiver<bool>,
     reconcile_all: Vec<futures::channel::mpsc::UnboundedSender<()>>,
-    slot: Arc<Mutex<Option<Arc<StateStore>>>>,
+    sources: Arc<EventSources>,
     stop: watch::Receiver<bool>,
 ) {
     // On a first install, Events older than Herald's start are history and not replayed.
@@ -468,7 +481,8 @@ async fn lead(
                 continue;
             }
         };
-        *slot.lock().expect("state slot") = Some(state.clone());
+        // Shared with the delivery threads and the webhook side of the event pairing.
+        *sources.state.lock().expect("state slot") = Some(state.clone());
         let lost = {
             let mut leader = leader.clone();
             let stop = stopped(stop.clone());
@@ -497,10 +511,18 @@ async fn lead(
         let grace = options.phase_grace;
         let notifier_app = app.clone();
         let notifier_state = state.clone();
+        let notifier_sources = sources.clone();
         canaries::run(
             client.clone(),
             move |canaries, namespaces| {
-                CanaryNotifier::new(notifier_app, notifier_state, canaries, namespaces, grace)
+                CanaryNotifier::new(
+                    notifier_app,
+                    notifier_state,
+                    canaries,
+                    namespaces,
+                    grace,
+                    notifier_sources,
+                )
             },
             lost,
         )
