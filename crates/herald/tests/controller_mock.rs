@@ -81,6 +81,7 @@ fn context(client: Client) -> (Arc<Context>, tokio::sync::watch::Sender<bool>) {
         stats: Arc::new(ReceiverStats::default()),
         rebuild: Default::default(),
         leader,
+        validated: Default::default(),
     };
     (Arc::new(ctx), leader_tx)
 }
@@ -277,6 +278,38 @@ async fn an_unchanged_status_is_not_written_again_and_followers_never_write() {
         Action::requeue(Duration::from_secs(60))
     );
     drop(api);
+}
+
+#[tokio::test]
+async fn a_status_refresh_does_not_rebuild_the_policies_but_an_edit_does() {
+    let (client, _api) = mock_client();
+    let (ctx, leader) = context(client);
+    // A follower makes no API requests, so the mocked server needs no script.
+    leader.send(false).unwrap();
+    let rebuild_asked = |ctx: Arc<Context>| async move {
+        tokio::time::timeout(Duration::from_millis(50), ctx.rebuild.notified())
+            .await
+            .is_ok()
+    };
+    let team = policy(
+        json!({"receivers": [{"name": "hook", "webhook": {"url": "https://example.com/h"}}]}),
+    );
+    reconcile(team.clone(), ctx.clone()).await;
+    assert!(rebuild_asked(ctx.clone()).await);
+    // Deliveries trigger reconciles to refresh the counts: same spec, same Secrets.
+    reconcile(team.clone(), ctx.clone()).await;
+    assert!(!rebuild_asked(ctx.clone()).await);
+    // An edit bumps the generation.
+    let mut edited = policy(
+        json!({"receivers": [{"name": "hook", "webhook": {"url": "https://example.com/new"}}]}),
+    );
+    edited.metadata.generation = Some(4);
+    reconcile(edited, ctx.clone()).await;
+    assert!(rebuild_asked(ctx.clone()).await);
+    // A Secret read into the cache (here: one found missing) counts as a change too.
+    ctx.secrets.insert("shop", "slack-url", None);
+    reconcile(team, ctx.clone()).await;
+    assert!(rebuild_asked(ctx).await);
 }
 
 #[tokio::test]

@@ -489,5 +489,32 @@ async fn controller_end_to_end() {
     let calls = slack.wait_for(2).await;
     assert_eq!(calls[1].method, "chat.postMessage");
     assert_eq!(calls[1].body["thread_ts"], "1700000000.000001");
+
+    // The bot policy is deleted: it stops notifying (a deleted policy is never reconciled,
+    // so this checks the PolicySet follows deletions, not only reconciles).
+    let before = metric(&metrics_text(running.addr).await, "herald_policies");
+    policies
+        .delete("bot", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&metrics_text(running.addr).await, "herald_policies") != before - 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted policy is still in effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    flagger_event(
+        &client,
+        &ns,
+        "checkout",
+        "checkout.e3",
+        &format!("Advance checkout.{ns} canary weight 30"),
+        "Normal",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(slack.calls().len(), 2, "a deleted policy notified");
     running.stop().await.unwrap();
 }

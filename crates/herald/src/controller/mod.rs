@@ -24,7 +24,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::canaries::CanaryNotifier;
 use self::policies::{Context, PolicyResource, ReceiverStats, StatusObserver};
@@ -156,6 +156,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         stats,
         rebuild: Default::default(),
         leader: leader.clone(),
+        validated: Default::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -304,6 +305,7 @@ async fn rebuild_policy_set(
         _ = &mut stop => return,
         _ = async { listed(&namespaced).await; listed(&cluster).await; } => {}
     }
+    let mut built_from: Option<PolicySetInputs> = None;
     loop {
         // Secrets first: the reconciles may not have fetched them all yet, and a set built
         // without them would wrongly leave policies out.
@@ -321,21 +323,31 @@ async fn rebuild_policy_set(
                 warn!(policy = %object.id(), error = %e, "cannot read a Secret of this policy");
             }
         }
-        let set = build_policy_set(&ctx, &namespaced, &cluster);
-        app.metrics.policies_loaded.set(set.policies().len() as i64);
-        info!(
-            valid = set.policies().len(),
-            invalid = set.problems().len(),
-            "policies in effect"
-        );
-        app.policies.store(Arc::new(set));
+        let inputs = PolicySetInputs::of(&ctx, &namespaced, &cluster);
+        if inputs.known() && built_from.as_ref() == Some(&inputs) {
+            debug!("policies and Secrets unchanged: the PolicySet is kept");
+        } else {
+            let set = build_policy_set(&ctx, &namespaced, &cluster);
+            app.metrics.policies_loaded.set(set.policies().len() as i64);
+            info!(
+                valid = set.policies().len(),
+                invalid = set.problems().len(),
+                "policies in effect"
+            );
+            app.policies.store(Arc::new(set));
+            built_from = Some(inputs);
+        }
         app.ready.store(true, Ordering::Release);
         tokio::select! {
             _ = &mut stop => return,
-            _ = ctx.rebuild.notified() => {}
+            _ = ctx.rebuild.notified() => {
+                // Let a burst of changes settle into one rebuild.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // A deleted policy is never reconciled: its absence is noticed here, by comparing
+            // the stores with what the set was built from.
+            _ = tokio::time::sleep(DELETION_CHECK) => {}
         }
-        // Let a burst of changes settle into one rebuild.
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -350,6 +362,48 @@ where
         .await
         .is_err()
     {}
+}
+
+/// How often the policy stores are compared with what the PolicySet was built from.
+const DELETION_CHECK: Duration = Duration::from_secs(1);
+
+/// What a PolicySet is built from: every policy's spec revision and the Secret cache's
+/// version. Reconciles ask for a rebuild often (status refreshes after deliveries); equal
+/// inputs would build an equal set, so the rebuild is skipped.
+#[derive(PartialEq, Eq)]
+struct PolicySetInputs {
+    revisions: Vec<String>,
+    secrets: u64,
+}
+
+impl PolicySetInputs {
+    fn of(
+        ctx: &Context,
+        namespaced: &Store<NotificationPolicy>,
+        cluster: &Store<ClusterNotificationPolicy>,
+    ) -> Self {
+        let mut revisions: Vec<String> = namespaced
+            .state()
+            .iter()
+            .map(|p| policies::spec_revision(p.meta()))
+            .chain(
+                cluster
+                    .state()
+                    .iter()
+                    .map(|p| policies::spec_revision(p.meta())),
+            )
+            .collect();
+        revisions.sort_unstable();
+        PolicySetInputs {
+            revisions,
+            secrets: ctx.secrets.version(),
+        }
+    }
+
+    /// False when some policy's revision is unknown (no uid or generation): then always build.
+    fn known(&self) -> bool {
+        self.revisions.iter().all(|r| !r.is_empty())
+    }
 }
 
 /// Every valid policy of both kinds, compiled against the cached Secrets.

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ impl PolicyResource for ClusterNotificationPolicy {
 #[derive(Default)]
 pub struct SecretCache {
     entries: RwLock<HashMap<(String, String), Option<SecretData>>>,
+    /// Counts changes to `entries`: validations made at an older version may be stale.
+    version: AtomicU64,
 }
 
 /// A Secret's keys and decoded values.
@@ -76,6 +79,12 @@ impl SecretCache {
             .write()
             .expect("cache lock")
             .remove(&(namespace.to_owned(), name.to_owned()));
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes whenever a Secret is cached or forgotten.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     pub fn contains(&self, namespace: &str, name: &str) -> bool {
@@ -102,6 +111,7 @@ impl SecretCache {
             .write()
             .expect("cache lock")
             .insert((namespace.to_owned(), name.to_owned()), data);
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Fetches the Secrets `policy` refers to that are not cached yet.
@@ -330,6 +340,25 @@ pub struct Context {
     pub rebuild: tokio::sync::Notify,
     /// Only the leader writes status.
     pub leader: tokio::sync::watch::Receiver<bool>,
+    /// Each policy's problems, with the revision and Secrets they were found at: reconciles
+    /// that only refresh delivery counts do not compile the policy again.
+    pub validated: Mutex<HashMap<PolicyId, ValidatedAt>>,
+}
+
+/// A policy's problems at one revision of it and of the Secret cache.
+pub struct ValidatedAt {
+    revision: String,
+    secrets: u64,
+    problems: Vec<Problem>,
+}
+
+/// What identifies a policy's spec: its uid and `metadata.generation`, which the API server
+/// bumps on spec changes only (status writes leave it alone). Empty when unknown.
+pub fn spec_revision(meta: &kube::api::ObjectMeta) -> String {
+    match (&meta.uid, meta.generation) {
+        (Some(uid), Some(generation)) => format!("{uid}/{generation}"),
+        _ => String::new(),
+    }
 }
 
 /// Validates one policy against the cached Secrets; its problems, if any.
@@ -342,6 +371,32 @@ pub fn validate(object: &PolicyObject, ctx: &Context) -> Vec<Problem> {
     builder.add(object).err().unwrap_or_default()
 }
 
+/// The policy's problems, validated again only when its spec or the Secrets changed since
+/// the last time; a change also asks for the PolicySet to be rebuilt.
+fn problems_of(object: &PolicyObject, revision: String, ctx: &Context) -> Vec<Problem> {
+    let id = object.id();
+    let secrets = ctx.secrets.version();
+    if !revision.is_empty() {
+        let validated = ctx.validated.lock().expect("validation cache lock");
+        if let Some(at) = validated.get(&id) {
+            if at.revision == revision && at.secrets == secrets {
+                return at.problems.clone();
+            }
+        }
+    }
+    let problems = validate(object, ctx);
+    ctx.validated.lock().expect("validation cache lock").insert(
+        id,
+        ValidatedAt {
+            revision,
+            secrets,
+            problems: problems.clone(),
+        },
+    );
+    ctx.rebuild.notify_one();
+    problems
+}
+
 #[instrument(skip_all, fields(policy = %policy.name_any(), namespace = ?policy.namespace()))]
 pub async fn reconcile<P: PolicyResource>(policy: Arc<P>, ctx: Arc<Context>) -> Result<Action> {
     let object = policy.to_object();
@@ -349,8 +404,7 @@ pub async fn reconcile<P: PolicyResource>(policy: Arc<P>, ctx: Arc<Context>) -> 
     ctx.secrets
         .fetch_missing(&ctx.client, &object, &ctx.herald_namespace)
         .await?;
-    let problems = validate(&object, &ctx);
-    ctx.rebuild.notify_one();
+    let problems = problems_of(&object, spec_revision(policy.meta()), &ctx);
     if !*ctx.leader.borrow() {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
