@@ -157,10 +157,40 @@ impl FlaggerEvent {
 
     /// The JSON Flagger would have sent: field order `name, namespace, phase, checksum,
     /// metadata` (as Go marshals its struct), metadata keys sorted (as Go marshals maps).
+    ///
+    /// Written directly, keys as literal text (see [`crate::payload::json`]): the bytes are
+    /// those of `serde_json` over the [`Serialize`] impl below, which the tests check.
     pub fn to_json(&self) -> Vec<u8> {
+        use crate::payload::json::push_str;
         // Sized for a typical event, so the buffer is not grown a few bytes at a time.
         let mut out = Vec::with_capacity(256);
-        serde_json::to_writer(&mut out, self).expect("an event always serialises");
+        out.extend_from_slice(b"{\"name\":");
+        push_str(&mut out, &self.name);
+        out.extend_from_slice(b",\"namespace\":");
+        push_str(&mut out, &self.namespace);
+        out.extend_from_slice(b",\"phase\":");
+        push_str(&mut out, &self.phase);
+        if let Some(checksum) = &self.checksum {
+            out.extend_from_slice(b",\"checksum\":");
+            push_str(&mut out, checksum);
+        }
+        out.extend_from_slice(b",\"metadata\":{");
+        for (i, (key, value)) in self.metadata.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_str(&mut out, key);
+            out.push(b':');
+            push_str(&mut out, value);
+        }
+        out.push(b'}');
+        for (key, value) in &self.extra {
+            out.push(b',');
+            push_str(&mut out, key);
+            out.push(b':');
+            serde_json::to_writer(&mut out, value).expect("a JSON value always serialises");
+        }
+        out.push(b'}');
         out
     }
 
@@ -349,6 +379,41 @@ mod tests {
         assert!(String::from_utf8(event.to_json())
             .unwrap()
             .ends_with(r#"},"zeta":[1]}"#));
+    }
+
+    /// The event JSON written directly is byte for byte `serde_json` over `Serialize`.
+    #[test]
+    fn event_json_is_the_serde_json_serialisation() {
+        let mut events = vec![
+            FlaggerEvent::from_json(FLAGGER.as_bytes()).unwrap(),
+            FlaggerEvent::new("p\u{e9}\"q\\", "ns\n\t", "", "", EventType::Warning, 0),
+            FlaggerEvent::new(
+                "a",
+                "b",
+                "Failed",
+                "Rolling back \u{1}\u{1F680}",
+                EventType::Normal,
+                7,
+            ),
+        ];
+        events[1].checksum = Some("c\"1".into());
+        events[2]
+            .metadata
+            .insert("k\"ey\u{7f}".into(), "v\r".into());
+        events[2].metadata.clear();
+        events[0]
+            .extra
+            .insert("zeta".into(), serde_json::json!([1, "x\"", {"b": null}]));
+        events[0].extra.insert("a\n".into(), serde_json::json!(1.5));
+        events[1]
+            .metadata
+            .insert("k\"ey\u{7f}".into(), "v\r".into());
+        for event in &events {
+            assert_eq!(
+                String::from_utf8(event.to_json()).unwrap(),
+                serde_json::to_string(event).unwrap()
+            );
+        }
     }
 
     fn error_of(body: &str) -> String {

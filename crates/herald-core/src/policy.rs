@@ -1225,13 +1225,26 @@ pub fn minify_json(json: &str) -> String {
             let start = i;
             i += 1;
             while i < bytes.len() {
-                match bytes[i] {
-                    b'\\' => i += 2,
-                    b'"' => {
-                        i += 1;
-                        break;
+                // Eight bytes without a quote or a backslash are passed over at once;
+                // otherwise the next eight are looked at one by one.
+                if let Some(chunk) = bytes.get(i..i + 8) {
+                    let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+                    if !crate::payload::json::may_need_escape(word) {
+                        i += 8;
+                        continue;
                     }
-                    _ => i += 1,
+                }
+                let window = i + 8;
+                while i < window.min(bytes.len()) {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                if bytes.get(i) == Some(&b'"') {
+                    i += 1;
+                    break;
                 }
             }
             out.push_str(&json[start..i.min(bytes.len())]);
@@ -1396,7 +1409,9 @@ impl PolicySet {
 
     /// Indices of the policies that fire for this event, in policy-id order.
     pub fn matching(&self, input: &MatchInput<'_>) -> Vec<u32> {
-        let mut candidates = Vec::new();
+        // Room for a typical number of candidates, so the list is not regrown as they are
+        // found.
+        let mut candidates = Vec::with_capacity(16);
         if let Some(bucket) = self.by_namespace.get(&input.event.namespace) {
             bucket.candidates(&input.event.name, &mut candidates);
         }
@@ -1433,9 +1448,15 @@ impl PolicySet {
             set: self,
             input,
             context: None,
+            formatted: template::Formatted::default(),
             event_json: None,
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(
+            matched
+                .iter()
+                .map(|&i| self.policies[i as usize].receivers.len())
+                .sum(),
+        );
         for policy_index in matched {
             let policy = &self.policies[policy_index as usize];
             for (receiver_index, receiver) in policy.receivers.iter().enumerate() {
@@ -1464,11 +1485,14 @@ impl PolicySet {
 
 /// Renders the notifications of one event. What is costly and the same for all of them is
 /// made once, and only when needed: the handlebars context (templates that only use the
-/// event's own variables are rendered without it) and Flagger's event JSON.
+/// event's own variables are rendered without it), the formatted variables (`time`...) and
+/// the severity, and Flagger's event JSON.
 struct Render<'a> {
     set: &'a PolicySet,
     input: &'a MatchInput<'a>,
     context: Option<Context>,
+    /// The event's formatted template variables, made once for all its templates.
+    formatted: template::Formatted,
     event_json: Option<Vec<u8>>,
 }
 
@@ -1486,7 +1510,7 @@ impl Render<'_> {
             policy,
             receiver,
         };
-        if let Some(out) = engine.render_direct(id, &vars) {
+        if let Some(out) = engine.render_direct_with(id, &vars, &self.formatted) {
             return Ok(out);
         }
         let context = self.context.get_or_insert_with(|| {
@@ -1530,11 +1554,14 @@ impl Render<'_> {
             event,
             cluster: &self.set.cluster,
         };
+        let severity = self.formatted.severity(event);
         Ok(match &receiver.kind {
-            ReceiverKind::Slack(options) => payload::slack(options, &message),
-            ReceiverKind::Teams(TeamsFormat::MessageCard) => payload::teams_message_card(&message),
+            ReceiverKind::Slack(options) => payload::slack_as(options, &message, severity),
+            ReceiverKind::Teams(TeamsFormat::MessageCard) => {
+                payload::teams_message_card_as(&message, severity)
+            }
             ReceiverKind::Teams(TeamsFormat::AdaptiveCard) => {
-                payload::teams_adaptive_card(&message)
+                payload::teams_adaptive_card_as(&message, severity)
             }
             ReceiverKind::Discord(options) => payload::discord(options, &message),
             // The thread is added when the message is sent: it depends on the canary's
@@ -1551,7 +1578,8 @@ impl Render<'_> {
 fn check_json(text: &str) -> Result<(), serde_json::Error> {
     // With serde_json's `raw_value` feature a `Value` treats this one object key specially;
     // leave such (odd) bodies to `Value` itself.
-    if text.contains("$serde_json::private::") {
+    // (Looking for the `$` first is quicker, and a text without one cannot have the key.)
+    if text.contains('$') && text.contains("$serde_json::private::") {
         return serde_json::from_str::<serde_json::Value>(text).map(drop);
     }
     serde_json::from_str::<AnyJson>(text).map(drop)
@@ -1775,6 +1803,29 @@ mod tests {
             "[\"a\\\\\", \"b\"]\u{b}\u{c}\u{85}x",
         ] {
             assert_eq!(minify_json(json), reference_minify(json), "{json:?}");
+        }
+    }
+
+    /// Long strings (passed over eight bytes at a time) with quotes, escapes and multi-byte
+    /// characters at every position.
+    #[test]
+    fn minify_is_the_reference_minify_for_long_strings() {
+        for special in [
+            "\\\"", "\\\\", "\\n", "\\u00e9", "é", "\\é", " ", "\u{3000}",
+        ] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut text = "x".repeat(len);
+                    text.insert_str(at, special);
+                    for json in [
+                        format!("{{ \"{text}\" : [ \"{text}\" ,\n\"{text}\" ] }}"),
+                        format!("\"{text}"),
+                        format!("[ \"{text}\\"),
+                    ] {
+                        assert_eq!(minify_json(&json), reference_minify(&json), "{json:?}");
+                    }
+                }
+            }
         }
     }
 

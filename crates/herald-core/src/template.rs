@@ -1,7 +1,7 @@
 //! Handlebars templating: a strict registry (a misspelt variable is an error, not an empty
 //! string), compiled once per policy generation, with the helpers notification authors need.
 
-use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
@@ -12,6 +12,7 @@ use handlebars::{
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 
+use crate::event::Severity;
 use crate::{CanaryFacts, FlaggerEvent};
 
 /// The title when a policy sets none: the canary, prefixed by the cluster when one is set.
@@ -47,7 +48,15 @@ pub struct TemplateEngine {
     by_source: HashMap<String, TemplateId>,
     /// Per template: its pieces when it can be rendered straight from the event (see
     /// [`Piece`]), `None` when it needs handlebars.
-    direct: Vec<Option<Vec<Piece>>>,
+    direct: Vec<Option<Direct>>,
+}
+
+/// A template rendered without handlebars.
+struct Direct {
+    pieces: Vec<Piece>,
+    /// The length of its text pieces and the number of its variables, to size the output.
+    text_len: usize,
+    vars: usize,
 }
 
 impl Default for TemplateEngine {
@@ -92,7 +101,15 @@ impl TemplateEngine {
                     reason: e.reason().to_string(),
                 }
             })?;
-        let direct = self.registry.get_template(&name).and_then(direct_pieces);
+        let direct = self
+            .registry
+            .get_template(&name)
+            .and_then(direct_pieces)
+            .map(|pieces| Direct {
+                text_len: text_len(&pieces),
+                vars: var_count(&pieces),
+                pieces,
+            });
         self.direct.push(direct);
         self.names.push(name);
         self.by_source.insert(source.to_owned(), id);
@@ -109,9 +126,21 @@ impl TemplateEngine {
     /// uses what [`Piece`] covers; `None` when it needs [`Self::render`]. The output is the
     /// one handlebars gives (tested against it), and cannot fail.
     pub fn render_direct(&self, id: TemplateId, vars: &Vars<'_>) -> Option<String> {
-        let pieces = self.direct[id.0 as usize].as_deref()?;
-        let mut out = String::with_capacity(64);
-        render_pieces(pieces, vars, &mut out);
+        self.render_direct_with(id, vars, &Formatted::default())
+    }
+
+    /// [`Self::render_direct`], with the event's formatted values (see [`Formatted`]) kept
+    /// in `formatted` for the event's other templates.
+    pub fn render_direct_with(
+        &self,
+        id: TemplateId,
+        vars: &Vars<'_>,
+        formatted: &Formatted,
+    ) -> Option<String> {
+        let direct = self.direct[id.0 as usize].as_ref()?;
+        // The template's own text plus room for typical values: the output is rarely grown.
+        let mut out = String::with_capacity(direct.text_len + 64 + 32 * direct.vars);
+        render_pieces(&direct.pieces, vars, formatted, &mut out);
         Some(out)
     }
 
@@ -202,6 +231,25 @@ pub struct Vars<'a> {
     pub receiver: &'a str,
 }
 
+/// The event's variables that are formatted or worked out rather than stored (`target`,
+/// `timestamp`, `time`, `severity`), for one event: each is made the first time one of the
+/// event's templates (or payloads) uses it and then shared by the others.
+#[derive(Debug, Default)]
+pub struct Formatted {
+    target: OnceCell<String>,
+    timestamp: OnceCell<String>,
+    time: OnceCell<String>,
+    severity: OnceCell<Severity>,
+}
+
+impl Formatted {
+    /// The event's severity, worked out from its message once (it is needed by the `severity`
+    /// variable and by most receivers' payloads).
+    pub fn severity(&self, event: &FlaggerEvent) -> Severity {
+        *self.severity.get_or_init(|| event.severity())
+    }
+}
+
 /// The variables of [`event_context`] that are present in every context, with a value that is
 /// a string (`checksum`: a string or null).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,23 +291,31 @@ impl Var {
 }
 
 impl<'a> Vars<'a> {
-    /// The variable's value as the context holds it; `None` for null.
-    fn get(&self, var: Var) -> Option<Cow<'a, str>> {
+    /// The variable's value as the context holds it; `None` for null. Formatted values are
+    /// made once, in `formatted`.
+    fn get<'b>(&self, var: Var, formatted: &'b Formatted) -> Option<&'b str>
+    where
+        'a: 'b,
+    {
         let event = self.event;
         Some(match var {
-            Var::Name => Cow::Borrowed(event.name.as_str()),
-            Var::Namespace => Cow::Borrowed(event.namespace.as_str()),
-            Var::Target => Cow::Owned(format!("{}.{}", event.name, event.namespace)),
-            Var::Phase => Cow::Borrowed(event.phase.as_str()),
-            Var::Message => Cow::Borrowed(event.message()),
-            Var::EventType => Cow::Borrowed(event.event_type().as_str()),
-            Var::Timestamp => Cow::Owned(event.timestamp_ms().to_string()),
-            Var::Time => Cow::Owned(rfc3339(event.timestamp_ms())),
-            Var::Checksum => return event.checksum.as_deref().map(Cow::Borrowed),
-            Var::Severity => Cow::Borrowed(event.severity().as_str()),
-            Var::Cluster => Cow::Borrowed(self.cluster),
-            Var::Policy => Cow::Borrowed(self.policy),
-            Var::Receiver => Cow::Borrowed(self.receiver),
+            Var::Name => event.name.as_str(),
+            Var::Namespace => event.namespace.as_str(),
+            Var::Target => formatted
+                .target
+                .get_or_init(|| format!("{}.{}", event.name, event.namespace)),
+            Var::Phase => event.phase.as_str(),
+            Var::Message => event.message(),
+            Var::EventType => event.event_type().as_str(),
+            Var::Timestamp => formatted
+                .timestamp
+                .get_or_init(|| event.timestamp_ms().to_string()),
+            Var::Time => formatted.time.get_or_init(|| rfc3339(event.timestamp_ms())),
+            Var::Checksum => return event.checksum.as_deref(),
+            Var::Severity => formatted.severity(event).as_str(),
+            Var::Cluster => self.cluster,
+            Var::Policy => self.policy,
+            Var::Receiver => self.receiver,
         })
     }
 }
@@ -368,23 +424,56 @@ fn simple_name(parameter: &Parameter) -> Option<&str> {
     }
 }
 
-fn render_pieces(pieces: &[Piece], vars: &Vars<'_>, out: &mut String) {
+/// The length of the text pieces, branches included.
+fn text_len(pieces: &[Piece]) -> usize {
+    pieces
+        .iter()
+        .map(|piece| match piece {
+            Piece::Text(text) => text.len(),
+            Piece::If {
+                then, otherwise, ..
+            } => text_len(then).max(text_len(otherwise)),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The number of variables written (not those only tested by `if`), branches included.
+fn var_count(pieces: &[Piece]) -> usize {
+    pieces
+        .iter()
+        .map(|piece| match piece {
+            Piece::Text(_) => 0,
+            Piece::If {
+                then, otherwise, ..
+            } => var_count(then).max(var_count(otherwise)),
+            _ => 1,
+        })
+        .sum()
+}
+
+fn render_pieces(pieces: &[Piece], vars: &Vars<'_>, formatted: &Formatted, out: &mut String) {
     for piece in pieces {
         match piece {
             Piece::Text(text) => out.push_str(text),
             // Null renders as nothing.
             Piece::Var(var) => {
-                if let Some(value) = vars.get(*var) {
-                    out.push_str(&value);
+                if let Some(value) = vars.get(*var, formatted) {
+                    out.push_str(value);
                 }
             }
-            Piece::Json(var) => match vars.get(*var) {
-                Some(value) => out
-                    .push_str(&serde_json::to_string(value.as_ref()).expect("a string serialises")),
+            // As `serde_json::to_string` of the string (what the `json` helper does), written
+            // in place.
+            Piece::Json(var) => match vars.get(*var, formatted) {
+                Some(value) => crate::payload::json::push_str(out, value),
                 None => out.push_str("null"),
             },
-            Piece::Upper(var) => out.push_str(&vars.get(*var).unwrap_or_default().to_uppercase()),
-            Piece::Lower(var) => out.push_str(&vars.get(*var).unwrap_or_default().to_lowercase()),
+            Piece::Upper(var) => {
+                out.push_str(&vars.get(*var, formatted).unwrap_or_default().to_uppercase())
+            }
+            Piece::Lower(var) => {
+                out.push_str(&vars.get(*var, formatted).unwrap_or_default().to_lowercase())
+            }
             Piece::If {
                 var,
                 negate,
@@ -392,9 +481,11 @@ fn render_pieces(pieces: &[Piece], vars: &Vars<'_>, out: &mut String) {
                 otherwise,
             } => {
                 // Handlebars truthiness: a non-empty string (null is false).
-                let truthy = vars.get(*var).is_some_and(|value| !value.is_empty());
+                let truthy = vars
+                    .get(*var, formatted)
+                    .is_some_and(|value| !value.is_empty());
                 let branch = if truthy != *negate { then } else { otherwise };
-                render_pieces(branch, vars, out);
+                render_pieces(branch, vars, formatted, out);
             }
         }
     }
@@ -729,6 +820,41 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Formatted values made by one template of an event are reused by its next ones, with
+    /// the same output as handlebars.
+    #[test]
+    fn formatted_values_are_shared_by_an_event_s_templates() {
+        let sources = [
+            "{{time}} {{target}} {{timestamp}}",
+            "{{json time}}|{{json target}}|{{json timestamp}}",
+            "{{#if time}}{{upper target}}{{/if}} {{lower time}} {{timestamp}}{{time}}",
+        ];
+        let mut engine = TemplateEngine::new();
+        let ids: Vec<TemplateId> = sources.iter().map(|s| engine.compile(s).unwrap()).collect();
+        for event in [
+            sample_event(),
+            FlaggerEvent::new("a\"", "b\n", "P", "m", herald_api::EventType::Normal, 0),
+        ] {
+            let formatted = Formatted::default();
+            let vars = Vars {
+                event: &event,
+                cluster: "c",
+                policy: "p",
+                receiver: "r",
+            };
+            let mut context = event_context(&event, "c", None);
+            set_delivery(&mut context, "p", "r");
+            for _ in 0..2 {
+                for &id in &ids {
+                    assert_eq!(
+                        engine.render_direct_with(id, &vars, &formatted),
+                        Some(engine.render(id, &context).unwrap())
+                    );
                 }
             }
         }

@@ -48,7 +48,6 @@ pub fn discord(options: &DiscordOptions, message: &Message<'_>) -> Vec<u8> {
     let title = limit_chars(message.title, DISCORD_TITLE_LIMIT);
     let facts: Vec<(&'static str, std::borrow::Cow<'_, str>)> = message
         .facts()
-        .into_iter()
         .filter(|(_, value)| !value.is_empty())
         .map(|(name, value)| (name, limit_chars(value, DISCORD_FIELD_LIMIT)))
         .collect();

@@ -69,7 +69,6 @@ pub fn google_chat(message: &Message<'_>) -> Vec<u8> {
     let colour = rgb(message.event.severity());
     let facts: Vec<(&'static str, String)> = message
         .facts()
-        .into_iter()
         .map(|(name, value)| {
             let value = limit(value, PART_LIMIT);
             let value = if name == "Phase" {

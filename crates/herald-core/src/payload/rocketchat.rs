@@ -55,7 +55,6 @@ pub fn rocket_chat(options: &RocketChatOptions, message: &Message<'_>) -> Vec<u8
             color: format!("#{:06X}", rgb(message.event.severity())),
             fields: message
                 .facts()
-                .into_iter()
                 .map(|(title, value)| Field {
                     title,
                     value,

@@ -1,82 +1,179 @@
 //! Slack incoming webhooks.
 
-use serde::Serialize;
-
-use super::{to_json, Message, SlackOptions};
+use super::json::{push_escaped, push_str, push_u64};
+use super::{buffer, Message, SlackOptions};
 use crate::event::Severity;
-
-#[derive(Serialize)]
-struct SlackBody<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channel: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    username: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icon_emoji: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icon_url: Option<&'a str>,
-    attachments: [SlackAttachment<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct SlackAttachment<'a> {
-    color: &'static str,
-    fallback: String,
-    author_name: &'a str,
-    text: &'a str,
-    mrkdwn_in: [&'static str; 1],
-    fields: Vec<SlackField<'a>>,
-    ts: u64,
-}
-
-#[derive(Serialize)]
-struct SlackField<'a> {
-    title: &'static str,
-    value: &'a str,
-    short: bool,
-}
 
 /// A Slack incoming-webhook body in Flagger's layout (one attachment, coloured by outcome),
 /// plus a `fallback` for notifications and the event time.
+///
+/// Written directly (see [`super::json`]); the bytes are those `serde_json` gives for the
+/// structs in the tests' `reference` module, which the tests check.
 pub fn slack(options: &SlackOptions, message: &Message<'_>) -> Vec<u8> {
-    let body = SlackBody {
-        channel: options.channel.as_deref(),
-        username: options.username.as_deref(),
-        icon_emoji: options.icon_emoji.as_deref(),
-        icon_url: options.icon_url.as_deref(),
-        attachments: [SlackAttachment {
-            color: match message.event.severity() {
-                Severity::Info => "#0076D7",
-                Severity::Success => "good",
-                Severity::Warning => "warning",
-                Severity::Error => "danger",
-            },
-            fallback: format!("{} {}", message.title, message.text),
-            author_name: message.title,
-            text: message.text,
-            mrkdwn_in: ["text"],
-            fields: message
-                .facts()
-                .into_iter()
-                .map(|(title, value)| SlackField {
-                    title,
-                    value,
-                    short: true,
-                })
-                .collect(),
-            ts: message.event.timestamp_ms() / 1000,
-        }],
-    };
-    to_json(&body, message)
+    slack_as(options, message, message.event.severity())
+}
+
+/// [`slack`] with the event's severity already worked out.
+pub(crate) fn slack_as(
+    options: &SlackOptions,
+    message: &Message<'_>,
+    severity: Severity,
+) -> Vec<u8> {
+    let mut out = buffer(message);
+    out.push(b'{');
+    for (key, value) in [
+        (&b"\"channel\":"[..], &options.channel),
+        (b"\"username\":", &options.username),
+        (b"\"icon_emoji\":", &options.icon_emoji),
+        (b"\"icon_url\":", &options.icon_url),
+    ] {
+        if let Some(value) = value {
+            out.extend_from_slice(key);
+            push_str(&mut out, value);
+            out.push(b',');
+        }
+    }
+    out.extend_from_slice(b"\"attachments\":[{\"color\":");
+    out.extend_from_slice(match severity {
+        Severity::Info => b"\"#0076D7\"",
+        Severity::Success => b"\"good\"",
+        Severity::Warning => b"\"warning\"",
+        Severity::Error => b"\"danger\"",
+    });
+    // `fallback` is the title and the text separated by a space.
+    out.extend_from_slice(b",\"fallback\":\"");
+    push_escaped(&mut out, message.title);
+    out.push(b' ');
+    push_escaped(&mut out, message.text);
+    out.extend_from_slice(b"\",\"author_name\":");
+    push_str(&mut out, message.title);
+    out.extend_from_slice(b",\"text\":");
+    push_str(&mut out, message.text);
+    out.extend_from_slice(b",\"mrkdwn_in\":[\"text\"],\"fields\":[");
+    for (i, (title, value)) in message.facts().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"title\":");
+        push_str(&mut out, title);
+        out.extend_from_slice(b",\"value\":");
+        push_str(&mut out, value);
+        out.extend_from_slice(b",\"short\":true}");
+    }
+    out.extend_from_slice(b"],\"ts\":");
+    push_u64(&mut out, message.event.timestamp_ms() / 1000);
+    out.extend_from_slice(b"}]}");
+    out
+}
+
+#[cfg(test)]
+mod reference {
+    //! The body as it was first built: `serde_json` over these structs. [`super::slack`]
+    //! must give the same bytes.
+
+    use serde::Serialize;
+
+    use super::super::{Message, SlackOptions};
+    use crate::event::Severity;
+
+    #[derive(Serialize)]
+    struct SlackBody<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        username: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        icon_emoji: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        icon_url: Option<&'a str>,
+        attachments: [SlackAttachment<'a>; 1],
+    }
+
+    #[derive(Serialize)]
+    struct SlackAttachment<'a> {
+        color: &'static str,
+        fallback: String,
+        author_name: &'a str,
+        text: &'a str,
+        mrkdwn_in: [&'static str; 1],
+        fields: Vec<SlackField<'a>>,
+        ts: u64,
+    }
+
+    #[derive(Serialize)]
+    struct SlackField<'a> {
+        title: &'static str,
+        value: &'a str,
+        short: bool,
+    }
+
+    pub fn slack(options: &SlackOptions, message: &Message<'_>) -> Vec<u8> {
+        let body = SlackBody {
+            channel: options.channel.as_deref(),
+            username: options.username.as_deref(),
+            icon_emoji: options.icon_emoji.as_deref(),
+            icon_url: options.icon_url.as_deref(),
+            attachments: [SlackAttachment {
+                color: match message.event.severity() {
+                    Severity::Info => "#0076D7",
+                    Severity::Success => "good",
+                    Severity::Warning => "warning",
+                    Severity::Error => "danger",
+                },
+                fallback: format!("{} {}", message.title, message.text),
+                author_name: message.title,
+                text: message.text,
+                mrkdwn_in: ["text"],
+                fields: message
+                    .facts()
+                    .map(|(title, value)| SlackField {
+                        title,
+                        value,
+                        short: true,
+                    })
+                    .collect(),
+                ts: message.event.timestamp_ms() / 1000,
+            }],
+        };
+        serde_json::to_vec(&body).unwrap()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::messages;
     use super::super::test_support::{event, parse};
     use super::super::{Message, SlackOptions};
-    use super::slack;
+    use super::{reference, slack};
     use herald_api::EventType;
     use serde_json::json;
+
+    /// The body written directly is byte for byte the `serde_json` one, for every option set
+    /// and odd text.
+    #[test]
+    fn slack_body_is_the_serde_json_body() {
+        let all = SlackOptions {
+            channel: Some("#deploys".into()),
+            username: Some("her\"ald".into()),
+            icon_emoji: Some(":rocket:".into()),
+            icon_url: Some("https://example.com/i.png".into()),
+        };
+        let some = SlackOptions {
+            channel: None,
+            username: Some("herald".into()),
+            icon_emoji: None,
+            icon_url: Some("u".into()),
+        };
+        for options in [SlackOptions::default(), all, some] {
+            messages(|message| {
+                assert_eq!(
+                    String::from_utf8(slack(&options, message)).unwrap(),
+                    String::from_utf8(reference::slack(&options, message)).unwrap(),
+                    "{options:?} {message:?}"
+                );
+            });
+        }
+    }
 
     #[test]
     fn slack_body_is_flaggers_layout() {

@@ -1,9 +1,8 @@
 //! Microsoft Teams: Adaptive Cards for Workflows webhooks, MessageCards for legacy Office 365
 //! connectors.
 
-use serde::Serialize;
-
-use super::{fit_body, limit, to_json, Message};
+use super::json::{push_escaped, push_str};
+use super::{buffer, fit_body, limit, Message};
 use crate::event::Severity;
 
 /// Teams rejects payloads over about 28 KB; text beyond this many bytes is cut.
@@ -14,191 +13,336 @@ pub const TEAMS_PAYLOAD_LIMIT: usize = 27_000;
 /// Titles are one line: cut at this many bytes.
 pub const TEAMS_TITLE_LIMIT: usize = 1_000;
 
-#[derive(Serialize)]
-struct MessageCard<'a> {
-    #[serde(rename = "@type")]
-    kind: &'static str,
-    #[serde(rename = "@context")]
-    context: &'static str,
-    #[serde(rename = "themeColor")]
-    theme_color: &'static str,
-    summary: String,
-    sections: [MessageCardSection<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct MessageCardSection<'a> {
-    #[serde(rename = "activityTitle")]
-    activity_title: &'a str,
-    #[serde(rename = "activitySubtitle")]
-    activity_subtitle: &'a str,
-    facts: Vec<NameValue<'a>>,
-}
-
-#[derive(Serialize)]
-struct NameValue<'a> {
-    name: &'static str,
-    value: &'a str,
-}
-
 /// A legacy Office 365 connector MessageCard in Flagger's layout. Text and title are cut so
 /// the body stays under Teams' payload limit.
+///
+/// Written directly (see [`super::json`]); the bytes are those `serde_json` gives for the
+/// structs in the tests' `reference` module, which the tests check.
 pub fn teams_message_card(message: &Message<'_>) -> Vec<u8> {
+    teams_message_card_as(message, message.event.severity())
+}
+
+/// [`teams_message_card`] with the event's severity already worked out.
+pub(crate) fn teams_message_card_as(message: &Message<'_>, severity: Severity) -> Vec<u8> {
     let title = limit(message.title, TEAMS_TITLE_LIMIT);
-    let summary = format!("{title} {}", limit(message.text, 200));
-    let facts: Vec<NameValue<'_>> = message
-        .facts()
-        .into_iter()
-        .map(|(name, value)| NameValue { name, value })
-        .collect();
-    let theme_color = match message.event.severity() {
-        Severity::Info => "0076D7",
-        Severity::Success => "2EB886",
-        Severity::Warning => "FFA500",
-        Severity::Error => "FF0000",
+    let theme_color: &[u8] = match severity {
+        Severity::Info => b"0076D7",
+        Severity::Success => b"2EB886",
+        Severity::Warning => b"FFA500",
+        Severity::Error => b"FF0000",
     };
+    // Everything before the text, and everything after it, is the same for each cut of the
+    // text that `fit_body` tries.
+    let mut head = Vec::with_capacity(256 + 2 * title.len());
+    head.extend_from_slice(
+        b"{\"@type\":\"MessageCard\",\"@context\":\"http://schema.org/extensions\",\"themeColor\":\"",
+    );
+    head.extend_from_slice(theme_color);
+    // The summary is the title and the start of the text, separated by a space.
+    head.extend_from_slice(b"\",\"summary\":\"");
+    push_escaped(&mut head, &title);
+    head.push(b' ');
+    push_escaped(&mut head, &limit(message.text, 200));
+    head.extend_from_slice(b"\",\"sections\":[{\"activityTitle\":");
+    let mut tail = Vec::with_capacity(
+        192 + 2 * title.len() + message.event.phase.len() + message.cluster.len(),
+    );
+    tail.extend_from_slice(b",\"activitySubtitle\":");
+    push_str(&mut tail, &title);
+    tail.extend_from_slice(b",\"facts\":[");
+    for (i, (name, value)) in message.facts().enumerate() {
+        if i > 0 {
+            tail.push(b',');
+        }
+        tail.extend_from_slice(b"{\"name\":");
+        push_str(&mut tail, name);
+        tail.extend_from_slice(b",\"value\":");
+        push_str(&mut tail, value);
+        tail.push(b'}');
+    }
+    tail.extend_from_slice(b"]}]}");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
         message.text.len().min(TEAMS_TEXT_LIMIT),
-        |text_limit| {
-            let text = limit(message.text, text_limit);
-            let card = MessageCard {
-                kind: "MessageCard",
-                context: "http://schema.org/extensions",
-                theme_color,
-                summary: summary.clone(),
-                sections: [MessageCardSection {
-                    activity_title: &text,
-                    activity_subtitle: &title,
-                    facts: facts
-                        .iter()
-                        .map(|f| NameValue {
-                            name: f.name,
-                            value: f.value,
-                        })
-                        .collect(),
-                }],
-            };
-            to_json(&card, message)
-        },
+        |text_limit| around(&head, &limit(message.text, text_limit), &tail, message),
     )
 }
 
-#[derive(Serialize)]
-struct TeamsMessage<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    attachments: [AdaptiveAttachment<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct AdaptiveAttachment<'a> {
-    #[serde(rename = "contentType")]
-    content_type: &'static str,
-    content: AdaptiveCard<'a>,
-}
-
-#[derive(Serialize)]
-struct AdaptiveCard<'a> {
-    #[serde(rename = "$schema")]
-    schema: &'static str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    version: &'static str,
-    msteams: AdaptiveWidth,
-    body: Vec<AdaptiveElement<'a>>,
-}
-
-#[derive(Serialize)]
-struct AdaptiveWidth {
-    width: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type")]
-enum AdaptiveElement<'a> {
-    TextBlock {
-        text: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        weight: Option<&'static str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        size: Option<&'static str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        color: Option<&'static str>,
-        wrap: bool,
-    },
-    FactSet {
-        facts: Vec<TitleValue<'a>>,
-    },
-}
-
-#[derive(Serialize)]
-struct TitleValue<'a> {
-    title: &'static str,
-    value: &'a str,
+/// `head`, `text` as a JSON string, then `tail`.
+fn around(head: &[u8], text: &str, tail: &[u8], message: &Message<'_>) -> Vec<u8> {
+    let mut out = buffer(message);
+    out.extend_from_slice(head);
+    push_str(&mut out, text);
+    out.extend_from_slice(tail);
+    out
 }
 
 /// A Teams Workflows message: one Adaptive Card 1.4 (the highest version Teams renders).
 /// Cards have no colour strip, so the title's colour carries the outcome. Text and title are
 /// cut so the body stays under Teams' payload limit.
+///
+/// Written directly (see [`super::json`]); the bytes are those `serde_json` gives for the
+/// structs in the tests' `reference` module, which the tests check.
 pub fn teams_adaptive_card(message: &Message<'_>) -> Vec<u8> {
+    teams_adaptive_card_as(message, message.event.severity())
+}
+
+/// [`teams_adaptive_card`] with the event's severity already worked out.
+pub(crate) fn teams_adaptive_card_as(message: &Message<'_>, severity: Severity) -> Vec<u8> {
     let title = limit(message.title, TEAMS_TITLE_LIMIT);
-    let color = match message.event.severity() {
-        Severity::Info => None,
-        Severity::Success => Some("good"),
-        Severity::Warning => Some("warning"),
-        Severity::Error => Some("attention"),
+    let color: &[u8] = match severity {
+        Severity::Info => b"",
+        Severity::Success => b",\"color\":\"good\"",
+        Severity::Warning => b",\"color\":\"warning\"",
+        Severity::Error => b",\"color\":\"attention\"",
     };
-    let facts = message.facts();
+    let mut head = Vec::with_capacity(512 + 2 * title.len());
+    head.extend_from_slice(
+        b"{\"type\":\"message\",\"attachments\":[{\"contentType\":\"application/vnd.microsoft.card.adaptive\",\
+          \"content\":{\"$schema\":\"http://adaptivecards.io/schemas/adaptive-card.json\",\
+          \"type\":\"AdaptiveCard\",\"version\":\"1.4\",\"msteams\":{\"width\":\"Full\"},\
+          \"body\":[{\"type\":\"TextBlock\",\"text\":",
+    );
+    push_str(&mut head, &title);
+    head.extend_from_slice(b",\"weight\":\"Bolder\",\"size\":\"Medium\"");
+    head.extend_from_slice(color);
+    head.extend_from_slice(b",\"wrap\":true},{\"type\":\"TextBlock\",\"text\":");
+    let mut tail = Vec::with_capacity(192 + message.event.phase.len() + message.cluster.len());
+    tail.extend_from_slice(b",\"wrap\":true},{\"type\":\"FactSet\",\"facts\":[");
+    for (i, (title, value)) in message.facts().enumerate() {
+        if i > 0 {
+            tail.push(b',');
+        }
+        tail.extend_from_slice(b"{\"title\":");
+        push_str(&mut tail, title);
+        tail.extend_from_slice(b",\"value\":");
+        push_str(&mut tail, value);
+        tail.push(b'}');
+    }
+    tail.extend_from_slice(b"]}]}}]}");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
         message.text.len().min(TEAMS_TEXT_LIMIT),
-        |text_limit| {
-            let text = limit(message.text, text_limit);
-            let body = TeamsMessage {
-                kind: "message",
-                attachments: [AdaptiveAttachment {
-                    content_type: "application/vnd.microsoft.card.adaptive",
-                    content: AdaptiveCard {
-                        schema: "http://adaptivecards.io/schemas/adaptive-card.json",
-                        kind: "AdaptiveCard",
-                        version: "1.4",
-                        msteams: AdaptiveWidth { width: "Full" },
-                        body: vec![
-                            AdaptiveElement::TextBlock {
-                                text: &title,
-                                weight: Some("Bolder"),
-                                size: Some("Medium"),
-                                color,
-                                wrap: true,
-                            },
-                            AdaptiveElement::TextBlock {
-                                text: &text,
-                                weight: None,
-                                size: None,
-                                color: None,
-                                wrap: true,
-                            },
-                            AdaptiveElement::FactSet {
-                                facts: facts
-                                    .iter()
-                                    .map(|(title, value)| TitleValue { title, value })
-                                    .collect(),
-                            },
-                        ],
-                    },
-                }],
-            };
-            to_json(&body, message)
-        },
+        |text_limit| around(&head, &limit(message.text, text_limit), &tail, message),
     )
 }
 
 #[cfg(test)]
+mod reference {
+    //! The bodies as they were first built: `serde_json` over these structs.
+    //! [`super::teams_message_card`] and [`super::teams_adaptive_card`] must give the same
+    //! bytes.
+
+    use serde::Serialize;
+
+    use super::super::{fit_body, limit, Message};
+    use super::{TEAMS_PAYLOAD_LIMIT, TEAMS_TEXT_LIMIT, TEAMS_TITLE_LIMIT};
+    use crate::event::Severity;
+
+    #[derive(Serialize)]
+    struct MessageCard<'a> {
+        #[serde(rename = "@type")]
+        kind: &'static str,
+        #[serde(rename = "@context")]
+        context: &'static str,
+        #[serde(rename = "themeColor")]
+        theme_color: &'static str,
+        summary: String,
+        sections: [MessageCardSection<'a>; 1],
+    }
+
+    #[derive(Serialize)]
+    struct MessageCardSection<'a> {
+        #[serde(rename = "activityTitle")]
+        activity_title: &'a str,
+        #[serde(rename = "activitySubtitle")]
+        activity_subtitle: &'a str,
+        facts: Vec<NameValue<'a>>,
+    }
+
+    #[derive(Serialize)]
+    struct NameValue<'a> {
+        name: &'static str,
+        value: &'a str,
+    }
+
+    /// A legacy Office 365 connector MessageCard in Flagger's layout. Text and title are cut so
+    /// the body stays under Teams' payload limit.
+    pub fn teams_message_card(message: &Message<'_>) -> Vec<u8> {
+        let title = limit(message.title, TEAMS_TITLE_LIMIT);
+        let summary = format!("{title} {}", limit(message.text, 200));
+        let facts: Vec<NameValue<'_>> = message
+            .facts()
+            .map(|(name, value)| NameValue { name, value })
+            .collect();
+        let theme_color = match message.event.severity() {
+            Severity::Info => "0076D7",
+            Severity::Success => "2EB886",
+            Severity::Warning => "FFA500",
+            Severity::Error => "FF0000",
+        };
+        fit_body(
+            TEAMS_PAYLOAD_LIMIT,
+            message.text.len().min(TEAMS_TEXT_LIMIT),
+            |text_limit| {
+                let text = limit(message.text, text_limit);
+                let card = MessageCard {
+                    kind: "MessageCard",
+                    context: "http://schema.org/extensions",
+                    theme_color,
+                    summary: summary.clone(),
+                    sections: [MessageCardSection {
+                        activity_title: &text,
+                        activity_subtitle: &title,
+                        facts: facts
+                            .iter()
+                            .map(|f| NameValue {
+                                name: f.name,
+                                value: f.value,
+                            })
+                            .collect(),
+                    }],
+                };
+                serde_json::to_vec(&card).unwrap()
+            },
+        )
+    }
+
+    #[derive(Serialize)]
+    struct TeamsMessage<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        attachments: [AdaptiveAttachment<'a>; 1],
+    }
+
+    #[derive(Serialize)]
+    struct AdaptiveAttachment<'a> {
+        #[serde(rename = "contentType")]
+        content_type: &'static str,
+        content: AdaptiveCard<'a>,
+    }
+
+    #[derive(Serialize)]
+    struct AdaptiveCard<'a> {
+        #[serde(rename = "$schema")]
+        schema: &'static str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        version: &'static str,
+        msteams: AdaptiveWidth,
+        body: Vec<AdaptiveElement<'a>>,
+    }
+
+    #[derive(Serialize)]
+    struct AdaptiveWidth {
+        width: &'static str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(tag = "type")]
+    enum AdaptiveElement<'a> {
+        TextBlock {
+            text: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            weight: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            size: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            color: Option<&'static str>,
+            wrap: bool,
+        },
+        FactSet {
+            facts: Vec<TitleValue<'a>>,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct TitleValue<'a> {
+        title: &'static str,
+        value: &'a str,
+    }
+
+    /// A Teams Workflows message: one Adaptive Card 1.4 (the highest version Teams renders).
+    /// Cards have no colour strip, so the title's colour carries the outcome. Text and title are
+    /// cut so the body stays under Teams' payload limit.
+    pub fn teams_adaptive_card(message: &Message<'_>) -> Vec<u8> {
+        let title = limit(message.title, TEAMS_TITLE_LIMIT);
+        let color = match message.event.severity() {
+            Severity::Info => None,
+            Severity::Success => Some("good"),
+            Severity::Warning => Some("warning"),
+            Severity::Error => Some("attention"),
+        };
+        let facts = message.facts();
+        fit_body(
+            TEAMS_PAYLOAD_LIMIT,
+            message.text.len().min(TEAMS_TEXT_LIMIT),
+            |text_limit| {
+                let text = limit(message.text, text_limit);
+                let body = TeamsMessage {
+                    kind: "message",
+                    attachments: [AdaptiveAttachment {
+                        content_type: "application/vnd.microsoft.card.adaptive",
+                        content: AdaptiveCard {
+                            schema: "http://adaptivecards.io/schemas/adaptive-card.json",
+                            kind: "AdaptiveCard",
+                            version: "1.4",
+                            msteams: AdaptiveWidth { width: "Full" },
+                            body: vec![
+                                AdaptiveElement::TextBlock {
+                                    text: &title,
+                                    weight: Some("Bolder"),
+                                    size: Some("Medium"),
+                                    color,
+                                    wrap: true,
+                                },
+                                AdaptiveElement::TextBlock {
+                                    text: &text,
+                                    weight: None,
+                                    size: None,
+                                    color: None,
+                                    wrap: true,
+                                },
+                                AdaptiveElement::FactSet {
+                                    facts: facts
+                                        .clone()
+                                        .map(|(title, value)| TitleValue { title, value })
+                                        .collect(),
+                                },
+                            ],
+                        },
+                    }],
+                };
+                serde_json::to_vec(&body).unwrap()
+            },
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use super::super::test_support::messages;
     use super::super::test_support::{event, parse};
     use super::super::{Message, TRUNCATION_NOTE};
     use super::*;
+
+    /// The bodies written directly are byte for byte the `serde_json` ones, for every
+    /// severity and odd or long text (cut to fit).
+    #[test]
+    fn teams_bodies_are_the_serde_json_bodies() {
+        messages(|message| {
+            assert_eq!(
+                String::from_utf8(teams_message_card(message)).unwrap(),
+                String::from_utf8(reference::teams_message_card(message)).unwrap(),
+                "{message:?}"
+            );
+            assert_eq!(
+                String::from_utf8(teams_adaptive_card(message)).unwrap(),
+                String::from_utf8(reference::teams_adaptive_card(message)).unwrap(),
+                "{message:?}"
+            );
+        });
+    }
     use herald_api::EventType;
     use serde_json::json;
 
