@@ -22,12 +22,22 @@ pub enum Source {
     Watch,
 }
 
+/// What [`SourcePairing::admit`] decided about an arrival. Each arrival gets an id, so the
+/// caller can follow the fate of the first report when the second pairs with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pairing {
+    /// Send it: no unpaired report of the event from the other source. `id` names it.
+    First { id: u64 },
+    /// Do not send it: it pairs with the other source's report `first`.
+    Second { first: u64 },
+}
+
 /// Arrivals of one event not yet paired. They are all from one source: an arrival from the
 /// other source would have been paired with the oldest of them.
 struct Unpaired {
     source: Source,
-    /// Arrival times (ms), oldest first.
-    arrivals: VecDeque<u64>,
+    /// Arrival times (ms) and ids, oldest first.
+    arrivals: VecDeque<(u64, u64)>,
 }
 
 /// The pairing state; times are milliseconds on any monotonic clock the caller chooses.
@@ -36,6 +46,7 @@ pub struct SourcePairing {
     unpaired: HashMap<String, Unpaired>,
     /// Arrivals since expired entries were last swept out of the map.
     since_sweep: usize,
+    next_id: u64,
 }
 
 impl SourcePairing {
@@ -48,12 +59,13 @@ impl SourcePairing {
             window_ms,
             unpaired: HashMap::new(),
             since_sweep: 0,
+            next_id: 0,
         }
     }
 
-    /// Whether to send `event`, arriving from `source` at `now_ms`: false when it is the
+    /// Whether to send `event`, arriving from `source` at `now_ms`: not when it is the
     /// other source's report of an event already admitted within the window.
-    pub fn admit(&mut self, source: Source, event: &FlaggerEvent, now_ms: u64) -> bool {
+    pub fn admit(&mut self, source: Source, event: &FlaggerEvent, now_ms: u64) -> Pairing {
         self.since_sweep += 1;
         if self.since_sweep >= Self::SWEEP_EVERY {
             self.sweep(now_ms);
@@ -66,15 +78,22 @@ impl SourcePairing {
                 source,
                 arrivals: VecDeque::new(),
             });
-        while entry.arrivals.front().is_some_and(|at| *at < oldest_kept) {
+        while entry
+            .arrivals
+            .front()
+            .is_some_and(|(at, _)| *at < oldest_kept)
+        {
             entry.arrivals.pop_front();
         }
-        if entry.source != source && entry.arrivals.pop_front().is_some() {
-            return false;
+        if entry.source != source {
+            if let Some((_, first)) = entry.arrivals.pop_front() {
+                return Pairing::Second { first };
+            }
         }
         entry.source = source;
-        entry.arrivals.push_back(now_ms);
-        true
+        self.next_id += 1;
+        entry.arrivals.push_back((now_ms, self.next_id));
+        Pairing::First { id: self.next_id }
     }
 
     /// The identity of an event across sources: both carry the canary, the event type and
@@ -91,8 +110,12 @@ impl SourcePairing {
 
     fn sweep(&mut self, now_ms: u64) {
         let oldest_kept = now_ms.saturating_sub(self.window_ms);
-        self.unpaired
-            .retain(|_, entry| entry.arrivals.back().is_some_and(|at| *at >= oldest_kept));
+        self.unpaired.retain(|_, entry| {
+            entry
+                .arrivals
+                .back()
+                .is_some_and(|(at, _)| *at >= oldest_kept)
+        });
         self.since_sweep = 0;
     }
 
@@ -124,16 +147,21 @@ mod tests {
 
     const WINDOW: u64 = 30_000;
 
+    /// Admits and says whether to send.
+    fn sends(pairing: &mut SourcePairing, source: Source, event: &FlaggerEvent, at: u64) -> bool {
+        matches!(pairing.admit(source, event, at), Pairing::First { .. })
+    }
+
     #[test]
     fn the_second_source_of_one_action_is_not_sent() {
         let mut pairing = SourcePairing::new(WINDOW);
         let e = event("podinfo", "Advance podinfo.test canary weight 10");
-        assert!(pairing.admit(Source::Webhook, &e, 1_000));
-        assert!(!pairing.admit(Source::Watch, &e, 1_800));
+        assert!(sends(&mut pairing, Source::Webhook, &e, 1_000));
+        assert!(!sends(&mut pairing, Source::Watch, &e, 1_800));
         // Either source may come first.
         let f = event("podinfo", "Advance podinfo.test canary weight 20");
-        assert!(pairing.admit(Source::Watch, &f, 2_000));
-        assert!(!pairing.admit(Source::Webhook, &f, 2_001));
+        assert!(sends(&mut pairing, Source::Watch, &f, 2_000));
+        assert!(!sends(&mut pairing, Source::Webhook, &f, 2_001));
     }
 
     #[test]
@@ -146,15 +174,18 @@ mod tests {
         // Flagger repeats the message every 10 s; both sources report each repetition.
         for k in 0..5u64 {
             let t = 10_000 * k;
-            assert!(pairing.admit(Source::Webhook, &halt, t), "repetition {k}");
             assert!(
-                !pairing.admit(Source::Watch, &halt, t + 700),
+                sends(&mut pairing, Source::Webhook, &halt, t),
+                "repetition {k}"
+            );
+            assert!(
+                !sends(&mut pairing, Source::Watch, &halt, t + 700),
                 "repetition {k}"
             );
         }
         // The same source twice is two actions, not a duplicate.
-        assert!(pairing.admit(Source::Webhook, &halt, 60_000));
-        assert!(pairing.admit(Source::Webhook, &halt, 60_001));
+        assert!(sends(&mut pairing, Source::Webhook, &halt, 60_000));
+        assert!(sends(&mut pairing, Source::Webhook, &halt, 60_001));
     }
 
     #[test]
@@ -162,31 +193,56 @@ mod tests {
         let mut pairing = SourcePairing::new(WINDOW);
         let halt = event("podinfo", "Halt advancement");
         // The Event recorder's spam filter dropped the second repetition's Event.
-        assert!(pairing.admit(Source::Webhook, &halt, 0));
-        assert!(!pairing.admit(Source::Watch, &halt, 500));
-        assert!(pairing.admit(Source::Webhook, &halt, 10_000));
-        assert!(pairing.admit(Source::Webhook, &halt, 20_000));
+        assert!(sends(&mut pairing, Source::Webhook, &halt, 0));
+        assert!(!sends(&mut pairing, Source::Watch, &halt, 500));
+        assert!(sends(&mut pairing, Source::Webhook, &halt, 10_000));
+        assert!(sends(&mut pairing, Source::Webhook, &halt, 20_000));
         // A late Event pairs with one of the unpaired webhook arrivals, not with both.
-        assert!(!pairing.admit(Source::Watch, &halt, 20_300));
-        assert!(!pairing.admit(Source::Watch, &halt, 20_400));
-        assert!(pairing.admit(Source::Watch, &halt, 20_500));
+        assert!(!sends(&mut pairing, Source::Watch, &halt, 20_300));
+        assert!(!sends(&mut pairing, Source::Watch, &halt, 20_400));
+        assert!(sends(&mut pairing, Source::Watch, &halt, 20_500));
+    }
+
+    #[test]
+    fn the_second_report_names_the_first() {
+        let mut pairing = SourcePairing::new(WINDOW);
+        let e = event("podinfo", "Advance podinfo.test canary weight 10");
+        let Pairing::First { id } = pairing.admit(Source::Webhook, &e, 0) else {
+            panic!("the first report is sent");
+        };
+        let other = pairing.admit(Source::Webhook, &event("other", "m"), 1);
+        assert_ne!(other, Pairing::First { id });
+        assert_eq!(
+            pairing.admit(Source::Watch, &e, 2),
+            Pairing::Second { first: id }
+        );
     }
 
     #[test]
     fn pairs_only_within_the_window() {
         let mut pairing = SourcePairing::new(WINDOW);
         let e = event("podinfo", "New revision detected! Scaling up podinfo.test");
-        assert!(pairing.admit(Source::Watch, &e, 0));
-        assert!(pairing.admit(Source::Webhook, &e, WINDOW + 1));
+        assert!(sends(&mut pairing, Source::Watch, &e, 0));
+        assert!(sends(&mut pairing, Source::Webhook, &e, WINDOW + 1));
     }
 
     #[test]
     fn different_canaries_types_and_messages_are_different_events() {
         let mut pairing = SourcePairing::new(WINDOW);
         let e = event("podinfo", "Canary failed! Rolling back podinfo.test");
-        assert!(pairing.admit(Source::Webhook, &e, 0));
-        assert!(pairing.admit(Source::Watch, &event("other", e.message()), 1));
-        assert!(pairing.admit(Source::Watch, &event("podinfo", "Canary failed!"), 2));
+        assert!(sends(&mut pairing, Source::Webhook, &e, 0));
+        assert!(sends(
+            &mut pairing,
+            Source::Watch,
+            &event("other", e.message()),
+            1
+        ));
+        assert!(sends(
+            &mut pairing,
+            Source::Watch,
+            &event("podinfo", "Canary failed!"),
+            2
+        ));
         let warning = FlaggerEvent::new(
             "podinfo",
             "test",
@@ -195,7 +251,7 @@ mod tests {
             EventType::Warning,
             0,
         );
-        assert!(pairing.admit(Source::Watch, &warning, 3));
+        assert!(sends(&mut pairing, Source::Watch, &warning, 3));
         // The phase, checksum and timestamp may differ between the two reports.
         let from_cluster = FlaggerEvent::new(
             "podinfo",
@@ -206,7 +262,7 @@ mod tests {
             9,
         )
         .with_checksum("abc");
-        assert!(!pairing.admit(Source::Watch, &from_cluster, 4));
+        assert!(!sends(&mut pairing, Source::Watch, &from_cluster, 4));
     }
 
     #[test]

@@ -389,15 +389,35 @@ struct LaneState {
     last_sent: tokio::sync::Mutex<Option<Instant>>,
 }
 
-impl LaneState {
-    /// Waits until `interval` has passed since the destination's previous request, then
-    /// marks this one as sent now.
-    async fn wait_for_turn(&self, interval: Duration) {
-        let mut last = self.last_sent.lock().await;
-        if let Some(previous) = *last {
-            tokio::time::sleep_until((previous + interval).into()).await;
+impl Inner {
+    /// When the rate-limit group may send again, if it is paused.
+    fn paused_until(&self, group: &str) -> Option<Instant> {
+        let until = self.paused.lock().expect("pause lock").get(group).copied();
+        until.filter(|t| *t > Instant::now())
+    }
+
+    /// Waits until a request to `lane` may go out: the group is not paused by a `429`, and
+    /// `min_interval` has passed since the destination's previous request (which this one
+    /// then becomes).
+    async fn wait_to_send(&self, lane: &LaneState, group: &str) {
+        loop {
+            // Another request of the group may extend the pause while this one waits.
+            while let Some(until) = self.paused_until(group) {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            if self.config.min_interval.is_zero() {
+                return;
+            }
+            let mut last = lane.last_sent.lock().await;
+            if let Some(previous) = *last {
+                tokio::time::sleep_until((previous + self.config.min_interval).into()).await;
+            }
+            // A 429 may have come back while this request waited for its turn.
+            if self.paused_until(group).is_none() {
+                *last = Some(Instant::now());
+                return;
+            }
         }
-        *last = Some(Instant::now());
     }
 }
 
@@ -773,17 +793,7 @@ async fn deliver(
         None => target.lane.key.as_str(),
     };
     for attempt in 1..=config.max_attempts {
-        // Another request of the group may extend the pause while this one waits.
-        loop {
-            let until = inner.paused.lock().expect("pause lock").get(group).copied();
-            match until.filter(|t| *t > Instant::now()) {
-                Some(until) => tokio::time::sleep_until(until.into()).await,
-                None => break,
-            }
-        }
-        if !config.min_interval.is_zero() {
-            target.lane.wait_for_turn(config.min_interval).await;
-        }
+        inner.wait_to_send(target.lane, group).await;
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
         match attempt_once(inner, job, target, body).await {
             Ok((status, posted)) => {

@@ -38,8 +38,15 @@ pub struct AppState {
 
 /// Decides whether an event received over HTTP is sent.
 pub trait IncomingEvents: Send + Sync {
-    /// False when the event was already sent from another source.
-    fn admit(&self, event: &FlaggerEvent) -> bool;
+    fn admit(&self, event: &FlaggerEvent) -> Admission;
+}
+
+/// What to do with an event received over HTTP.
+pub enum Admission {
+    /// Send it; the completion, if any, learns when its notifications have finished.
+    Send(Option<Arc<EventCompletion>>),
+    /// It was already sent from another source.
+    Duplicate,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -133,17 +140,21 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
     state.metrics.events_received.inc();
     // An event addressed to one policy is not paired: the other source's report goes to
     // every policy, so suppressing either would lose a notification.
+    let mut completion = None;
     if let (None, Some(incoming)) = (&only, &state.incoming) {
-        if !incoming.admit(&event) {
-            info!(
-                canary = %event.name, namespace = %event.namespace, message = %event.message(),
-                "event already sent from its Kubernetes Event; not sending it again"
-            );
-            return (
-                StatusCode::ACCEPTED,
-                Json(json!({ "deliveries": 0, "duplicate": true })),
-            )
-                .into_response();
+        match incoming.admit(&event) {
+            Admission::Send(watcher) => completion = watcher,
+            Admission::Duplicate => {
+                info!(
+                    canary = %event.name, namespace = %event.namespace, message = %event.message(),
+                    "event already sent from its Kubernetes Event; not sending it again"
+                );
+                return (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "deliveries": 0, "duplicate": true })),
+                )
+                    .into_response();
+            }
         }
     }
     if event.known_phase().is_none() {
@@ -158,7 +169,7 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
         &MatchInput::event(&event),
         only_index,
         received_at,
-        None,
+        completion,
     );
     info!(
         canary = %event.name, namespace = %event.namespace, phase = %event.phase,

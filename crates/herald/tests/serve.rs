@@ -344,6 +344,44 @@ async fn a_429_pauses_the_receiver_for_every_canary() {
 }
 
 #[tokio::test]
+async fn a_429_also_holds_requests_waiting_for_their_min_interval_turn() {
+    let sink = Sink::start().await;
+    sink.script("/hook", [Reply::RetryAfter(429, "1")]);
+    // The 429 comes back while the other canaries' requests wait for their turn.
+    sink.delay_every_answer(Duration::from_millis(100));
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
+    let mut opts = options(dir.path());
+    opts.delivery.min_interval = Duration::from_millis(200);
+    let server = herald::serve::start(opts).await.unwrap();
+    for i in 0..3u64 {
+        post_event(
+            server.addr,
+            "/events",
+            &event(
+                &format!("app-{i}"),
+                "default",
+                "Progressing",
+                "m",
+                "Normal",
+                i,
+            ),
+        )
+        .await;
+    }
+    let mut got = sink.wait_for(4, WAIT).await;
+    got.sort_by_key(|r| r.at);
+    assert_eq!(got[0].status, 429);
+    for later in &got[1..] {
+        let waited = later.at - got[0].at;
+        assert!(
+            waited >= Duration::from_millis(950),
+            "a request went out {waited:?} after the 429"
+        );
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn does_not_retry_a_client_error() {
     let sink = Sink::start().await;
     sink.script("/hook", [Reply::Status(400)]);

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use herald_api::flagger::Canary;
 use herald_api::EventType;
-use herald_core::dedup::Source;
 use herald_core::{CanaryFacts, FlaggerEvent, MatchInput};
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -18,7 +17,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::sources::EventSources;
+use super::sources::{EventSources, WatchedEvent};
 use super::state::{CanaryRef, StateStore};
 use crate::delivery::EventCompletion;
 use crate::server::{dispatch, AppState};
@@ -272,14 +271,16 @@ impl CanaryNotifier {
         }
         let canary = self.canary(&observed.canary);
         let event = flagger_event(&observed, canary.as_deref());
-        if !self.sources.admit_from(Source::Watch, &event) {
+        let watched = WatchedEvent {
+            canary: observed.canary.clone(),
+            key: observed.key.clone(),
+            time_ms: observed.time_ms,
+        };
+        if !self.sources.watched(&event, watched) {
             info!(
                 canary = %observed.canary.key(), message = %observed.message,
                 "event already sent from Flagger's webhook; not sending it again"
             );
-            self.state.update(&observed.canary, |r| {
-                r.record(&observed.key, observed.time_ms)
-            });
             return;
         }
         self.deliver(

@@ -306,21 +306,26 @@ async fn rebuild_policy_set(
         _ = async { listed(&namespaced).await; listed(&cluster).await; } => {}
     }
     let mut built_from: Option<PolicySetInputs> = None;
+    // Whether to fetch missing Secrets first: not on the periodic deletion checks, so a
+    // Secret Herald may not read is not asked for (and warned about) every second.
+    let mut fetch = true;
     loop {
         // Secrets first: the reconciles may not have fetched them all yet, and a set built
         // without them would wrongly leave policies out.
-        let objects = namespaced
-            .state()
-            .into_iter()
-            .map(|p| p.to_object())
-            .chain(cluster.state().into_iter().map(|p| p.to_object()));
-        for object in objects {
-            if let Err(e) = ctx
-                .secrets
-                .fetch_missing(&ctx.client, &object, &ctx.herald_namespace)
-                .await
-            {
-                warn!(policy = %object.id(), error = %e, "cannot read a Secret of this policy");
+        if fetch {
+            let objects = namespaced
+                .state()
+                .into_iter()
+                .map(|p| p.to_object())
+                .chain(cluster.state().into_iter().map(|p| p.to_object()));
+            for object in objects {
+                if let Err(e) = ctx
+                    .secrets
+                    .fetch_missing(&ctx.client, &object, &ctx.herald_namespace)
+                    .await
+                {
+                    warn!(policy = %object.id(), error = %e, "cannot read a Secret of this policy");
+                }
             }
         }
         let inputs = PolicySetInputs::of(&ctx, &namespaced, &cluster);
@@ -338,16 +343,17 @@ async fn rebuild_policy_set(
             built_from = Some(inputs);
         }
         app.ready.store(true, Ordering::Release);
-        tokio::select! {
+        fetch = tokio::select! {
             _ = &mut stop => return,
             _ = ctx.rebuild.notified() => {
                 // Let a burst of changes settle into one rebuild.
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                true
             }
             // A deleted policy is never reconciled: its absence is noticed here, by comparing
             // the stores with what the set was built from.
-            _ = tokio::time::sleep(DELETION_CHECK) => {}
-        }
+            _ = tokio::time::sleep(DELETION_CHECK) => false,
+        };
     }
 }
 
