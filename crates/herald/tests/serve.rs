@@ -343,6 +343,22 @@ async fn a_429_pauses_the_receiver_for_every_canary() {
     server.stop().await.unwrap();
 }
 
+/// Posts one event for each of the canaries `app-0` to `app-<n-1>`.
+async fn post_for_canaries(addr: std::net::SocketAddr, n: u64) {
+    for i in 0..n {
+        let body = event(
+            &format!("app-{i}"),
+            "default",
+            "Progressing",
+            "m",
+            "Normal",
+            i,
+        );
+        let (status, _) = post_event(addr, "/events", &body).await;
+        assert_eq!(status, 202);
+    }
+}
+
 #[tokio::test]
 async fn a_429_also_holds_requests_waiting_for_their_min_interval_turn() {
     let sink = Sink::start().await;
@@ -353,21 +369,7 @@ async fn a_429_also_holds_requests_waiting_for_their_min_interval_turn() {
     let mut opts = options(dir.path());
     opts.delivery.min_interval = Duration::from_millis(200);
     let server = herald::serve::start(opts).await.unwrap();
-    for i in 0..3u64 {
-        post_event(
-            server.addr,
-            "/events",
-            &event(
-                &format!("app-{i}"),
-                "default",
-                "Progressing",
-                "m",
-                "Normal",
-                i,
-            ),
-        )
-        .await;
-    }
+    post_for_canaries(server.addr, 3).await;
     let mut got = sink.wait_for(4, WAIT).await;
     got.sort_by_key(|r| r.at);
     assert_eq!(got[0].status, 429);
@@ -973,21 +975,7 @@ async fn requests_in_flight_to_one_receiver_are_limited() {
     let mut opts = options(dir.path());
     opts.delivery.max_in_flight = 2;
     let server = herald::serve::start(opts).await.unwrap();
-    for i in 0..4u64 {
-        post_event(
-            server.addr,
-            "/events",
-            &event(
-                &format!("app-{i}"),
-                "default",
-                "Progressing",
-                "m",
-                "Normal",
-                i,
-            ),
-        )
-        .await;
-    }
+    post_for_canaries(server.addr, 4).await;
     let mut arrivals: Vec<Instant> = sink.wait_for(4, WAIT).await.iter().map(|r| r.at).collect();
     arrivals.sort();
     // Two go out at once; the next two only as the first two are answered.

@@ -103,6 +103,30 @@ fn escape(b: u8) -> Option<&'static str> {
     }
 }
 
+/// Appends name/value pairs as the elements of a JSON array (without its brackets):
+/// `{"<name_key>":name,"value":value<rest>}`, comma-separated, where `rest` is any further
+/// constant members. The chat layouts write their facts this way, each with its own key.
+pub(crate) fn push_pairs<N: AsRef<str>, V: AsRef<str>>(
+    out: &mut Vec<u8>,
+    pairs: impl Iterator<Item = (N, V)>,
+    name_key: &str,
+    rest: &str,
+) {
+    for (i, (name, value)) in pairs.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(name_key.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_str(out, name.as_ref());
+        out.extend_from_slice(b",\"value\":");
+        push_str(out, value.as_ref());
+        out.extend_from_slice(rest.as_bytes());
+        out.push(b'}');
+    }
+}
+
 /// Appends `n` in decimal, as `serde_json` writes an integer.
 pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];

@@ -1,6 +1,6 @@
 //! Slack incoming webhooks.
 
-use super::json::{push_escaped, push_str, push_u64};
+use super::json::{push_escaped, push_pairs, push_str, push_u64};
 use super::{buffer, Message, SlackOptions};
 use crate::event::Severity;
 
@@ -50,16 +50,7 @@ pub(crate) fn slack_as(
     out.extend_from_slice(b",\"text\":");
     push_str(&mut out, message.text);
     out.extend_from_slice(b",\"mrkdwn_in\":[\"text\"],\"fields\":[");
-    for (i, (title, value)) in message.facts().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"title\":");
-        push_str(&mut out, title);
-        out.extend_from_slice(b",\"value\":");
-        push_str(&mut out, value);
-        out.extend_from_slice(b",\"short\":true}");
-    }
+    push_pairs(&mut out, message.facts(), "title", ",\"short\":true");
     out.extend_from_slice(b"],\"ts\":");
     push_u64(&mut out, message.event.timestamp_ms() / 1000);
     out.extend_from_slice(b"}]}");

@@ -1,7 +1,7 @@
 //! Microsoft Teams: Adaptive Cards for Workflows webhooks, MessageCards for legacy Office 365
 //! connectors.
 
-use super::json::{push_escaped, push_str};
+use super::json::{push_escaped, push_pairs, push_str};
 use super::{buffer, fit_body, limit, Message};
 use crate::event::Severity;
 
@@ -50,16 +50,7 @@ pub(crate) fn teams_message_card_as(message: &Message<'_>, severity: Severity) -
     tail.extend_from_slice(b",\"activitySubtitle\":");
     push_str(&mut tail, &title);
     tail.extend_from_slice(b",\"facts\":[");
-    for (i, (name, value)) in message.facts().enumerate() {
-        if i > 0 {
-            tail.push(b',');
-        }
-        tail.extend_from_slice(b"{\"name\":");
-        push_str(&mut tail, name);
-        tail.extend_from_slice(b",\"value\":");
-        push_str(&mut tail, value);
-        tail.push(b'}');
-    }
+    push_pairs(&mut tail, message.facts(), "name", "");
     tail.extend_from_slice(b"]}]}");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
@@ -109,16 +100,7 @@ pub(crate) fn teams_adaptive_card_as(message: &Message<'_>, severity: Severity) 
     head.extend_from_slice(b",\"wrap\":true},{\"type\":\"TextBlock\",\"text\":");
     let mut tail = Vec::with_capacity(192 + message.event.phase.len() + message.cluster.len());
     tail.extend_from_slice(b",\"wrap\":true},{\"type\":\"FactSet\",\"facts\":[");
-    for (i, (title, value)) in message.facts().enumerate() {
-        if i > 0 {
-            tail.push(b',');
-        }
-        tail.extend_from_slice(b"{\"title\":");
-        push_str(&mut tail, title);
-        tail.extend_from_slice(b",\"value\":");
-        push_str(&mut tail, value);
-        tail.push(b'}');
-    }
+    push_pairs(&mut tail, message.facts(), "title", "");
     tail.extend_from_slice(b"]}]}}]}");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
