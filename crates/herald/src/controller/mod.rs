@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use herald_api::{ClusterNotificationPolicy, NotificationPolicy};
-use herald_core::{PolicySet, PolicySetBuilder};
+use herald_core::{PolicyObject, PolicySet, PolicySetBuilder};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -313,12 +313,7 @@ async fn rebuild_policy_set(
         // Secrets first: the reconciles may not have fetched them all yet, and a set built
         // without them would wrongly leave policies out.
         if fetch {
-            let objects = namespaced
-                .state()
-                .into_iter()
-                .map(|p| p.to_object())
-                .chain(cluster.state().into_iter().map(|p| p.to_object()));
-            for object in objects {
+            for object in all_policies(&namespaced, &cluster) {
                 if let Err(e) = ctx
                     .secrets
                     .fetch_missing(&ctx.client, &object, &ctx.herald_namespace)
@@ -412,6 +407,18 @@ impl PolicySetInputs {
     }
 }
 
+/// The policies of both kinds in the stores.
+fn all_policies(
+    namespaced: &Store<NotificationPolicy>,
+    cluster: &Store<ClusterNotificationPolicy>,
+) -> impl Iterator<Item = PolicyObject> {
+    namespaced
+        .state()
+        .into_iter()
+        .map(|p| p.to_object())
+        .chain(cluster.state().into_iter().map(|p| p.to_object()))
+}
+
 /// Every valid policy of both kinds, compiled against the cached Secrets.
 fn build_policy_set(
     ctx: &Context,
@@ -423,12 +430,7 @@ fn build_policy_set(
         ctx.cluster.clone(),
         ctx.herald_namespace.clone(),
     );
-    let objects = namespaced
-        .state()
-        .into_iter()
-        .map(|p| p.to_object())
-        .chain(cluster.state().into_iter().map(|p| p.to_object()));
-    for object in objects {
+    for object in all_policies(namespaced, cluster) {
         // A policy with problems is left out; its reconcile reports them in its status.
         let _ = builder.add(&object);
     }
