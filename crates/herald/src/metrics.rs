@@ -59,10 +59,17 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Where an event came from: `webhook` (POSTed) or `watch` (a Kubernetes Event).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub events_received: Counter,
     pub events_rejected: Counter,
+    pub events_duplicate: Family<SourceLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_attempts: Family<ReceiverLabels, Counter>,
     pub delivery_duration: Family<ReceiverLabels, Histogram>,
@@ -99,6 +106,12 @@ impl Metrics {
             "herald_events_rejected",
             "Event bodies rejected as invalid",
             events_rejected.clone(),
+        );
+        let events_duplicate = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "herald_events_duplicate",
+            "Events not sent because the other source had already reported the same Flagger action (source: the report not sent, webhook or watch)",
+            events_duplicate.clone(),
         );
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register(
@@ -154,6 +167,7 @@ impl Metrics {
             registry,
             events_received,
             events_rejected,
+            events_duplicate,
             deliveries,
             delivery_attempts,
             delivery_duration,

@@ -17,7 +17,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::delivery::{Dispatcher, EventCompletion, Job, SlackJob};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceLabels};
 
 /// Default limit on an event body. Flagger's are a few hundred bytes.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -145,6 +145,11 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
         match incoming.admit(&event) {
             Admission::Send(watcher) => completion = watcher,
             Admission::Duplicate => {
+                state
+                    .metrics
+                    .events_duplicate
+                    .get_or_create(&SourceLabels { source: "webhook" })
+                    .inc();
                 info!(
                     canary = %event.name, namespace = %event.namespace, message = %event.message(),
                     "event already sent from its Kubernetes Event; not sending it again"

@@ -565,6 +565,16 @@ async fn one_action_reported_by_flaggers_webhook_and_as_an_event_is_sent_once() 
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sink.received().len(), 2);
+    let text = h.app.metrics.encode();
+    for source in ["webhook", "watch"] {
+        assert_eq!(
+            metric(
+                &text,
+                &format!(r#"herald_events_duplicate_total{{source="{source}"}}"#)
+            ),
+            1.0
+        );
+    }
     // The paired Event counts as handled: a re-list after a restart does not send it.
     let record = h.notifier.state.get(&canary_ref());
     assert!(record.is_handled("e1:1", 1_795_600_800_000), "{record:?}");

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::sources::{EventSources, WatchedEvent};
 use super::state::{CanaryRef, StateStore};
 use crate::delivery::EventCompletion;
+use crate::metrics::SourceLabels;
 use crate::server::{dispatch, AppState};
 
 /// A Kubernetes Event about a Canary, reduced to what Herald needs.
@@ -277,6 +278,11 @@ impl CanaryNotifier {
             time_ms: observed.time_ms,
         };
         if !self.sources.watched(&event, watched) {
+            self.app
+                .metrics
+                .events_duplicate
+                .get_or_create(&SourceLabels { source: "watch" })
+                .inc();
             info!(
                 canary = %observed.canary.key(), message = %observed.message,
                 "event already sent from Flagger's webhook; not sending it again"
