@@ -53,6 +53,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/events", post(post_event))
         .route("/events/{namespace}/{policy}", post(post_event_to_policy))
+        // Not `/events/cluster/...`: that would hide a namespace named "cluster".
+        .route(
+            "/cluster-events/{policy}",
+            post(post_event_to_cluster_policy),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -84,6 +89,14 @@ async fn post_event_to_policy(
         request,
     )
     .await
+}
+
+async fn post_event_to_cluster_policy(
+    State(state): State<AppState>,
+    Path(policy): Path<String>,
+    request: Request,
+) -> Response {
+    accept_event(&state, Some(PolicyId::cluster(policy)), request).await
 }
 
 async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request) -> Response {
@@ -130,10 +143,12 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
             Some(index) => Some(index),
             None => {
                 state.metrics.events_rejected.inc();
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("no valid NotificationPolicy {id}"),
-                );
+                let kind = if id.namespace.is_some() {
+                    "NotificationPolicy"
+                } else {
+                    "ClusterNotificationPolicy"
+                };
+                return error(StatusCode::NOT_FOUND, format!("no valid {kind} {id}"));
             }
         },
     };

@@ -628,6 +628,13 @@ async fn a_policy_endpoint_only_uses_that_policy() {
     let dir = PolicyDir::new(&[
         ("a.yaml", &webhook_policy("first", &sink.url("/first"))),
         ("b.yaml", &webhook_policy("second", &sink.url("/second"))),
+        (
+            "c.yaml",
+            &format!(
+                "apiVersion: herald.dev/v1alpha1\nkind: ClusterNotificationPolicy\nmetadata:\n  name: platform\nspec:\n  receivers:\n    - name: hook\n      webhook:\n        url: {}\n",
+                sink.url("/platform")
+            ),
+        ),
     ]);
     let server = herald::serve::start(options(dir.path())).await.unwrap();
     let body = event("podinfo", "default", "Progressing", "m", "Normal", 1);
@@ -636,12 +643,25 @@ async fn a_policy_endpoint_only_uses_that_policy() {
         (202, json!({"deliveries": 1}))
     );
     assert_eq!(
-        post_event(server.addr, "/events", &body).await,
-        (202, json!({"deliveries": 2}))
+        post_event(server.addr, "/cluster-events/platform", &body).await,
+        (202, json!({"deliveries": 1}))
     );
-    sink.wait_for(3, WAIT).await;
+    // "second" is a NotificationPolicy, not a cluster one.
+    assert_eq!(
+        post_event(server.addr, "/cluster-events/second", &body).await,
+        (
+            404,
+            json!({"error": "no valid ClusterNotificationPolicy second"})
+        )
+    );
+    assert_eq!(
+        post_event(server.addr, "/events", &body).await,
+        (202, json!({"deliveries": 3}))
+    );
+    sink.wait_for(5, WAIT).await;
     assert_eq!(sink.received_on("/first").len(), 1);
     assert_eq!(sink.received_on("/second").len(), 2);
+    assert_eq!(sink.received_on("/platform").len(), 2);
     server.stop().await.unwrap();
 }
 
