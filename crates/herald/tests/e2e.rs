@@ -414,6 +414,32 @@ async fn controller_end_to_end() {
         "{text}"
     );
 
+    // Flagger's event webhook points at Herald too: each action arrives twice, as a POST and
+    // as a Kubernetes Event, and is sent once.
+    let advance = format!("Advance podinfo.{ns} canary weight 30");
+    let now_ms = jiff::Timestamp::now().as_millisecond() as u64;
+    let posted = event("podinfo", &ns, "Failed", &advance, "Normal", now_ms);
+    assert_eq!(
+        post_event(running.addr, "/events", &posted).await,
+        (202, json!({"deliveries": 1}))
+    );
+    flagger_event(&client, &ns, "podinfo", "podinfo.e4", &advance, "Normal").await;
+    sink.wait_for(5, WAIT).await;
+    let duplicate = r#"herald_events_duplicate_total{source="watch"}"#;
+    let deadline = std::time::Instant::now() + WAIT;
+    while metric(&metrics_text(running.addr).await, duplicate) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Event was not paired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = sink.received();
+    assert_eq!(received.len(), 5, "one action, two reports, one message");
+    // The webhook's report was first: it has no Canary facts, so no weight.
+    assert_eq!(received[4].json()["attachments"][0]["text"], advance);
+
     // A Slack bot: its token in a Secret, one thread per rollout. The thread's first message
     // is kept in the state ConfigMap, so after a restart replies still thread under it.
     let slack = FakeSlack::start().await;
