@@ -42,6 +42,13 @@ macro_rules! policy_spec {
             /// A regular expression (Rust `regex` syntax) the event message must match.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub message_pattern: Option<String>,
+            /// Send a repeated message at most once per this interval: the same text, event
+            /// type, canary and revision to the same receiver, such as Flagger's "Halt
+            /// advancement" or "waiting for approval" every analysis interval. A duration such
+            /// as `30s`, `10m` or `1h30m`. Unset: every repeat is sent.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+            pub repeat_interval: Option<String>,
             /// Where to send matching events. Receiver names are unique within a policy.
             #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
             #[schemars(length(min = 1))]
@@ -64,6 +71,7 @@ macro_rules! policy_spec {
                     phases: &self.phases,
                     event_types: &self.event_types,
                     message_pattern: self.message_pattern.as_deref(),
+                    repeat_interval: self.repeat_interval.as_deref(),
                     receivers: &self.receivers,
                     template: self.template.as_ref(),
                     suspend: self.suspend,
@@ -81,6 +89,7 @@ pub struct PolicyRules<'a> {
     pub phases: &'a [CanaryPhase],
     pub event_types: &'a [EventType],
     pub message_pattern: Option<&'a str>,
+    pub repeat_interval: Option<&'a str>,
     pub receivers: &'a [Receiver],
     pub template: Option<&'a MessageTemplate>,
     pub suspend: bool,

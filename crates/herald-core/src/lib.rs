@@ -7,6 +7,7 @@ pub mod event;
 pub mod loader;
 pub mod payload;
 pub mod policy;
+pub mod repeats;
 pub mod request;
 pub mod secret;
 pub mod template;

@@ -315,6 +315,9 @@ pub struct CompiledPolicy {
     display: String,
     pub generation: Option<i64>,
     pub suspend: bool,
+    /// `spec.repeatInterval` in milliseconds: a repeated message is sent at most once per
+    /// interval (see `repeats`). `None` (or zero) sends every repeat.
+    pub repeat_interval_ms: Option<u64>,
     pub receivers: Vec<CompiledReceiver>,
     /// For cluster policies: which namespaces (`None` for namespaced policies).
     namespaces: Option<(NameFilter, BTreeMap<String, String>)>,
@@ -586,6 +589,17 @@ impl<'s> PolicySetBuilder<'s> {
                     None
                 }
             });
+        let repeat_interval_ms =
+            rules
+                .repeat_interval
+                .and_then(|text| match crate::repeats::parse_interval(text) {
+                    Ok(0) => None,
+                    Ok(ms) => Some(ms),
+                    Err(e) => {
+                        problems.push(Problem::new(Reason::InvalidSpec, "spec.repeatInterval", e));
+                        None
+                    }
+                });
         let policy_template =
             self.compile_template_pair(rules.template, None, "spec.template", &mut problems);
         if rules.receivers.is_empty() {
@@ -658,6 +672,7 @@ impl<'s> PolicySetBuilder<'s> {
             display: id.to_string(),
             generation: object.generation(),
             suspend: rules.suspend,
+            repeat_interval_ms,
             receivers,
             namespaces,
             canaries,

@@ -480,6 +480,26 @@ fn invalid_regex() {
 }
 
 #[test]
+fn invalid_repeat_interval() {
+    let yaml = policy("default", "x", r#"repeatInterval: "1 day""#);
+    let (problems, reasons, valid) = check(&yaml);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "spec.repeatInterval");
+    assert_eq!(
+        problems[0].message,
+        r#""1 day" is not a duration such as 30s, 10m or 1h30m"#
+    );
+    assert_eq!(
+        reasons,
+        [(Reason::InvalidSpec, "spec.repeatInterval".to_owned())]
+    );
+    assert_eq!(valid, 0);
+    let (problems, _, valid) = check(&policy("default", "x", "repeatInterval: 1h30m"));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(valid, 1);
+}
+
+#[test]
 fn invalid_and_empty_globs() {
     let yaml = [
         policy(

@@ -74,6 +74,7 @@ pub struct Metrics {
     pub delivery_attempts: Family<ReceiverLabels, Counter>,
     pub delivery_duration: Family<ReceiverLabels, Histogram>,
     pub render_failures: Counter,
+    pub repeats_held: Counter,
     pub queue_depth: Gauge,
     pub canary_status: Family<CanaryLabels, Gauge>,
     pub policies_loaded: Gauge,
@@ -139,6 +140,12 @@ impl Metrics {
             "Notifications whose template failed for an event",
             render_failures.clone(),
         );
+        let repeats_held = Counter::default();
+        registry.register(
+            "herald_repeats_held",
+            "Notifications not sent because the same message went to the receiver within its policy's repeatInterval",
+            repeats_held.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "herald_queue_depth",
@@ -172,6 +179,7 @@ impl Metrics {
             delivery_attempts,
             delivery_duration,
             render_failures,
+            repeats_held,
             queue_depth,
             canary_status,
             policies_loaded,

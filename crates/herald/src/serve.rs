@@ -77,6 +77,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         body_limit: options.body_limit,
         ready: Arc::new(AtomicBool::new(true)),
         incoming: None,
+        repeats: Default::default(),
     };
     let (stop, stopped) = watch::channel(false);
     let http = {

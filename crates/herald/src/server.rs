@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use herald_core::repeats::{repeat_key, RepeatFilter};
 use herald_core::{FlaggerEvent, MatchInput, PolicyId, PolicySet};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -34,6 +35,34 @@ pub struct AppState {
     /// Consulted for each event POSTed to `/events` (the controller: pairs it with the same
     /// action seen as a Kubernetes Event); `None` sends every event.
     pub incoming: Option<Arc<dyn IncomingEvents>>,
+    /// Repeated messages held back (`spec.repeatInterval`).
+    pub repeats: Arc<Repeats>,
+}
+
+/// When repeated messages may next be sent, on a clock started with Herald.
+pub struct Repeats {
+    filter: std::sync::Mutex<RepeatFilter>,
+    started: Instant,
+}
+
+impl Default for Repeats {
+    fn default() -> Self {
+        Repeats {
+            filter: Default::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Repeats {
+    /// Whether to send the message with `key` now, for a policy with this interval.
+    fn should_send(&self, key: u64, interval_ms: u64) -> bool {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        self.filter
+            .lock()
+            .expect("repeat filter lock poisoned")
+            .should_send(key, interval_ms, now_ms)
+    }
 }
 
 /// Decides whether an event received over HTTP is sent.
@@ -216,6 +245,17 @@ pub fn dispatch(
             Ok(delivery) => {
                 let policy = policies.policy(delivery.policy);
                 let receiver = &policy.receivers[delivery.receiver as usize];
+                if let Some(interval) = policy.repeat_interval_ms {
+                    let key = repeat_key(&policy.id, &receiver.name, input.event);
+                    if !state.repeats.should_send(key, interval) {
+                        state.metrics.repeats_held.inc();
+                        debug!(
+                            policy = %policy.id, receiver = %receiver.name,
+                            "repeated message held back (repeatInterval)"
+                        );
+                        continue;
+                    }
+                }
                 let mut job = Job::new(
                     Arc::new(policy.id.clone()),
                     Arc::from(receiver.name.as_str()),

@@ -392,6 +392,7 @@ fn harness_with(
         body_limit: 65536,
         ready: Arc::new(AtomicBool::new(true)),
         incoming: None,
+        repeats: Default::default(),
     };
     let state = Arc::new(StateStore::new(
         Api::<ConfigMap>::namespaced(state_client, "herald"),

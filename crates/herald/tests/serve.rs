@@ -623,6 +623,79 @@ async fn answers_bad_requests_precisely() {
 }
 
 #[tokio::test]
+async fn repeat_interval_holds_back_a_repeated_message_but_not_the_next_rollouts() {
+    let sink = Sink::start().await;
+    let policy = format!(
+        "apiVersion: herald.dev/v1alpha1\nkind: NotificationPolicy\nmetadata:\n  name: team\n  namespace: default\nspec:\n  repeatInterval: 1h\n  receivers:\n    - name: hook\n      webhook:\n        url: {}\n",
+        sink.url("/hook")
+    );
+    let dir = PolicyDir::new(&[("p.yaml", &policy)]);
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    let halt = "Halt podinfo.default advancement waiting for approval confirm-rollout";
+    let posts = [
+        // Flagger repeats the message every analysis interval: sent once.
+        event("podinfo", "default", "Progressing", halt, "Normal", 1),
+        event("podinfo", "default", "Progressing", halt, "Normal", 2),
+        event(
+            "podinfo",
+            "default",
+            "Progressing",
+            "Advance podinfo.default canary weight 10",
+            "Normal",
+            3,
+        ),
+        event("podinfo", "default", "Progressing", halt, "Normal", 4),
+        // The next rollout (another revision) waits for approval again: sent.
+        event("podinfo", "default", "Progressing", halt, "Normal", 5).replace("abc123", "def456"),
+        // Another canary's message is its own.
+        event("frontend", "default", "Progressing", halt, "Normal", 6),
+    ];
+    let mut answers = Vec::new();
+    for body in &posts {
+        answers.push(post_event(server.addr, "/events", body).await.1["deliveries"].clone());
+    }
+    assert_eq!(answers, [1, 0, 1, 0, 1, 1]);
+    let got = sink.wait_for(4, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut sent: Vec<(String, String, String)> = sink
+        .received()
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                body["name"].as_str().unwrap().to_owned(),
+                body["checksum"].as_str().unwrap().to_owned(),
+                body["metadata"]["eventMessage"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 4);
+    sent.sort();
+    let expected = |name: &str, revision: &str, message: &str| {
+        (name.to_owned(), revision.to_owned(), message.to_owned())
+    };
+    assert_eq!(
+        sent,
+        [
+            expected("frontend", "abc123", halt),
+            expected(
+                "podinfo",
+                "abc123",
+                "Advance podinfo.default canary weight 10"
+            ),
+            expected("podinfo", "abc123", halt),
+            expected("podinfo", "def456", halt),
+        ]
+    );
+    let text = metrics_text(server.addr).await;
+    assert_eq!(metric(&text, "herald_repeats_held_total"), 2.0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_policy_endpoint_only_uses_that_policy() {
     let sink = Sink::start().await;
     let dir = PolicyDir::new(&[

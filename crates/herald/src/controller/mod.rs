@@ -120,6 +120,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         body_limit: options.body_limit,
         ready: Arc::new(AtomicBool::new(false)),
         incoming: None,
+        repeats: Default::default(),
     };
     let sources = Arc::new(EventSources::new(
         options.pairing_window,
