@@ -645,6 +645,7 @@ def receiver_variants() -> None:
             "defaultPolicy": {
                 "template": {"title": "[{{cluster}}] {{name}}", "text": "{{message}} ({{phase}})"},
                 "namespaceSelector": {"matchNames": ["prod-*"]},
+                "repeatInterval": "30m",
             },
         }
     )
@@ -654,6 +655,7 @@ def receiver_variants() -> None:
             "herald-default": {
                 "namespaceSelector": {"matchNames": ["prod-*"]},
                 "messagePattern": PATTERN,
+                "repeatInterval": "30m",
                 "template": {"title": "[{{cluster}}] {{name}}", "text": "{{message}} ({{phase}})"},
                 "receivers": [
                     {
@@ -663,7 +665,7 @@ def receiver_variants() -> None:
                 ],
             }
         },
-        "Teams MessageCard policy with templates and a namespace selector",
+        "Teams MessageCard policy with templates, a namespace selector and a repeat interval",
     )
 
     disabled = render({**FLAGGER_VALUES, "defaultPolicy": {"enabled": False}})
@@ -905,6 +907,7 @@ def schema_rejects_typos() -> None:
             ({"slack": {"existingTokenSecret": {"nmae": "x"}}}, "nmae"),
             ({"slack": {"token": SLACK_URL, "channel": "#d"}}, "pattern"),
             ({"slack": {"threads": "no"}}, "threads"),
+            ({"defaultPolicy": {"repeatInterval": "30 minutes"}}, "pattern"),
         ]
         for values, word in typos:
             try:
