@@ -22,22 +22,33 @@ pub struct RepeatFilter {
 impl RepeatFilter {
     const SWEEP_EVERY: usize = 1024;
 
-    /// Whether to send the message with `key` now: false if it was sent less than
-    /// `interval_ms` ago. Sending starts a new interval.
-    pub fn should_send(&mut self, key: u64, interval_ms: u64, now_ms: u64) -> bool {
+    /// Whether the message with `key` went out less than its interval ago.
+    pub fn is_held(&self, key: u64, now_ms: u64) -> bool {
+        self.held_until
+            .get(&key)
+            .is_some_and(|until| *until > now_ms)
+    }
+
+    /// Records that the message with `key` went out now: repeats are held back for
+    /// `interval_ms`. Only a message actually sent (queued) starts an interval, so one that
+    /// was dropped does not silence the next.
+    pub fn mark_sent(&mut self, key: u64, interval_ms: u64, now_ms: u64) {
         self.since_sweep += 1;
         if self.since_sweep >= Self::SWEEP_EVERY {
             self.held_until.retain(|_, until| *until > now_ms);
             self.since_sweep = 0;
         }
-        match self.held_until.get(&key) {
-            Some(until) if *until > now_ms => false,
-            _ => {
-                self.held_until
-                    .insert(key, now_ms.saturating_add(interval_ms));
-                true
-            }
+        self.held_until
+            .insert(key, now_ms.saturating_add(interval_ms));
+    }
+
+    /// Checks and marks in one: whether to send now, counting it as sent if so.
+    pub fn should_send(&mut self, key: u64, interval_ms: u64, now_ms: u64) -> bool {
+        if self.is_held(key, now_ms) {
+            return false;
         }
+        self.mark_sent(key, interval_ms, now_ms);
+        true
     }
 
     /// Messages currently held back.
@@ -126,6 +137,17 @@ mod tests {
         assert!(!filter.should_send(key, 600_000, 599_999));
         assert!(filter.should_send(key, 600_000, 600_000));
         assert!(!filter.should_send(key, 600_000, 660_000));
+    }
+
+    #[test]
+    fn only_a_message_marked_sent_starts_an_interval() {
+        let mut filter = RepeatFilter::default();
+        // Checked, then dropped from a full queue: not marked, so not held back.
+        assert!(!filter.is_held(7, 0));
+        assert!(!filter.is_held(7, 1_000));
+        filter.mark_sent(7, 60_000, 1_000);
+        assert!(filter.is_held(7, 2_000));
+        assert!(!filter.is_held(7, 61_000));
     }
 
     #[test]

@@ -55,13 +55,26 @@ impl Default for Repeats {
 }
 
 impl Repeats {
-    /// Whether to send the message with `key` now, for a policy with this interval.
-    fn should_send(&self, key: u64, interval_ms: u64) -> bool {
+    /// Runs `send` unless the message `key` went out less than `interval_ms` ago (`None`);
+    /// a send that succeeds (returns true) starts a new interval.
+    fn send_unless_repeated(
+        &self,
+        key: u64,
+        interval_ms: u64,
+        send: impl FnOnce() -> bool,
+    ) -> Option<bool> {
         let now_ms = self.started.elapsed().as_millis() as u64;
-        self.filter
-            .lock()
-            .expect("repeat filter lock poisoned")
-            .should_send(key, interval_ms, now_ms)
+        // Held while sending (queueing does not block), so two reports of one message
+        // arriving together cannot both pass.
+        let mut filter = self.filter.lock().expect("repeat filter lock poisoned");
+        if filter.is_held(key, now_ms) {
+            return None;
+        }
+        let sent = send();
+        if sent {
+            filter.mark_sent(key, interval_ms, now_ms);
+        }
+        Some(sent)
     }
 }
 
@@ -245,17 +258,6 @@ pub fn dispatch(
             Ok(delivery) => {
                 let policy = policies.policy(delivery.policy);
                 let receiver = &policy.receivers[delivery.receiver as usize];
-                if let Some(interval) = policy.repeat_interval_ms {
-                    let key = repeat_key(&policy.id, &receiver.name, input.event);
-                    if !state.repeats.should_send(key, interval) {
-                        state.metrics.repeats_held.inc();
-                        debug!(
-                            policy = %policy.id, receiver = %receiver.name,
-                            "repeated message held back (repeatInterval)"
-                        );
-                        continue;
-                    }
-                }
                 let mut job = Job::new(
                     Arc::new(policy.id.clone()),
                     Arc::from(receiver.name.as_str()),
@@ -278,7 +280,27 @@ pub fn dispatch(
                         format!("{}/{}", input.event.namespace, input.event.name).into()
                     })
                     .clone();
-                if state.dispatcher.enqueue(job) {
+                let enqueued = match policy.repeat_interval_ms {
+                    None => state.dispatcher.enqueue(job),
+                    Some(interval) => {
+                        let key = repeat_key(&policy.id, &receiver.name, input.event);
+                        match state
+                            .repeats
+                            .send_unless_repeated(key, interval, || state.dispatcher.enqueue(job))
+                        {
+                            Some(enqueued) => enqueued,
+                            None => {
+                                state.metrics.repeats_held.inc();
+                                debug!(
+                                    policy = %policy.id, receiver = %receiver.name,
+                                    "repeated message held back (repeatInterval)"
+                                );
+                                false
+                            }
+                        }
+                    }
+                };
+                if enqueued {
                     queued += 1;
                 }
             }

@@ -596,6 +596,52 @@ async fn one_action_reported_by_flaggers_webhook_and_as_an_event_is_sent_once() 
 }
 
 #[tokio::test]
+async fn an_event_paired_with_a_webhook_report_still_being_sent_is_not_sent_on_a_relist() {
+    let sink = Sink::start().await;
+    // The webhook report's notification takes a while.
+    sink.delay_every_answer(Duration::from_millis(600));
+    let (client, _api) = mock_client();
+    let h = harness_with(
+        json!({
+            "canaries": ["podinfo"],
+            "receivers": [{"name": "hook", "webhook": {"url": sink.url("/hook")}}]
+        }),
+        client,
+        HashMap::new(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = herald::server::router(h.app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let message = "Advance podinfo.shop canary weight 30";
+    let posted = event("podinfo", "shop", "Progressing", message, "Normal", 1);
+    assert_eq!(
+        post_event(addr, "/events", &posted).await,
+        (202, json!({"deliveries": 1}))
+    );
+    let watched = flagger_event("e1", 1, message, "2026-11-25T10:00:00Z");
+    h.notifier
+        .handle(Input::Event(Box::new(watched.clone())), &h.later);
+    // Not handled yet (the webhook report may still be dropped), but not sent on a re-list.
+    assert!(!h
+        .notifier
+        .state
+        .get(&canary_ref())
+        .is_handled("e1:1", 1_795_600_800_000));
+    h.notifier.handle(Input::Event(Box::new(watched)), &h.later);
+    sink.wait_for(1, Duration::from_secs(5)).await;
+    // A second notification would queue behind the first (same canary) and take as long.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(sink.received().len(), 1);
+    // Once the webhook report's notification is delivered, the Event is handled.
+    assert!(h
+        .notifier
+        .state
+        .get(&canary_ref())
+        .is_handled("e1:1", 1_795_600_800_000));
+}
+
+#[tokio::test]
 async fn after_a_restart_handled_events_are_not_resent_and_missed_ones_are_sent_once() {
     let sink = Sink::start().await;
     let (client, _api) = mock_client();

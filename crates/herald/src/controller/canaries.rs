@@ -262,6 +262,7 @@ impl CanaryNotifier {
         let flight_key = (observed.canary.clone(), observed.key.clone());
         if record.is_handled(&observed.key, observed.time_ms)
             || self.in_flight.lock().expect("lock").contains(&flight_key)
+            || self.sources.awaits(&observed.canary, &observed.key)
         {
             debug!(canary = %observed.canary.key(), key = %observed.key, "event already handled");
             return;

@@ -307,13 +307,15 @@ async fn rebuild_policy_set(
         _ = async { listed(&namespaced).await; listed(&cluster).await; } => {}
     }
     let mut built_from: Option<PolicySetInputs> = None;
-    // Whether to fetch missing Secrets first: not on the periodic deletion checks, so a
-    // Secret Herald may not read is not asked for (and warned about) every second.
-    let mut fetch = true;
     loop {
-        // Secrets first: the reconciles may not have fetched them all yet, and a set built
-        // without them would wrongly leave policies out.
-        if fetch {
+        let inputs = PolicySetInputs::of(&ctx, &namespaced, &cluster);
+        if inputs.known() && built_from.as_ref() == Some(&inputs) {
+            // Nothing to fetch either: a Secret Herald may not read is asked for again on the
+            // next change, not every second.
+            debug!("policies and Secrets unchanged: the PolicySet is kept");
+        } else {
+            // Secrets first: the reconciles may not have fetched them all yet, and a set
+            // built without them would wrongly leave policies out.
             for object in all_policies(&namespaced, &cluster) {
                 if let Err(e) = ctx
                     .secrets
@@ -323,11 +325,8 @@ async fn rebuild_policy_set(
                     warn!(policy = %object.id(), error = %e, "cannot read a Secret of this policy");
                 }
             }
-        }
-        let inputs = PolicySetInputs::of(&ctx, &namespaced, &cluster);
-        if inputs.known() && built_from.as_ref() == Some(&inputs) {
-            debug!("policies and Secrets unchanged: the PolicySet is kept");
-        } else {
+            // The fetches may have changed the Secret cache.
+            let inputs = PolicySetInputs::of(&ctx, &namespaced, &cluster);
             let set = build_policy_set(&ctx, &namespaced, &cluster);
             app.metrics.policies_loaded.set(set.policies().len() as i64);
             info!(
@@ -339,17 +338,16 @@ async fn rebuild_policy_set(
             built_from = Some(inputs);
         }
         app.ready.store(true, Ordering::Release);
-        fetch = tokio::select! {
+        tokio::select! {
             _ = &mut stop => return,
             _ = ctx.rebuild.notified() => {
                 // Let a burst of changes settle into one rebuild.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                true
             }
             // A deleted policy is never reconciled: its absence is noticed here, by comparing
             // the stores with what the set was built from.
-            _ = tokio::time::sleep(DELETION_CHECK) => false,
-        };
+            _ = tokio::time::sleep(DELETION_CHECK) => {}
+        }
     }
 }
 

@@ -59,6 +59,10 @@ pub struct EventSources {
 impl EventSources {
     /// First reports are forgotten after this many windows (a pair is at most one apart).
     const KEEP_WINDOWS: u32 = 2;
+    /// How long a first report whose notifications are still being sent keeps the watched
+    /// Event paired with it: longer than any delivery with its retries and queueing takes.
+    /// Its notifications were dropped if it is still sending then.
+    const KEEP_SENDING_PAIRED: Duration = Duration::from_secs(3600);
 
     pub fn new(window: Duration, state: Slot) -> Self {
         EventSources {
@@ -76,6 +80,19 @@ impl EventSources {
             .lock()
             .expect("pairing lock poisoned")
             .admit(source, event, now_ms)
+    }
+
+    /// True while `key` is a watched Event that waits for its webhook report's
+    /// notifications: it is as good as handled (a re-list must not send it).
+    pub fn awaits(&self, canary: &CanaryRef, key: &str) -> bool {
+        self.first_reports
+            .lock()
+            .expect("first reports lock")
+            .values()
+            .any(|report| {
+                matches!(report, FirstReport::Sending { paired: Some(w), .. }
+                    if w.key == key && &w.canary == canary)
+            })
     }
 
     /// Whether to send a watched Event. When it is the second report of an action whose
@@ -117,15 +134,20 @@ impl IncomingEvents for EventSources {
                 state.update(&canary, |record| record.announced = Some(phase.to_owned()));
             }
         }
-        let id = match self.pair(Source::Webhook, event) {
-            Pairing::Second { .. } => return Admission::Duplicate,
-            Pairing::First { id } => id,
-        };
         let now = Instant::now();
-        {
+        let id = {
+            // Held across the pairing, so a watched Event pairing with this report finds it.
             let mut reports = self.first_reports.lock().expect("first reports lock");
+            let id = match self.pair(Source::Webhook, event) {
+                Pairing::Second { .. } => return Admission::Duplicate,
+                Pairing::First { id } => id,
+            };
             let keep = self.window * Self::KEEP_WINDOWS;
             reports.retain(|_, report| match report {
+                FirstReport::Sending {
+                    since,
+                    paired: Some(_),
+                } => now.duration_since(*since) < Self::KEEP_SENDING_PAIRED,
                 FirstReport::Sending { since, .. } | FirstReport::Sent { since } => {
                     now.duration_since(*since) < keep
                 }
@@ -137,7 +159,8 @@ impl IncomingEvents for EventSources {
                     paired: None,
                 },
             );
-        }
+            id
+        };
         let reports = self.first_reports.clone();
         let state = self.state.clone();
         let completion = EventCompletion::new(move || {
