@@ -360,8 +360,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     observer: Option<Arc<dyn DeliveryObserver>>,
     threads: Arc<dyn ThreadStore>,
-    /// Until when each rate-limit group (a Slack token) must not send: set by a `429` with
-    /// `Retry-After`, honoured by every queue of the group.
+    /// Until when each rate-limit group (a Slack token, else a destination URL) must not
+    /// send: set by a `429` with `Retry-After`, honoured by every request of the group.
     paused: std::sync::Mutex<HashMap<String, Instant>>,
     queues: RwLock<HashMap<String, Lane>>,
     workers: std::sync::Mutex<JoinSet<()>>,
@@ -591,6 +591,7 @@ async fn run_queue(
         tokio::select! {
             biased;
             Some((mut job, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                // Names the type: the stream's item type is only inferred further down.
                 let job: &mut Job = &mut job;
                 job.finish(outcome);
                 match busy.get_mut(&job.order_key).and_then(VecDeque::pop_front) {

@@ -113,22 +113,19 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
             fallback: MemoryThreads::new(),
         }),
     );
+    // Flagger's webhook POSTs (the HTTP server) and watched Events (the leader) meet here.
+    let sources = Arc::new(EventSources::new(
+        options.pairing_window,
+        state_slot.clone(),
+    ));
     let app = AppState {
         policies: Arc::new(ArcSwap::from_pointee(PolicySet::empty())),
         dispatcher,
         metrics,
         body_limit: options.body_limit,
         ready: Arc::new(AtomicBool::new(false)),
-        incoming: None,
-        repeats: Default::default(),
-    };
-    let sources = Arc::new(EventSources::new(
-        options.pairing_window,
-        state_slot.clone(),
-    ));
-    let app = AppState {
         incoming: Some(sources.clone()),
-        ..app
+        repeats: Default::default(),
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
