@@ -440,6 +440,61 @@ async fn controller_end_to_end() {
     // The webhook's report was first: it has no Canary facts, so no weight.
     assert_eq!(received[4].json()["attachments"][0]["text"], advance);
 
+    // Flagger repeats "waiting for approval" every analysis interval; the Event recorder
+    // aggregates the repeats into one Event with a growing count. With `repeatInterval` the
+    // team hears it once per rollout.
+    policies
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"repeatInterval": "1h"}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while policies
+        .get("team")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .observed_generation
+        != Some(2)
+    {
+        assert!(Instant::now() < deadline, "the edit was not reconciled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = format!("Halt podinfo.{ns} advancement waiting for approval confirm-rollout");
+    flagger_event(&client, &ns, "podinfo", "podinfo.e5", &waiting, "Normal").await;
+    sink.wait_for(6, WAIT).await;
+    for count in 2..=3 {
+        Api::<Event>::namespaced(client.clone(), &ns)
+            .patch(
+                "podinfo.e5",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"count": count, "lastTimestamp": jiff::Timestamp::now()})),
+            )
+            .await
+            .unwrap();
+    }
+    let held = "herald_repeats_held_total";
+    let deadline = Instant::now() + WAIT;
+    while metric(&metrics_text(running.addr).await, held) < 2.0 {
+        assert!(Instant::now() < deadline, "the repeats were not held back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sink.received().len(),
+        6,
+        "the repeats of one message were sent"
+    );
+    assert_eq!(
+        sink.received()[5].json()["attachments"][0]["text"],
+        format!("{waiting} (weight 10)")
+    );
+
     // A Slack bot: its token in a Secret, one thread per rollout. The thread's first message
     // is kept in the state ConfigMap, so after a restart replies still thread under it.
     let slack = FakeSlack::start().await;
