@@ -262,6 +262,67 @@ pub struct Receiver {
     pub template: Option<MessageTemplate>,
 }
 
+impl Receiver {
+    /// Which receiver kinds are set, by field name: exactly one in a valid receiver. The one
+    /// list of kinds that validation and Secret lookups go by.
+    pub fn kinds_set(&self) -> Vec<&'static str> {
+        [
+            ("slack", self.slack.is_some()),
+            ("msteams", self.msteams.is_some()),
+            ("webhook", self.webhook.is_some()),
+            ("discord", self.discord.is_some()),
+            ("googlechat", self.googlechat.is_some()),
+            ("rocketchat", self.rocketchat.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, set)| set.then_some(kind))
+        .collect()
+    }
+
+    /// Where the receiver's URL comes from, whichever kind it is (`Invalid` unless exactly
+    /// one kind is set).
+    pub fn address(&self) -> AddressRef<'_> {
+        let addresses = [
+            self.slack.as_ref().map(SlackReceiver::address),
+            self.msteams.as_ref().map(TeamsReceiver::address),
+            self.webhook.as_ref().map(WebhookReceiver::address),
+            self.discord.as_ref().map(DiscordReceiver::address),
+            self.googlechat.as_ref().map(GoogleChatReceiver::address),
+            self.rocketchat.as_ref().map(RocketChatReceiver::address),
+        ];
+        let mut set = addresses.into_iter().flatten();
+        match (set.next(), set.next()) {
+            (Some(address), None) => address,
+            _ => AddressRef::Invalid,
+        }
+    }
+
+    /// Every Secret key the receiver reads: its address's, a Slack bot's token, a webhook's
+    /// bearer token and signing key.
+    pub fn secret_refs(&self) -> impl Iterator<Item = &SecretKeyRef> {
+        let address = match self.address() {
+            AddressRef::Secret(secret) => Some(secret),
+            _ => None,
+        };
+        let slack_token = self
+            .slack
+            .as_ref()
+            .and_then(|s| s.token_secret_ref.as_ref());
+        let bearer = self
+            .webhook
+            .as_ref()
+            .and_then(|w| w.bearer_token_secret_ref.as_ref());
+        let signing = self
+            .webhook
+            .as_ref()
+            .and_then(|w| w.signature.as_ref())
+            .map(|s| &s.secret_ref);
+        [address, slack_token, bearer, signing]
+            .into_iter()
+            .flatten()
+    }
+}
+
 /// Where a receiver's URL comes from: inline `url`, or a key of a Secret (preferred: webhook
 /// URLs are credentials). Every receiver kind has exactly one of the two.
 #[derive(Clone, Copy, Debug)]

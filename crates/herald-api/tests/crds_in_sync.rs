@@ -31,6 +31,28 @@ fn checked_in_crds_match_the_rust_types() {
 }
 
 #[test]
+fn the_cel_rule_and_the_rust_code_know_the_same_receiver_kinds() {
+    // A receiver with every kind set: `kinds_set` lists them all.
+    let all: herald_api::Receiver = serde_json::from_value(serde_json::json!({
+        "name": "all",
+        "slack": {}, "msteams": {}, "webhook": {}, "discord": {}, "googlechat": {}, "rocketchat": {}
+    }))
+    .unwrap();
+    let kinds = all.kinds_set();
+    let rule = kinds
+        .iter()
+        .map(|kind| format!("has(self.{kind})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rule = format!("[{rule}].filter(k, k).size() == 1");
+    assert!(
+        herald_api::crds_yaml().contains(&rule),
+        "the CRD's one-kind rule differs from {rule}"
+    );
+    assert!(matches!(all.address(), herald_api::AddressRef::Invalid));
+}
+
+#[test]
 fn crd_schema_carries_the_validation_rules() {
     let yaml = herald_api::crds_yaml();
     for rule in [

@@ -756,15 +756,7 @@ impl<'s> PolicySetBuilder<'s> {
         secret_namespace: &str,
         problems: &mut Vec<Problem>,
     ) -> Option<(ReceiverKind, Redacted, RequestSpec)> {
-        let kinds = [
-            receiver.slack.is_some(),
-            receiver.msteams.is_some(),
-            receiver.webhook.is_some(),
-            receiver.discord.is_some(),
-            receiver.googlechat.is_some(),
-            receiver.rocketchat.is_some(),
-        ];
-        if kinds.iter().filter(|set| **set).count() != 1 {
+        if receiver.kinds_set().len() != 1 {
             problems.push(Problem::new(
                 Reason::InvalidSpec,
                 path,

@@ -167,40 +167,7 @@ pub fn secret_refs(policy: &PolicyObject, herald_namespace: &str) -> Vec<(String
         .receivers
         .iter()
         .flat_map(|r| {
-            let address = if let Some(s) = &r.slack {
-                s.address()
-            } else if let Some(t) = &r.msteams {
-                t.address()
-            } else if let Some(d) = &r.discord {
-                d.address()
-            } else if let Some(g) = &r.googlechat {
-                g.address()
-            } else if let Some(rc) = &r.rocketchat {
-                rc.address()
-            } else if let Some(w) = &r.webhook {
-                w.address()
-            } else {
-                herald_api::AddressRef::Invalid
-            };
-            let address = match address {
-                herald_api::AddressRef::Secret(secret) => Some(secret),
-                _ => None,
-            };
-            // Credentials kept apart from the URL: a Slack bot's token, a webhook's bearer
-            // token and signing key.
-            let slack_token = r.slack.as_ref().and_then(|s| s.token_secret_ref.as_ref());
-            let bearer = r
-                .webhook
-                .as_ref()
-                .and_then(|w| w.bearer_token_secret_ref.as_ref());
-            let signing = r
-                .webhook
-                .as_ref()
-                .and_then(|w| w.signature.as_ref())
-                .map(|s| &s.secret_ref);
-            [address, slack_token, bearer, signing]
-                .into_iter()
-                .flatten()
+            r.secret_refs()
                 .map(|secret| (namespace.clone(), secret.name.clone()))
                 .collect::<Vec<_>>()
         })
