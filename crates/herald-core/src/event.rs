@@ -214,6 +214,19 @@ impl FlaggerEvent {
         self.known_phase
     }
 
+    /// The phase of the rollout the event belongs to, which policies' `phases`, severities
+    /// and the canary-status metric go by. Flagger records "New revision detected!" before
+    /// it moves the canary to `Progressing`, so that message carries the previous rollout's
+    /// phase (`Succeeded`, `Failed`, `Initialized`): it starts a new rollout, and counts as
+    /// `Progressing`, not as a second promotion or failure. Otherwise the known phase.
+    pub fn rollout_phase(&self) -> Option<CanaryPhase> {
+        if self.message().starts_with("New revision detected!") {
+            Some(CanaryPhase::Progressing)
+        } else {
+            self.known_phase
+        }
+    }
+
     /// How the event reads to a person, from its phase, type and message; drives colours.
     pub fn severity(&self) -> Severity {
         Severity::of(self)
@@ -268,14 +281,15 @@ pub enum Severity {
 impl Severity {
     pub fn of(event: &FlaggerEvent) -> Severity {
         let message = event.message();
-        if event.known_phase == Some(CanaryPhase::Failed)
+        let phase = event.rollout_phase();
+        if phase == Some(CanaryPhase::Failed)
             || message.starts_with("Rolling back")
             || message.starts_with("Canary failed")
             || message.contains("Progress deadline exceeded")
             || message.starts_with("Promotion failed")
         {
             Severity::Error
-        } else if event.known_phase == Some(CanaryPhase::Succeeded)
+        } else if phase == Some(CanaryPhase::Succeeded)
             || message.starts_with("Promotion completed")
         {
             Severity::Success
@@ -479,6 +493,28 @@ mod tests {
             ),
             Severity::Info
         );
+        // As Flagger really sends it: with the previous rollout's phase. Still progress.
+        for previous in ["Succeeded", "Failed", "Initialized"] {
+            assert_eq!(
+                ev(
+                    previous,
+                    "New revision detected! Scaling up p.d",
+                    EventType::Normal
+                ),
+                Severity::Info,
+                "after {previous}"
+            );
+            let event = FlaggerEvent::new(
+                "p",
+                "d",
+                previous,
+                "New revision detected! Scaling up p.d",
+                EventType::Normal,
+                1,
+            );
+            assert_eq!(event.rollout_phase(), Some(CanaryPhase::Progressing));
+            assert_eq!(event.phase, previous, "the phase Flagger sent is kept");
+        }
         assert_eq!(
             ev(
                 "Succeeded",

@@ -376,7 +376,7 @@ impl CompiledPolicy {
         }
         if self.phases != 0
             && event
-                .known_phase()
+                .rollout_phase()
                 .is_none_or(|p| self.phases & phase_bit(p) == 0)
         {
             return false;

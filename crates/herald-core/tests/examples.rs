@@ -285,7 +285,9 @@ fn rollout_notifies_the_team_and_the_audit_log() {
             }]
         })
     );
-    // New revision: Google Chat gets one card (its thread is added when it is sent).
+    // New revision: Google Chat gets one card (its thread is added when it is sent). Flagger
+    // sends this message with the previous rollout's phase and checksum: the card shows the
+    // phase as sent, coloured as progress.
     assert_eq!(
         body_of(&all[1], "team-space"),
         json!({
@@ -296,7 +298,7 @@ fn rollout_notifies_the_team_and_the_audit_log() {
                     "header": {"title": "podinfo.default"},
                     "sections": [{"widgets": [
                         {"textParagraph": {"text": "New revision detected! Scaling up podinfo.default"}},
-                        {"decoratedText": {"topLabel": "Phase", "text": "<font color=\"#0076D7\">Progressing</font>"}}
+                        {"decoratedText": {"topLabel": "Phase", "text": "<font color=\"#0076D7\">Initialized</font>"}}
                     ]}]
                 }
             }]
@@ -315,17 +317,17 @@ fn rollout_notifies_the_team_and_the_audit_log() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(summary),
-        r#"{"canary":"podinfo.default","phase":"Progressing","severity":"info","text":"New revision detected! Scaling up podinfo.default","at":"2025-11-25T12:01:00Z","revision":"7c4d5e6f8"}"#
+        r#"{"canary":"podinfo.default","phase":"Initialized","severity":"info","text":"New revision detected! Scaling up podinfo.default","at":"2025-11-25T12:01:00Z","revision":"6b8c9d7f5"}"#
     );
     assert_eq!(
         body_of(&all[1], "audit-summary"),
         json!({
             "canary": "podinfo.default",
-            "phase": "Progressing",
+            "phase": "Initialized",
             "severity": "info",
             "text": "New revision detected! Scaling up podinfo.default",
             "at": "2025-11-25T12:01:00Z",
-            "revision": "7c4d5e6f8"
+            "revision": "6b8c9d7f5"
         })
     );
 }

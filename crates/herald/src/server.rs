@@ -224,7 +224,7 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
     }
     state
         .metrics
-        .observe_canary(&event.name, &event.namespace, event.known_phase());
+        .observe_canary(&event.name, &event.namespace, event.rollout_phase());
     let queued = dispatch(
         state,
         &policies,
