@@ -119,13 +119,10 @@ impl SourcePairing {
         self.since_sweep = 0;
     }
 
-    /// Events with unpaired arrivals (for tests and metrics).
-    pub fn len(&self) -> usize {
+    /// Events with unpaired arrivals.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.unpaired.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.unpaired.is_empty()
     }
 }
 

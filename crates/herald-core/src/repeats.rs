@@ -52,12 +52,9 @@ impl RepeatFilter {
     }
 
     /// Messages currently held back.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.held_until.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.held_until.is_empty()
     }
 }
 

@@ -359,6 +359,17 @@ struct Harness {
     _later_rx: tokio::sync::mpsc::UnboundedReceiver<Input>,
 }
 
+impl Harness {
+    /// Serves the notifier's HTTP API (`/events`, Flagger's webhook) on a loopback port.
+    async fn serve_http(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = herald::server::router(self.app.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    }
+}
+
 fn harness(
     sink: &Sink,
     state_client: Client,
@@ -513,10 +524,7 @@ async fn one_action_reported_by_flaggers_webhook_and_as_an_event_is_sent_once() 
         client,
         HashMap::new(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = herald::server::router(h.app.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let addr = h.serve_http().await;
     let webhook = |message: &str| event("podinfo", "shop", "Progressing", message, "Normal", 1);
 
     // Flagger POSTs an action to its event webhook, then the watch sees its Event.
@@ -609,10 +617,7 @@ async fn an_event_paired_with_a_webhook_report_still_being_sent_is_not_sent_on_a
         client,
         HashMap::new(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = herald::server::router(h.app.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let addr = h.serve_http().await;
     let message = "Advance podinfo.shop canary weight 30";
     let posted = event("podinfo", "shop", "Progressing", message, "Normal", 1);
     assert_eq!(
