@@ -71,6 +71,13 @@ impl FlaggerEvent {
         self
     }
 
+    /// Adds a metadata entry (`{{metadata.<key>}}` in templates), such as the count of a
+    /// watched Kubernetes Event.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
     /// Parses the JSON body Flagger POSTs. Errors name the offending field.
     pub fn from_json(body: &[u8]) -> Result<Self, EventError> {
         let value: Value = serde_json::from_slice(body).map_err(|e| EventError::Syntax {

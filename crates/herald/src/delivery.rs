@@ -77,6 +77,9 @@ pub trait DeliveryObserver: Send + Sync {
 pub struct EventCompletion {
     dropped: AtomicBool,
     on_complete: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Asked before every request of the event: false stops its notifications (counted as
+    /// dropped). The controller's lease: a replica that may have lost it must not send.
+    may_send: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl EventCompletion {
@@ -84,7 +87,25 @@ impl EventCompletion {
         Arc::new(EventCompletion {
             dropped: AtomicBool::new(false),
             on_complete: std::sync::Mutex::new(Some(Box::new(on_complete))),
+            may_send: None,
         })
+    }
+
+    /// Like [`new`](Self::new), for an event whose notifications may go out only while
+    /// `may_send` says so.
+    pub fn fenced(
+        may_send: impl Fn() -> bool + Send + Sync + 'static,
+        on_complete: impl FnOnce() + Send + 'static,
+    ) -> Arc<Self> {
+        Arc::new(EventCompletion {
+            dropped: AtomicBool::new(false),
+            on_complete: std::sync::Mutex::new(Some(Box::new(on_complete))),
+            may_send: Some(Box::new(may_send)),
+        })
+    }
+
+    fn may_send(&self) -> bool {
+        self.may_send.as_ref().is_none_or(|check| check())
     }
 }
 
@@ -548,6 +569,27 @@ impl Dispatcher {
             .clone()
     }
 
+    /// Waits while some receiver's queue is more than three quarters full, so that the
+    /// controller's replays and bursts go at the receivers' pace instead of overflowing
+    /// their queues.
+    pub async fn wait_for_room(&self) {
+        let limit = (self.inner.config.queue_capacity.saturating_mul(3) / 4).max(1);
+        loop {
+            let fullest = {
+                let queues = self.inner.queues.read().expect("queue lock poisoned");
+                queues
+                    .values()
+                    .map(|lane| lane.state.waiting.load(Ordering::Acquire))
+                    .max()
+                    .unwrap_or(0)
+            };
+            if fullest < limit || self.inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops accepting jobs and waits up to `deadline` for the queued ones. Jobs still
     /// queued at the deadline are counted and logged as dropped.
     pub async fn drain(&self, deadline: Duration) -> DrainReport {
@@ -795,6 +837,13 @@ async fn deliver(
     };
     for attempt in 1..=config.max_attempts {
         inner.wait_to_send(target.lane, group).await;
+        if !job.completion.as_ref().is_none_or(|c| c.may_send()) {
+            warn!(
+                policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
+                request, attempt, "notification not sent: this replica's lease may have expired; the new leader sends it"
+            );
+            return (Outcome::Dropped, None);
+        }
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
         match attempt_once(inner, job, target, body).await {
             Ok((status, posted)) => {

@@ -408,6 +408,7 @@ fn harness_with(
     let state = Arc::new(StateStore::new(
         Api::<ConfigMap>::namespaced(state_client, "herald"),
         "herald-state",
+        1,
         records,
         0,
     ));
@@ -490,7 +491,7 @@ async fn a_canary_event_is_delivered_once_and_recorded() {
     // Saved with one merge patch touching only this canary's key.
     let record = h.notifier.state.get(&canary_ref());
     assert_eq!(
-        record.handled,
+        record.seen,
         BTreeMap::from([("e1:1".to_owned(), 1_795_600_800_000)])
     );
     let server = tokio::spawn(async move {
@@ -507,7 +508,7 @@ async fn a_canary_event_is_delivered_once_and_recorded() {
     let patch = server.await.unwrap();
     assert_eq!(
         patch,
-        json!({"data": {"shop.podinfo": r#"{"handled":{"e1:1":1795600800000},"floor":0}"#}})
+        json!({"data": {"shop.podinfo": r#"{"floor":1795600800000,"seen":{"e1:1":1795600800000}}"#}})
     );
 }
 
@@ -651,7 +652,7 @@ async fn after_a_restart_handled_events_are_not_resent_and_missed_ones_are_sent_
     let sink = Sink::start().await;
     let (client, _api) = mock_client();
     let mut handled = CanaryRecord::default();
-    handled.record("e1:1", 1_795_600_800_000);
+    handled.record("e1:1", 1_795_600_800_000, None);
     let h = harness(&sink, client, HashMap::from([(canary_ref(), handled)]));
     // Listed again after the restart: already handled.
     h.notifier.handle(
@@ -720,7 +721,7 @@ async fn events_of_other_kinds_and_unmatched_canaries_send_nothing() {
         namespace: "shop".into(),
         name: "checkout".into(),
     };
-    assert!(h.notifier.state.get(&checkout).handled.contains_key("o1:1"));
+    assert!(h.notifier.state.get(&checkout).seen.contains_key("o1:1"));
 }
 
 /// Rollout threads live in the state ConfigMap: saved with the canary's record, and a
@@ -738,6 +739,7 @@ async fn rollout_threads_are_saved_in_the_state_configmap_and_found_after_a_rest
     let store = Arc::new(StateStore::new(
         cm_api.clone(),
         "herald-state",
+        1,
         HashMap::new(),
         0,
     ));
@@ -788,6 +790,7 @@ async fn rollout_threads_are_saved_in_the_state_configmap_and_found_after_a_rest
         slot: Arc::new(Mutex::new(Some(Arc::new(StateStore::new(
             cm_api,
             "herald-state",
+            1,
             parse_records(&cm),
             0,
         ))))),

@@ -1,27 +1,21 @@
-//! Canary events from the cluster: the Kubernetes Events Flagger records on Canaries, and
-//! Canary phase changes that no Event announces. Each becomes Herald's event model and goes
-//! through the policies, once.
+//! Canary events from the cluster, as pure functions: a Kubernetes Event Flagger recorded on
+//! a Canary, or a Canary phase change no Event announced, becomes Herald's event model. The
+//! notifier (`notifier.rs`) sends them; the watches (`watch.rs`) feed it.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use futures::StreamExt;
 use herald_api::flagger::Canary;
 use herald_api::EventType;
-use herald_core::{CanaryFacts, FlaggerEvent, MatchInput};
-use k8s_openapi::api::core::v1::{Event, Namespace};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use herald_core::{CanaryFacts, FlaggerEvent};
+use k8s_openapi::api::core::v1::Event;
+use kube::ResourceExt;
 
-use super::sources::{EventSources, WatchedEvent};
-use super::state::{CanaryRef, StateStore};
-use crate::delivery::EventCompletion;
-use crate::metrics::SourceLabels;
-use crate::server::{dispatch, AppState};
+pub use super::notifier::{CanaryNotifier, Input};
+pub use super::watches::run;
+use super::state::CanaryRef;
+
+/// What client-go's event recorder puts before a message once it aggregates similar Events
+/// (10 with the same object, source, type and reason within 10 minutes; Flagger's reason is
+/// always `Synced`). Herald matches, pairs and templates on Flagger's own message.
+pub const AGGREGATED_PREFIX: &str = "(combined from similar events): ";
 
 /// A Kubernetes Event about a Canary, reduced to what Herald needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,8 +24,11 @@ pub struct ObservedEvent {
     /// `<Event uid>:<count>`: a repeated Event (Flagger aggregates identical messages) is new.
     pub key: String,
     pub time_ms: i64,
+    /// Flagger's message, without client-go's aggregation prefix.
     pub message: String,
     pub event_type: EventType,
+    /// How often the Event happened (client-go counts repeats and aggregated Events).
+    pub count: i32,
 }
 
 /// Reads a core/v1 Event; `None` when it is not about a Flagger Canary.
@@ -70,11 +67,14 @@ pub fn observe_event(event: &Event) -> Option<ObservedEvent> {
         .or_else(|| event.event_time.as_ref().map(|t| t.0))
         .or_else(|| event.first_timestamp.as_ref().map(|t| t.0))
         .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let message = event.message.as_deref().unwrap_or_default();
+    let message = message.strip_prefix(AGGREGATED_PREFIX).unwrap_or(message);
     Some(ObservedEvent {
         canary: CanaryRef { namespace, name },
         key: format!("{uid}:{count}"),
         time_ms: time.as_millisecond(),
-        message: event.message.clone().unwrap_or_default(),
+        message: message.to_owned(),
+        count,
         event_type: if event.type_.as_deref() == Some("Warning") {
             EventType::Warning
         } else {
@@ -96,7 +96,8 @@ pub fn canary_facts(canary: &Canary) -> CanaryFacts {
 }
 
 /// The event Flagger's webhook would have sent for this Kubernetes Event: the phase is the
-/// Canary's current phase, the checksum its revision (`status.lastAppliedSpec`).
+/// Canary's current phase, the checksum its revision (`status.lastAppliedSpec`). The Event's
+/// count is `{{metadata.count}}` in templates.
 pub fn flagger_event(observed: &ObservedEvent, canary: Option<&Canary>) -> FlaggerEvent {
     let status = canary.and_then(|c| c.status.as_ref());
     let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
@@ -107,7 +108,8 @@ pub fn flagger_event(observed: &ObservedEvent, canary: Option<&Canary>) -> Flagg
         &observed.message,
         observed.event_type,
         u64::try_from(observed.time_ms).unwrap_or_default(),
-    );
+    )
+    .with_metadata("count", observed.count.to_string());
     match status.and_then(|s| s.last_applied_spec.clone()) {
         Some(revision) => event.with_checksum(revision),
         None => event,
@@ -188,298 +190,6 @@ pub fn phase_change_event(canary: &Canary, phase: &str, now_ms: i64) -> (Flagger
         event = event.with_checksum(revision);
     }
     (event, key)
-}
-
-/// Turns cluster observations into deliveries.
-pub struct CanaryNotifier {
-    pub app: AppState,
-    pub state: Arc<StateStore>,
-    pub canaries: Store<Canary>,
-    pub namespaces: Store<Namespace>,
-    /// How long a terminal phase change waits for Flagger's own Event before Herald announces it.
-    pub grace: Duration,
-    /// Pairs each Event with the same action POSTed by Flagger's event webhook.
-    pub sources: Arc<EventSources>,
-    /// Events whose notifications are queued but not finished, so a re-list does not queue
-    /// them twice.
-    in_flight: Arc<Mutex<HashSet<(CanaryRef, String)>>>,
-}
-
-/// What the notifier reacts to.
-pub enum Input {
-    Event(Box<Event>),
-    Canary(Box<Canary>),
-    /// The grace period of a phase change ended.
-    PhaseDue(CanaryRef, String),
-}
-
-impl CanaryNotifier {
-    pub fn new(
-        app: AppState,
-        state: Arc<StateStore>,
-        canaries: Store<Canary>,
-        namespaces: Store<Namespace>,
-        grace: Duration,
-        sources: Arc<EventSources>,
-    ) -> Self {
-        CanaryNotifier {
-            app,
-            state,
-            canaries,
-            namespaces,
-            grace,
-            sources,
-            in_flight: Arc::default(),
-        }
-    }
-
-    fn canary(&self, canary: &CanaryRef) -> Option<Arc<Canary>> {
-        self.canaries
-            .get(&ObjectRef::new(&canary.name).within(&canary.namespace))
-    }
-
-    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
-        self.namespaces
-            .get(&ObjectRef::new(namespace))
-            .map(|ns| ns.labels().clone())
-    }
-
-    /// Handles one input; `later` receives the phase checks to run after the grace period.
-    pub fn handle(&self, input: Input, later: &mpsc::UnboundedSender<Input>) {
-        match input {
-            Input::Event(event) => {
-                if let Some(observed) = observe_event(&event) {
-                    self.handle_event(observed);
-                }
-            }
-            Input::Canary(canary) => self.handle_canary(&canary, later),
-            Input::PhaseDue(canary, phase) => self.handle_phase_due(&canary, &phase),
-        }
-    }
-
-    pub fn handle_event(&self, observed: ObservedEvent) {
-        let record = self.state.get(&observed.canary);
-        let flight_key = (observed.canary.clone(), observed.key.clone());
-        if record.is_handled(&observed.key, observed.time_ms)
-            || self.in_flight.lock().expect("lock").contains(&flight_key)
-            || self.sources.awaits(&observed.canary, &observed.key)
-        {
-            debug!(canary = %observed.canary.key(), key = %observed.key, "event already handled");
-            return;
-        }
-        if let Some(phase) = announced_phase(&observed.message) {
-            self.state
-                .update(&observed.canary, |r| r.announced = Some(phase.to_owned()));
-        }
-        let canary = self.canary(&observed.canary);
-        let event = flagger_event(&observed, canary.as_deref());
-        let watched = WatchedEvent {
-            canary: observed.canary.clone(),
-            key: observed.key.clone(),
-            time_ms: observed.time_ms,
-        };
-        if !self.sources.watched(&event, watched) {
-            self.app
-                .metrics
-                .events_duplicate
-                .get_or_create(&SourceLabels { source: "watch" })
-                .inc();
-            info!(
-                canary = %observed.canary.key(), message = %observed.message,
-                "event already sent from Flagger's webhook; not sending it again"
-            );
-            return;
-        }
-        self.deliver(
-            &observed.canary,
-            &event,
-            canary.as_deref(),
-            observed.key,
-            observed.time_ms,
-        );
-    }
-
-    fn handle_canary(&self, canary: &Canary, later: &mpsc::UnboundedSender<Input>) {
-        let Some(phase) = canary.status.as_ref().and_then(|s| s.phase.clone()) else {
-            return;
-        };
-        let canary_ref = CanaryRef {
-            namespace: canary.namespace().unwrap_or_default(),
-            name: canary.name_any(),
-        };
-        self.app.metrics.observe_canary(
-            &canary_ref.name,
-            &canary_ref.namespace,
-            herald_api::CanaryPhase::parse(&phase),
-        );
-        let mut due = None;
-        self.state
-            .update(&canary_ref, |record| due = observe_phase(record, &phase));
-        if let Some(phase) = due {
-            let later = later.clone();
-            let grace = self.grace;
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                let _ = later.send(Input::PhaseDue(canary_ref, phase));
-            });
-        }
-    }
-
-    fn handle_phase_due(&self, canary_ref: &CanaryRef, phase: &str) {
-        let record = self.state.get(canary_ref);
-        let Some(canary) = self.canary(canary_ref) else {
-            return;
-        };
-        let current = canary.status.as_ref().and_then(|s| s.phase.as_deref());
-        if current != Some(phase) || record.announced.as_deref() == Some(phase) {
-            return;
-        }
-        info!(canary = %canary_ref.key(), phase, "phase change without a Flagger event: announcing it");
-        self.state
-            .update(canary_ref, |r| r.announced = Some(phase.to_owned()));
-        let now = jiff_now_ms();
-        let (event, key) = phase_change_event(&canary, phase, now);
-        self.deliver(canary_ref, &event, Some(&canary), key, now);
-    }
-
-    fn deliver(
-        &self,
-        canary_ref: &CanaryRef,
-        event: &FlaggerEvent,
-        canary: Option<&Canary>,
-        key: String,
-        time_ms: i64,
-    ) {
-        let facts = canary.map(canary_facts);
-        let namespace_labels = self.namespace_labels(&canary_ref.namespace);
-        let input = MatchInput {
-            event,
-            canary: facts.as_ref(),
-            namespace_labels: namespace_labels.as_ref(),
-        };
-        let flight_key = (canary_ref.clone(), key.clone());
-        self.in_flight
-            .lock()
-            .expect("lock")
-            .insert(flight_key.clone());
-        let completion = {
-            let state = self.state.clone();
-            let in_flight = self.in_flight.clone();
-            let canary_ref = canary_ref.clone();
-            EventCompletion::new(move || {
-                state.update(&canary_ref, |r| r.record(&key, time_ms));
-                in_flight.lock().expect("lock").remove(&flight_key);
-            })
-        };
-        self.app.metrics.events_received.inc();
-        let policies = self.app.policies.load_full();
-        let queued = dispatch(
-            &self.app,
-            &policies,
-            &input,
-            None,
-            Instant::now(),
-            Some(completion),
-        );
-        info!(
-            canary = %canary_ref.key(), phase = %event.phase, message = %event.message(),
-            deliveries = queued, "canary event"
-        );
-    }
-}
-
-fn jiff_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-/// Watches Canaries, their Events and Namespaces, and feeds the notifier until `stop`.
-pub async fn run(
-    client: Client,
-    notifier_parts: impl FnOnce(Store<Canary>, Store<Namespace>) -> CanaryNotifier,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let (canary_reader, canary_writer) = reflector::store();
-    let (namespace_reader, namespace_writer) = reflector::store();
-    let notifier = notifier_parts(canary_reader.clone(), namespace_reader.clone());
-    let (inputs, mut received) = mpsc::unbounded_channel();
-    let canaries = reflector(
-        canary_writer,
-        watcher(
-            Api::<Canary>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .applied_objects();
-    let namespaces = reflector(
-        namespace_writer,
-        watcher(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .applied_objects();
-    let events = watcher(
-        Api::<Event>::all(client),
-        watcher::Config::default().fields("involvedObject.kind=Canary"),
-    )
-    .default_backoff()
-    .applied_objects();
-    let tasks = [
-        forward(canaries, inputs.clone(), |c| Input::Canary(Box::new(c))),
-        forward(events, inputs.clone(), |e| Input::Event(Box::new(e))),
-        tokio::spawn(namespaces.for_each(|_| async {})),
-    ];
-    tokio::pin!(stop);
-    // Events are handled once the Canaries and Namespaces they refer to are known.
-    tokio::select! {
-        _ = &mut stop => {}
-        _ = async {
-            let _ = canary_reader.wait_until_ready().await;
-            let _ = namespace_reader.wait_until_ready().await;
-            // An event handled before the policies are loaded would match nothing and be
-            // recorded as handled: wait for them.
-            while !notifier.app.ready.load(std::sync::atomic::Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            while let Some(input) = received.recv().await {
-                notifier.handle(input, &inputs);
-            }
-        } => {}
-    }
-    for task in tasks {
-        task.abort();
-    }
-}
-
-/// Sends a watch stream's objects into the notifier's channel, logging watch errors (the
-/// stream retries with backoff).
-fn forward<K, S>(
-    stream: S,
-    inputs: mpsc::UnboundedSender<Input>,
-    wrap: fn(K) -> Input,
-) -> tokio::task::JoinHandle<()>
-where
-    S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    K: Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut stream = Box::pin(stream);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(object) => {
-                    if inputs.send(wrap(object)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => warn!(error = %e, "watch error; retrying"),
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -565,10 +275,31 @@ mod tests {
                 time_ms: 1_578_607_635_000,
                 message: "Halt advancement podinfo.test".into(),
                 event_type: EventType::Warning,
+                count: 4,
             })
         );
         let mut other = event.clone();
         other.involved_object.api_version = Some("argoproj.io/v1alpha1".into());
         assert_eq!(observe_event(&other), None, "a Canary of another project");
+    }
+
+    #[test]
+    fn an_aggregated_event_is_read_as_flaggers_own_message() {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "podinfo.17", "namespace": "test", "uid": "u9"},
+            "involvedObject": {"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "podinfo", "namespace": "test"},
+            "message": "(combined from similar events): Rolling back podinfo.test failed checks threshold reached 5",
+            "type": "Warning", "count": 12, "lastTimestamp": "2020-01-09T22:07:15Z"
+        }))
+        .unwrap();
+        let observed = observe_event(&event).unwrap();
+        assert_eq!(
+            observed.message,
+            "Rolling back podinfo.test failed checks threshold reached 5"
+        );
+        assert_eq!(announced_phase(&observed.message), Some("Failed"));
+        let flagger = flagger_event(&observed, None);
+        assert_eq!(flagger.message(), observed.message);
+        assert_eq!(flagger.metadata["count"], "12");
     }
 }

@@ -4,9 +4,13 @@
 //! `herald serve`, and elects a leader with a Lease so that replicas do not notify twice.
 
 pub mod canaries;
+pub mod leader;
+pub mod notifier;
 pub mod policies;
+pub mod record;
 pub mod sources;
 pub mod state;
+pub mod watches;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -20,16 +24,19 @@ use herald_api::{ClusterNotificationPolicy, NotificationPolicy};
 use herald_core::{PolicyObject, PolicySet, PolicySetBuilder};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use self::canaries::CanaryNotifier;
+use self::leader::{Fence, Leadership};
 use self::policies::{Context, PolicyResource, ReceiverStats, StatusObserver};
 use self::sources::EventSources;
 use self::state::{StateStore, StateThreads};
+use self::watches::WatchHealth;
 use crate::delivery::{DeliveryConfig, Dispatcher, MemoryThreads};
 use crate::metrics::{Metrics, Outcome};
 use crate::server::{router, AppState};
@@ -71,9 +78,13 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     state: Arc<Mutex<Option<Arc<StateStore>>>>,
     drain_timeout: Duration,
+    leadership: Leadership,
 }
 
 impl Running {
+    /// Stops taking events, delivers what is queued (the lease is still held and renewed
+    /// meanwhile, so nothing queued is lost to the fence), saves the state, then releases the
+    /// lease so the other replica takes over at once.
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(true);
         for task in self.tasks {
@@ -81,9 +92,12 @@ impl Running {
         }
         self.app.dispatcher.drain(self.drain_timeout).await;
         let state = self.state.lock().expect("state slot").clone();
-        if let Some(state) = state {
-            state.flush().await?;
-        }
+        let saved = match state {
+            Some(state) => state.flush().await,
+            None => Ok(()),
+        };
+        self.leadership.release().await;
+        saved?;
         info!("controller stopped");
         Ok(())
     }
@@ -130,21 +144,13 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let leader = match &options.lease_name {
-        None => watch::channel(true).1,
+    let leadership = match &options.lease_name {
+        None => Leadership::single(),
         Some(lease) => {
-            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease)
-                .with_namespace(&options.namespace)
-                .with_identity(&options.identity)
-                .with_duration(15)
-                .with_grace(5)
-                .build()
-                .await
-                .map_err(|e| Error::Leader(e.to_string()))?;
-            let (leader, _task) = manager.watch().await;
-            leader
+            Leadership::elect(client.clone(), &options.namespace, lease, &options.identity)
         }
     };
+    let leader = leadership.leading.clone();
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -187,10 +193,21 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         stopped(stop_rx.clone()),
     )));
 
-    let (np_store, np_task) =
-        policy_controller::<NotificationPolicy>(&client, &ctx, np_refresh, stop_rx.clone());
-    let (cnp_store, cnp_task) =
-        policy_controller::<ClusterNotificationPolicy>(&client, &ctx, cnp_refresh, stop_rx.clone());
+    let known = Arc::new(PoliciesKnown::default());
+    let (np_store, np_task) = policy_controller::<NotificationPolicy>(
+        &client,
+        &ctx,
+        np_refresh,
+        known.namespaced.clone(),
+        stop_rx.clone(),
+    );
+    let (cnp_store, cnp_task) = policy_controller::<ClusterNotificationPolicy>(
+        &client,
+        &ctx,
+        cnp_refresh,
+        known.cluster.clone(),
+        stop_rx.clone(),
+    );
     tasks.push(np_task);
     tasks.push(cnp_task);
     tasks.push(tokio::spawn(rebuild_policy_set(
@@ -198,6 +215,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         app.clone(),
         np_store.clone(),
         cnp_store.clone(),
+        known.clone(),
         stopped(stop_rx.clone()),
     )));
     tasks.push(tokio::spawn(publish_failures(
@@ -213,9 +231,13 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         client,
         options.clone(),
         app.clone(),
-        leader,
+        Leaders {
+            leading: leader,
+            fence: leadership.fence.clone(),
+        },
         reconcile_all,
         sources,
+        known,
         stop_rx,
     )));
     info!(%addr, "herald controller started");
@@ -226,35 +248,83 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         tasks,
         state: state_slot,
         drain_timeout: options.drain_timeout,
+        leadership,
     })
 }
 
+/// Whether the PolicySet reflects the cluster's policies: both policy watches are synced,
+/// and the set was built after their latest (re-)list.
+#[derive(Default)]
+pub struct PoliciesKnown {
+    namespaced: Arc<WatchHealth>,
+    cluster: Arc<WatchHealth>,
+    /// The lists (of both watches together) the current set was built after.
+    built_after: std::sync::atomic::AtomicU64,
+}
+
+impl PoliciesKnown {
+    fn lists(&self) -> u64 {
+        self.namespaced.lists() + self.cluster.lists()
+    }
+
+    fn synced(&self) -> bool {
+        self.namespaced.is_synced() && self.cluster.is_synced()
+    }
+
+    pub fn known(&self) -> bool {
+        self.synced() && self.built_after.load(Ordering::Acquire) == self.lists()
+    }
+}
+
 /// One policy kind's controller: reconciles on policy changes, on changes of the Secrets it
-/// uses, and on status refresh triggers.
+/// uses, and on status refresh triggers. Secrets are watched by their metadata only: Herald
+/// reads (GET) just the Secrets its policies name, when they change.
 fn policy_controller<P: PolicyResource>(
     client: &Client,
     ctx: &Arc<Context>,
     refresh: futures::channel::mpsc::UnboundedReceiver<()>,
+    health: Arc<WatchHealth>,
     stop: watch::Receiver<bool>,
 ) -> (Store<P>, tokio::task::JoinHandle<()>) {
-    let controller = Controller::new(Api::<P>::all(client.clone()), watcher::Config::default());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    let policies = watches::backoff(watcher(Api::<P>::all(client.clone()), watcher::Config::default()))
+        .inspect(move |item| health.observe(item))
+        .reflect(writer)
+        .touched_objects();
     let mapper_store = store.clone();
     let mapper_ctx = ctx.clone();
-    let task = controller
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default(),
-            move |secret: Secret| {
-                let namespace = secret.namespace().unwrap_or_default();
-                // Any change (or deletion) of a Secret: read it again on the next reconcile.
-                if mapper_ctx.secrets.contains(&namespace, &secret.name_any()) {
-                    mapper_ctx.secrets.forget(&namespace, &secret.name_any());
-                    mapper_ctx.rebuild.notify_one();
-                }
-                policies::policies_using(&mapper_store, &secret, &mapper_ctx.herald_namespace)
-            },
-        )
+    let secret_changes = watches::backoff(watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    ))
+    .filter_map(move |item| {
+        let changed = match item {
+            Ok(watcher::Event::Apply(m)) | Ok(watcher::Event::InitApply(m)) => {
+                let (ns, name) = (m.namespace().unwrap_or_default(), m.name_any());
+                let seen = m.metadata.resource_version.as_deref();
+                mapper_ctx.secrets.is_stale(&ns, &name, seen).then_some(m)
+            }
+            Ok(watcher::Event::Delete(m)) => {
+                let (ns, name) = (m.namespace().unwrap_or_default(), m.name_any());
+                mapper_ctx.secrets.is_stale(&ns, &name, None).then_some(m)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                warn!(error = %e, "Secret watch error; retrying");
+                None
+            }
+        };
+        std::future::ready(changed.map(Ok::<_, watcher::Error>))
+    });
+    let secret_ctx = ctx.clone();
+    let task = Controller::for_stream(policies, store.clone())
+        .watches_stream(secret_changes, move |secret| {
+            let namespace = secret.namespace().unwrap_or_default();
+            // Read it again on the next reconcile and rebuild.
+            secret_ctx.secrets.forget(&namespace, &secret.name_any());
+            secret_ctx.rebuild.notify_one();
+            policies::policies_using(&mapper_store, &secret, &secret_ctx.herald_namespace)
+        })
         .reconcile_all_on(refresh)
         .graceful_shutdown_on(stopped(stop))
         .run(
@@ -296,6 +366,7 @@ async fn rebuild_policy_set(
     app: AppState,
     namespaced: Store<NotificationPolicy>,
     cluster: Store<ClusterNotificationPolicy>,
+    known: Arc<PoliciesKnown>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -305,8 +376,16 @@ async fn rebuild_policy_set(
     }
     let mut built_from: Option<PolicySetInputs> = None;
     loop {
+        // Read before the stores: a list completing meanwhile makes the next round rebuild.
+        let lists = known.lists();
+        let synced = known.synced();
         let inputs = PolicySetInputs::of(&ctx, &namespaced, &cluster);
-        if inputs.known() && built_from.as_ref() == Some(&inputs) {
+        if !synced {
+            debug!("a policy watch is not synced: events wait until it has listed again");
+        } else if inputs.known()
+            && built_from.as_ref() == Some(&inputs)
+            && known.built_after.load(Ordering::Acquire) == lists
+        {
             // Nothing to fetch either: a Secret Herald may not read is asked for again on the
             // next change, not every second.
             debug!("policies and Secrets unchanged: the PolicySet is kept");
@@ -333,6 +412,7 @@ async fn rebuild_policy_set(
             );
             app.policies.store(Arc::new(set));
             built_from = Some(inputs);
+            known.built_after.store(lists, Ordering::Release);
         }
         app.ready.store(true, Ordering::Release);
         tokio::select! {
@@ -498,17 +578,29 @@ pub async fn record_failure(
     recorder.publish(&event, policy).await
 }
 
+/// This replica's standing: whether it leads, and until when it may act.
+struct Leaders {
+    leading: watch::Receiver<bool>,
+    fence: Fence,
+}
+
 /// While this replica leads: load the delivery state, notify on canary events, save the
 /// state every second.
+#[allow(clippy::too_many_arguments)]
 async fn lead(
     client: Client,
     options: ControllerOptions,
     app: AppState,
-    mut leader: watch::Receiver<bool>,
+    leaders: Leaders,
     reconcile_all: Vec<futures::channel::mpsc::UnboundedSender<()>>,
     sources: Arc<EventSources>,
+    known: Arc<PoliciesKnown>,
     stop: watch::Receiver<bool>,
 ) {
+    let Leaders {
+        leading: mut leader,
+        fence,
+    } = leaders;
     // On a first install, Events older than Herald's start are history and not replayed.
     // Event times have whole seconds: round down and allow one more, so an Event recorded
     // while Herald was starting (or electing a leader) is not mistaken for history.
@@ -529,6 +621,7 @@ async fn lead(
             &options.namespace,
             &options.state_configmap,
             history_before,
+            fence.clone(),
         )
         .await
         {
@@ -570,6 +663,9 @@ async fn lead(
         let notifier_app = app.clone();
         let notifier_state = state.clone();
         let notifier_sources = sources.clone();
+        let notifier_fence = fence.clone();
+        let policies_app = app.clone();
+        let policies_known = known.clone();
         canaries::run(
             client.clone(),
             move |canaries, namespaces| {
@@ -581,7 +677,9 @@ async fn lead(
                     grace,
                     notifier_sources,
                 )
+                .with_fence(notifier_fence)
             },
+            move || policies_app.ready.load(Ordering::Acquire) && policies_known.known(),
             lost,
         )
         .await;
@@ -590,7 +688,8 @@ async fn lead(
         if *stop.borrow() {
             return;
         }
+        // Nothing is saved now: the fence is down, and the new leader owns the state.
         warn!("lost leadership: no longer notifying on canary events");
-        let _ = state.flush().await;
+        *sources.state.lock().expect("state slot") = None;
     }
 }

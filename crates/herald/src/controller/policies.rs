@@ -66,6 +66,9 @@ impl PolicyResource for ClusterNotificationPolicy {
 #[derive(Default)]
 pub struct SecretCache {
     entries: RwLock<HashMap<(String, String), Option<SecretData>>>,
+    /// The `resourceVersion` each cached Secret was read at: the metadata-only watch of
+    /// Secrets compares it to tell a change from a re-list.
+    read_at: RwLock<HashMap<(String, String), String>>,
     /// Counts changes to `entries`: validations made at an older version may be stale.
     version: AtomicU64,
 }
@@ -75,11 +78,25 @@ type SecretData = BTreeMap<String, Vec<u8>>;
 
 impl SecretCache {
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.entries
-            .write()
-            .expect("cache lock")
-            .remove(&(namespace.to_owned(), name.to_owned()));
+        let key = (namespace.to_owned(), name.to_owned());
+        self.entries.write().expect("cache lock").remove(&key);
+        self.read_at.write().expect("cache lock").remove(&key);
         self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// True when the Secret is cached at another `resourceVersion` than `seen` (a watched
+    /// change), or is cached and `seen` is `None` (deleted).
+    pub fn is_stale(&self, namespace: &str, name: &str, seen: Option<&str>) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        if !self.entries.read().expect("cache lock").contains_key(&key) {
+            return false;
+        }
+        let read_at = self.read_at.read().expect("cache lock");
+        match (seen, read_at.get(&key)) {
+            (Some(seen), Some(read)) => seen != read,
+            // Read as missing and now seen, or deleted.
+            _ => true,
+        }
     }
 
     /// Changes whenever a Secret is cached or forgotten.
@@ -107,10 +124,16 @@ impl SecretCache {
             }
             data
         });
-        self.entries
-            .write()
-            .expect("cache lock")
-            .insert((namespace.to_owned(), name.to_owned()), data);
+        let key = (namespace.to_owned(), name.to_owned());
+        let version = secret.and_then(|s| s.metadata.resource_version.clone());
+        {
+            let mut read_at = self.read_at.write().expect("cache lock");
+            match version {
+                Some(v) => read_at.insert(key.clone(), v),
+                None => read_at.remove(&key),
+            };
+        }
+        self.entries.write().expect("cache lock").insert(key, data);
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -413,7 +436,7 @@ pub fn error_policy<P: PolicyResource>(
 /// Policies referring to a Secret (for the Secret watch).
 pub fn policies_using<P: PolicyResource>(
     store: &Store<P>,
-    secret: &Secret,
+    secret: &impl ResourceExt,
     herald_namespace: &str,
 ) -> Vec<ObjectRef<P>> {
     let key = (secret.namespace().unwrap_or_default(), secret.name_any());

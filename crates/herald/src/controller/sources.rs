@@ -104,7 +104,13 @@ impl EventSources {
         };
         let mut reports = self.first_reports.lock().expect("first reports lock");
         match reports.get_mut(&first) {
-            Some(FirstReport::Sending { paired, .. }) => *paired = Some(watched),
+            Some(FirstReport::Sending { paired, .. }) => {
+                // Being sent by the webhook report: pending, so the watermark waits for it.
+                if let Some(state) = self.state.lock().expect("state slot").clone() {
+                    state.begin(&watched.canary, &watched.key, watched.time_ms);
+                }
+                *paired = Some(watched);
+            }
             Some(FirstReport::Sent { .. }) | None => {
                 reports.remove(&first);
                 drop(reports);
@@ -118,7 +124,7 @@ impl EventSources {
 fn record(state: &Slot, watched: &WatchedEvent) {
     let state = state.lock().expect("state slot").clone();
     if let Some(state) = state {
-        state.update(&watched.canary, |r| r.record(&watched.key, watched.time_ms));
+        state.complete(&watched.canary, &watched.key, watched.time_ms);
     }
 }
 

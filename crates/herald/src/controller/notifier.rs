@@ -1,0 +1,221 @@
+//! Turns cluster observations into deliveries: each watched Event once (unless Flagger's
+//! webhook already reported the same action), and phase changes no Event announced.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_api::flagger::Canary;
+use herald_core::{FlaggerEvent, MatchInput};
+use k8s_openapi::api::core::v1::{Event, Namespace};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::ResourceExt;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::canaries::{
+    announced_phase, canary_facts, flagger_event, observe_event, observe_phase,
+    phase_change_event, ObservedEvent,
+};
+use super::leader::Fence;
+use super::sources::{EventSources, WatchedEvent};
+use super::state::{CanaryRef, StateStore};
+use crate::delivery::EventCompletion;
+use crate::metrics::SourceLabels;
+use crate::server::{dispatch, AppState};
+
+/// Turns cluster observations into deliveries.
+pub struct CanaryNotifier {
+    pub app: AppState,
+    pub state: Arc<StateStore>,
+    pub canaries: Store<Canary>,
+    pub namespaces: Store<Namespace>,
+    /// How long a terminal phase change waits for Flagger's own Event before Herald announces it.
+    pub grace: Duration,
+    /// Pairs each Event with the same action POSTed by Flagger's event webhook.
+    pub sources: Arc<EventSources>,
+    /// Checked before every request for a watched Event: a replica whose lease may have
+    /// expired sends nothing (the new leader sends what it did not finish).
+    pub fence: Fence,
+}
+
+/// What the notifier reacts to.
+pub enum Input {
+    Event(Box<Event>),
+    Canary(Box<Canary>),
+    /// The grace period of a phase change ended.
+    PhaseDue(CanaryRef, String),
+}
+
+impl CanaryNotifier {
+    pub fn new(
+        app: AppState,
+        state: Arc<StateStore>,
+        canaries: Store<Canary>,
+        namespaces: Store<Namespace>,
+        grace: Duration,
+        sources: Arc<EventSources>,
+    ) -> Self {
+        CanaryNotifier {
+            app,
+            state,
+            canaries,
+            namespaces,
+            grace,
+            sources,
+            fence: Fence::always(),
+        }
+    }
+
+    pub fn with_fence(self, fence: Fence) -> Self {
+        CanaryNotifier { fence, ..self }
+    }
+
+    pub fn canary(&self, canary: &CanaryRef) -> Option<Arc<Canary>> {
+        self.canaries
+            .get(&ObjectRef::new(&canary.name).within(&canary.namespace))
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .map(|ns| ns.labels().clone())
+    }
+
+    /// Handles one input; `later` receives the phase checks to run after the grace period.
+    pub fn handle(&self, input: Input, later: &mpsc::UnboundedSender<Input>) {
+        match input {
+            Input::Event(event) => {
+                if let Some(observed) = observe_event(&event) {
+                    self.handle_event(observed);
+                }
+            }
+            Input::Canary(canary) => self.handle_canary(&canary, later),
+            Input::PhaseDue(canary, phase) => self.handle_phase_due(&canary, &phase),
+        }
+    }
+
+    pub fn handle_event(&self, observed: ObservedEvent) {
+        if self
+            .state
+            .is_settled(&observed.canary, &observed.key, observed.time_ms)
+            || self.sources.awaits(&observed.canary, &observed.key)
+        {
+            debug!(canary = %observed.canary.key(), key = %observed.key, "event already handled");
+            return;
+        }
+        if let Some(phase) = announced_phase(&observed.message) {
+            self.state
+                .update(&observed.canary, |r| r.announced = Some(phase.to_owned()));
+        }
+        let canary = self.canary(&observed.canary);
+        let event = flagger_event(&observed, canary.as_deref());
+        let watched = WatchedEvent {
+            canary: observed.canary.clone(),
+            key: observed.key.clone(),
+            time_ms: observed.time_ms,
+        };
+        if !self.sources.watched(&event, watched) {
+            self.app
+                .metrics
+                .events_duplicate
+                .get_or_create(&SourceLabels { source: "watch" })
+                .inc();
+            info!(
+                canary = %observed.canary.key(), message = %observed.message,
+                "event already sent from Flagger's webhook; not sending it again"
+            );
+            return;
+        }
+        self.state
+            .begin(&observed.canary, &observed.key, observed.time_ms);
+        let completion = {
+            let state = self.state.clone();
+            let canary_ref = observed.canary.clone();
+            let (key, time_ms) = (observed.key.clone(), observed.time_ms);
+            EventCompletion::fenced(self.fence.checker(), move || {
+                state.complete(&canary_ref, &key, time_ms);
+            })
+        };
+        self.deliver(&observed.canary, &event, canary.as_deref(), completion);
+    }
+
+    fn handle_canary(&self, canary: &Canary, later: &mpsc::UnboundedSender<Input>) {
+        let Some(phase) = canary.status.as_ref().and_then(|s| s.phase.clone()) else {
+            return;
+        };
+        let canary_ref = CanaryRef {
+            namespace: canary.namespace().unwrap_or_default(),
+            name: canary.name_any(),
+        };
+        self.app.metrics.observe_canary(
+            &canary_ref.name,
+            &canary_ref.namespace,
+            herald_api::CanaryPhase::parse(&phase),
+        );
+        let mut due = None;
+        self.state
+            .update(&canary_ref, |record| due = observe_phase(record, &phase));
+        if let Some(phase) = due {
+            let later = later.clone();
+            let grace = self.grace;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let _ = later.send(Input::PhaseDue(canary_ref, phase));
+            });
+        }
+    }
+
+    /// Announces a terminal phase no Flagger Event announced. Its record is the canary's
+    /// `announced` phase, not the Event watermark: it is no Kubernetes Event.
+    fn handle_phase_due(&self, canary_ref: &CanaryRef, phase: &str) {
+        let record = self.state.get(canary_ref);
+        let Some(canary) = self.canary(canary_ref) else {
+            return;
+        };
+        let current = canary.status.as_ref().and_then(|s| s.phase.as_deref());
+        if current != Some(phase) || record.announced.as_deref() == Some(phase) {
+            return;
+        }
+        if !self.fence.holds() {
+            return;
+        }
+        info!(canary = %canary_ref.key(), phase, "phase change without a Flagger event: announcing it");
+        self.state
+            .update(canary_ref, |r| r.announced = Some(phase.to_owned()));
+        let now = jiff::Timestamp::now().as_millisecond();
+        let (event, _) = phase_change_event(&canary, phase, now);
+        let completion = EventCompletion::fenced(self.fence.checker(), || {});
+        self.deliver(canary_ref, &event, Some(&canary), completion);
+    }
+
+    fn deliver(
+        &self,
+        canary_ref: &CanaryRef,
+        event: &FlaggerEvent,
+        canary: Option<&Canary>,
+        completion: Arc<EventCompletion>,
+    ) {
+        let facts = canary.map(canary_facts);
+        let namespace_labels = self.namespace_labels(&canary_ref.namespace);
+        let input = MatchInput {
+            event,
+            canary: facts.as_ref(),
+            namespace_labels: namespace_labels.as_ref(),
+        };
+        self.app.metrics.events_received.inc();
+        let policies = self.app.policies.load_full();
+        let queued = dispatch(
+            &self.app,
+            &policies,
+            &input,
+            None,
+            Instant::now(),
+            Some(completion),
+        );
+        info!(
+            canary = %canary_ref.key(), phase = %event.phase, message = %event.message(),
+            deliveries = queued, "canary event"
+        );
+    }
+}
