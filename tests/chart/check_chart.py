@@ -1004,13 +1004,13 @@ def rbac() -> None:
                 "apiGroups": ["coordination.k8s.io"],
                 "resources": ["leases"],
                 "resourceNames": ["herald-leader"],
-                "verbs": ["get", "update", "patch"],
+                "verbs": ["get", "patch"],
             },
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
             {
                 "apiGroups": [""],
                 "resources": ["configmaps"],
-                "resourceNames": ["herald-state"],
+                "resourceNames": ["herald-state"] + [f"herald-state-{i}" for i in range(1, 8)],
                 "verbs": ["get", "patch"],
             },
         ],
@@ -1032,6 +1032,9 @@ def rbac() -> None:
         assert re.search(
             r'default_value = "%s"\)\]\s*pub %s: String' % (default, flag), cli
         ), f"cli.rs: --{flag.replace('_', '-')} no longer defaults to {default}"
+    # One resourceName per state shard (crates/herald/src/controller/state.rs).
+    state_rs = (ROOT / "crates" / "herald" / "src" / "controller" / "state.rs").read_text()
+    assert re.search(r"pub const SHARDS: usize = 8;", state_rs), "state.rs: SHARDS is no longer 8"
     off = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}})
     expect_equal(sorted(k for k, _ in kinds(off)), ["Deployment", "Service"], "objects without RBAC")
     expect_equal(
