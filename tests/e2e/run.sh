@@ -12,4 +12,4 @@ export API_PORT="${API_PORT:-$(free_port)}" ETCD_PORT="${ETCD_PORT:-$(free_port)
 export RUN_DIR="${RUN_DIR:-$(mktemp -d /tmp/herald-e2e.XXXXXX)}"
 trap 'bash tests/e2e/start.sh stop; rm -rf "$RUN_DIR"' EXIT
 eval "$(bash tests/e2e/start.sh)"
-cargo test -p herald --test e2e -- --ignored "$@"
+cargo test -p herald --test e2e --test e2e_controller -- --ignored --test-threads=1 "$@"

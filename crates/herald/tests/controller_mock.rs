@@ -351,6 +351,53 @@ async fn a_failed_delivery_becomes_a_warning_event_on_the_policy() {
     assert_eq!(event["reportingController"], "herald");
 }
 
+/// API servers before 1.22 refuse an events.k8s.io Event about a cluster-scoped object
+/// unless it is in kube-system (422 "involvedObject.namespace: does not match").
+#[tokio::test]
+async fn a_failed_delivery_of_a_cluster_policy_becomes_a_warning_event_in_kube_system() {
+    let (client, mut api) = mock_client();
+    let reporter = Reporter {
+        controller: "herald".into(),
+        instance: Some("herald-0".into()),
+    };
+    let cluster: herald_api::ClusterNotificationPolicy = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "ClusterNotificationPolicy",
+        "metadata": {"name": "herald-default", "uid": "uid-default", "generation": 1},
+        "spec": {"receivers": []}
+    }))
+    .unwrap();
+    let reference = cluster.object_ref(&());
+    let server = tokio::spawn(async move {
+        expect(
+            &mut api,
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/kube-system/events?",
+            201,
+            json!({}),
+        )
+        .await
+    });
+    herald::controller::record_cluster_failure(
+        &client,
+        &reporter,
+        &reference,
+        "slack",
+        Outcome::Dropped,
+    )
+    .await
+    .unwrap();
+    let event = server.await.unwrap();
+    assert_eq!(event["metadata"]["namespace"], "kube-system");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "DeliveryDropped");
+    assert_eq!(event["regarding"]["kind"], "ClusterNotificationPolicy");
+    assert_eq!(event["regarding"]["name"], "herald-default");
+    assert_eq!(event["regarding"].get("namespace"), None);
+    assert_eq!(event["reportingController"], "herald");
+    assert_eq!(event["reportingInstance"], "herald-0");
+    assert!(event["eventTime"].is_string());
+}
+
 /// A notifier wired to a loopback sink, with the delivery state in a mocked ConfigMap.
 struct Harness {
     notifier: CanaryNotifier,

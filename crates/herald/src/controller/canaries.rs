@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 
 pub use super::notifier::{CanaryNotifier, Input};
-pub use super::watches::run;
 use super::state::CanaryRef;
+pub use super::watches::run;
 
 /// What client-go's event recorder puts before a message once it aggregates similar Events
 /// (10 with the same object, source, type and reason within 10 minutes; Flagger's reason is

@@ -141,7 +141,8 @@ impl Elector {
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(Attempt::Held(renewed_at)) => {
-                    *self.valid_until.lock().expect("fence lock") = Some(renewed_at + RENEW_DEADLINE);
+                    *self.valid_until.lock().expect("fence lock") =
+                        Some(renewed_at + RENEW_DEADLINE);
                     self.set_leading(true);
                 }
                 Ok(Attempt::Other) => self.step_down("another replica holds the lease"),

@@ -23,9 +23,9 @@ use futures::StreamExt;
 use herald_api::{ClusterNotificationPolicy, NotificationPolicy};
 use herald_core::{PolicyObject, PolicySet, PolicySetBuilder};
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
@@ -287,10 +287,13 @@ fn policy_controller<P: PolicyResource>(
     stop: watch::Receiver<bool>,
 ) -> (Store<P>, tokio::task::JoinHandle<()>) {
     let (store, writer) = reflector::store();
-    let policies = watches::backoff(watcher(Api::<P>::all(client.clone()), watcher::Config::default()))
-        .inspect(move |item| health.observe(item))
-        .reflect(writer)
-        .touched_objects();
+    let policies = watches::backoff(watcher(
+        Api::<P>::all(client.clone()),
+        watcher::Config::default(),
+    ))
+    .inspect(move |item| health.observe(item))
+    .reflect(writer)
+    .touched_objects();
     let mapper_store = store.clone();
     let mapper_ctx = ctx.clone();
     let secret_changes = watches::backoff(watcher(
@@ -298,16 +301,18 @@ fn policy_controller<P: PolicyResource>(
         watcher::Config::default(),
     ))
     .filter_map(move |item| {
+        // A re-list repeats every Secret: one cached at the same resourceVersion is unchanged.
+        let unchanged = |m: &PartialObjectMeta<Secret>, seen: Option<&str>| {
+            let (ns, name) = (m.namespace().unwrap_or_default(), m.name_any());
+            mapper_ctx.secrets.contains(&ns, &name)
+                && !mapper_ctx.secrets.is_stale(&ns, &name, seen)
+        };
         let changed = match item {
             Ok(watcher::Event::Apply(m)) | Ok(watcher::Event::InitApply(m)) => {
-                let (ns, name) = (m.namespace().unwrap_or_default(), m.name_any());
-                let seen = m.metadata.resource_version.as_deref();
-                mapper_ctx.secrets.is_stale(&ns, &name, seen).then_some(m)
+                let seen = m.metadata.resource_version.clone();
+                (!unchanged(&m, seen.as_deref())).then_some(m)
             }
-            Ok(watcher::Event::Delete(m)) => {
-                let (ns, name) = (m.namespace().unwrap_or_default(), m.name_any());
-                mapper_ctx.secrets.is_stale(&ns, &name, None).then_some(m)
-            }
+            Ok(watcher::Event::Delete(m)) => Some(m),
             Ok(_) => None,
             Err(e) => {
                 warn!(error = %e, "Secret watch error; retrying");
@@ -319,10 +324,12 @@ fn policy_controller<P: PolicyResource>(
     let secret_ctx = ctx.clone();
     let task = Controller::for_stream(policies, store.clone())
         .watches_stream(secret_changes, move |secret| {
-            let namespace = secret.namespace().unwrap_or_default();
-            // Read it again on the next reconcile and rebuild.
-            secret_ctx.secrets.forget(&namespace, &secret.name_any());
-            secret_ctx.rebuild.notify_one();
+            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            if secret_ctx.secrets.contains(&namespace, &name) {
+                // Read it again on the next reconcile, and rebuild.
+                secret_ctx.secrets.forget(&namespace, &name);
+                secret_ctx.rebuild.notify_one();
+            }
             policies::policies_using(&mapper_store, &secret, &secret_ctx.herald_namespace)
         })
         .reconcile_all_on(refresh)
@@ -522,13 +529,11 @@ async fn publish_failures(
     cluster: Store<ClusterNotificationPolicy>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let recorder = Recorder::new(
-        client,
-        Reporter {
-            controller: "herald".into(),
-            instance: Some(identity),
-        },
-    );
+    let reporter = Reporter {
+        controller: "herald".into(),
+        instance: Some(identity),
+    };
+    let recorder = Recorder::new(client.clone(), reporter.clone());
     tokio::pin!(stop);
     loop {
         let (policy, receiver, outcome) = tokio::select! {
@@ -544,7 +549,13 @@ async fn publish_failures(
                 .map(|p| p.object_ref(&())),
         };
         let Some(reference) = reference else { continue };
-        if let Err(e) = record_failure(&recorder, &reference, &receiver, outcome).await {
+        let recorded = match reference.namespace {
+            Some(_) => record_failure(&recorder, &reference, &receiver, outcome).await,
+            None => {
+                record_cluster_failure(&client, &reporter, &reference, &receiver, outcome).await
+            }
+        };
+        if let Err(e) = recorded {
             warn!(error = %e, "could not record a Kubernetes Event");
         }
     }
@@ -558,16 +569,7 @@ pub async fn record_failure(
     receiver: &str,
     outcome: Outcome,
 ) -> std::result::Result<(), kube::Error> {
-    let (reason, note) = match outcome {
-        Outcome::Failed => (
-            "DeliveryFailed",
-            format!("notification to receiver {receiver} failed; see Herald's logs"),
-        ),
-        _ => (
-            "DeliveryDropped",
-            format!("notification to receiver {receiver} was dropped (queue full or shutdown)"),
-        ),
-    };
+    let (reason, note) = failure_note(receiver, outcome);
     let event = KubeEvent {
         type_: EventType::Warning,
         reason: reason.into(),
@@ -576,6 +578,63 @@ pub async fn record_failure(
         secondary: None,
     };
     recorder.publish(&event, policy).await
+}
+
+fn failure_note(receiver: &str, outcome: Outcome) -> (&'static str, String) {
+    match outcome {
+        Outcome::Failed => (
+            "DeliveryFailed",
+            format!("notification to receiver {receiver} failed; see Herald's logs"),
+        ),
+        _ => (
+            "DeliveryDropped",
+            format!("notification to receiver {receiver} was dropped (queue full, shutdown or lost lease)"),
+        ),
+    }
+}
+
+/// Where the Events of cluster-scoped objects go: API servers before 1.22 accept an
+/// events.k8s.io Event about a cluster-scoped object only in `kube-system` (kube's recorder
+/// uses `default`, refused with "involvedObject.namespace: does not match event.namespace");
+/// newer ones accept `kube-system` too.
+pub const CLUSTER_EVENTS_NAMESPACE: &str = "kube-system";
+
+/// Records a Warning Event on a ClusterNotificationPolicy (see [`CLUSTER_EVENTS_NAMESPACE`]).
+pub async fn record_cluster_failure(
+    client: &Client,
+    reporter: &Reporter,
+    policy: &k8s_openapi::api::core::v1::ObjectReference,
+    receiver: &str,
+    outcome: Outcome,
+) -> std::result::Result<(), kube::Error> {
+    use k8s_openapi::api::events::v1::Event as ApiEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let (reason, note) = failure_note(receiver, outcome);
+    let now = jiff::Timestamp::now();
+    let event = ApiEvent {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                policy.name.as_deref().unwrap_or("herald"),
+                now.as_nanosecond()
+            )),
+            namespace: Some(CLUSTER_EVENTS_NAMESPACE.to_owned()),
+            ..Default::default()
+        },
+        action: Some("Notify".into()),
+        reason: Some(reason.into()),
+        note: Some(note),
+        type_: Some("Warning".into()),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(policy.clone()),
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: reporter.instance.clone(),
+        ..Default::default()
+    };
+    Api::<ApiEvent>::namespaced(client.clone(), CLUSTER_EVENTS_NAMESPACE)
+        .create(&kube::api::PostParams::default(), &event)
+        .await
+        .map(|_| ())
 }
 
 /// This replica's standing: whether it leads, and until when it may act.

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::canaries::{
-    announced_phase, canary_facts, flagger_event, observe_event, observe_phase,
-    phase_change_event, ObservedEvent,
+    announced_phase, canary_facts, flagger_event, observe_event, observe_phase, phase_change_event,
+    ObservedEvent,
 };
 use super::leader::Fence;
 use super::sources::{EventSources, WatchedEvent};

@@ -90,7 +90,10 @@ mod tests {
             "the same Event seen again (count 2) is new"
         );
         record.record("b:1", 10, None);
-        assert!(!record.is_handled("c:1", 10), "another Event of the same second");
+        assert!(
+            !record.is_handled("c:1", 10),
+            "another Event of the same second"
+        );
         for i in 0..1000 {
             record.record(&format!("k{i}:1"), 1000 + i, None);
         }

@@ -125,6 +125,9 @@ pub struct StateStore {
     /// Events whose notifications are being sent, per canary: `<uid>:<count>` and time.
     pending: Mutex<HashMap<CanaryRef, BTreeMap<String, i64>>>,
     unsaved: Mutex<Unsaved>,
+    /// The shards known to exist (found at load or created since): a missing one of these
+    /// was deleted under Herald.
+    existing: Mutex<BTreeSet<usize>>,
     /// The floor of canaries without a record: 0 normally (send what was missed), the start
     /// time on a first install (do not replay the cluster's history).
     default_floor: i64,
@@ -162,7 +165,9 @@ impl StateStore {
         {
             let mut records = store.records.lock().expect("state lock");
             let mut unsaved = store.unsaved.lock().expect("state lock");
+            let mut existing = store.existing.lock().expect("state lock");
             for (index, cm) in &found {
+                existing.insert(*index);
                 for (canary, record) in parse_records(cm) {
                     let key = canary.key();
                     if shard_of(&key, SHARDS) != *index {
@@ -198,6 +203,7 @@ impl StateStore {
             records: Mutex::new(records),
             pending: Mutex::default(),
             unsaved: Mutex::default(),
+            existing: Mutex::default(),
             default_floor,
             fence: Fence::always(),
         }
@@ -217,10 +223,7 @@ impl StateStore {
     /// A copy of the canary's record (a fresh one with the default floor if there is none).
     pub fn get(&self, canary: &CanaryRef) -> CanaryRecord {
         let records = self.records.lock().expect("state lock");
-        records
-            .get(canary)
-            .cloned()
-            .unwrap_or_else(|| self.fresh())
+        records.get(canary).cloned().unwrap_or_else(|| self.fresh())
     }
 
     /// True when the Event is handled or its notifications are being sent.
@@ -341,7 +344,10 @@ impl StateStore {
                     }
                 }
                 if let Some(keys) = unsaved.removed.get(&shard) {
-                    kept.removed.entry(shard).or_default().extend(keys.iter().cloned());
+                    kept.removed
+                        .entry(shard)
+                        .or_default()
+                        .extend(keys.iter().cloned());
                 }
             }
         }
@@ -363,11 +369,16 @@ impl StateStore {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => {
-                let all = self.shard_records(shard);
-                if shard == 0 || !all.is_empty() {
-                    warn!(configmap = %name, "the delivery state ConfigMap is missing: creating it again");
+                let deleted = self.existing.lock().expect("state lock").contains(&shard);
+                if deleted {
+                    warn!(configmap = %name, "the delivery state ConfigMap was deleted: creating it again");
                 }
-                self.create_shard(shard, all).await
+                self.create_shard(shard, self.shard_records(shard)).await?;
+                // Created by someone else meanwhile (409 above): patch that one.
+                self.api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                Ok(())
             }
             Err(e) => Err(e.into()),
         }
@@ -398,9 +409,15 @@ impl StateStore {
             ..Default::default()
         };
         match self.api.create(&PostParams::default(), &cm).await {
-            Ok(_) => Ok(()),
-            // Another replica created it first: the next flush patches it.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Ok(_) => {
+                self.existing.lock().expect("state lock").insert(shard);
+                Ok(())
+            }
+            // Another replica created it first.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                self.existing.lock().expect("state lock").insert(shard);
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -436,7 +453,10 @@ mod tests {
     #[test]
     fn shards_are_stable_and_spread() {
         // Fixed values: a change here would strand every user's saved records.
-        assert_eq!(shard_of("test.podinfo", SHARDS), shard_of("test.podinfo", SHARDS));
+        assert_eq!(
+            shard_of("test.podinfo", SHARDS),
+            shard_of("test.podinfo", SHARDS)
+        );
         let mut counts = [0usize; SHARDS];
         for i in 0..10_000 {
             counts[shard_of(&format!("team-{}.app-{i}", i % 50), SHARDS)] += 1;

@@ -2,6 +2,7 @@
 //! from a script, policy files in a temporary directory, and metric lookups.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod slack;
 
 use std::collections::{HashMap, VecDeque};
