@@ -46,9 +46,10 @@ macro_rules! policy_spec {
             /// Send a repeated message at most once per this interval: the same text, event
             /// type, canary and revision to the same receiver, such as Flagger's "Halt
             /// advancement" or "waiting for approval" every analysis interval. A duration such
-            /// as `30s`, `10m` or `1h30m`. Unset: every repeat is sent.
+            /// as `30s`, `10m` or `1h30m`, more than zero. Unset: every repeat is sent.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+            // At least one part has a non-zero digit: `0s` would hold nothing back.
+            #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))*[0-9]*[1-9][0-9]*(ms|s|m|h)([0-9]+(ms|s|m|h))*$"))]
             pub repeat_interval: Option<String>,
             /// Where to send matching events. Receiver names are unique within a policy.
             #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
