@@ -979,18 +979,18 @@ def rbac() -> None:
             {
                 "apiGroups": ["herald.dev"],
                 "resources": ["notificationpolicies", "clusternotificationpolicies"],
-                "verbs": ["get", "list", "watch"],
+                "verbs": ["list", "watch"],
             },
             {
                 "apiGroups": ["herald.dev"],
                 "resources": ["notificationpolicies/status", "clusternotificationpolicies/status"],
                 "verbs": ["patch"],
             },
-            {"apiGroups": ["flagger.app"], "resources": ["canaries"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["flagger.app"], "resources": ["canaries"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         ],
         "ClusterRole rules",
     )

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod flagger;
+mod openapi;
 
 pub const GROUP: &str = "herald.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -45,9 +46,10 @@ macro_rules! policy_spec {
             /// Send a repeated message at most once per this interval: the same text, event
             /// type, canary and revision to the same receiver, such as Flagger's "Halt
             /// advancement" or "waiting for approval" every analysis interval. A duration such
-            /// as `30s`, `10m` or `1h30m`. Unset: every repeat is sent.
+            /// as `30s`, `10m` or `1h30m`, more than zero. Unset: every repeat is sent.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+            // At least one part has a non-zero digit: `0s` would hold nothing back.
+            #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))*[0-9]*[1-9][0-9]*(ms|s|m|h)([0-9]+(ms|s|m|h))*$"))]
             pub repeat_interval: Option<String>,
             /// Where to send matching events. Receiver names are unique within a policy.
             #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -103,12 +105,13 @@ policy_spec! {
         group = "herald.dev",
         version = "v1alpha1",
         kind = "NotificationPolicy",
+        doc = "Sends Flagger's canary events for canaries in this namespace to Slack, Microsoft Teams, Discord, Google Chat, Rocket.Chat or any webhook.",
         plural = "notificationpolicies",
         shortname = "notpol",
         namespaced,
         status = "PolicyStatus",
         category = "herald",
-        printcolumn = r#"{"name":"Receivers","type":"string","jsonPath":".spec.receivers[*].name"}"#,
+        printcolumn = r#"{"name":"Receivers","type":"string","jsonPath":".status.receiverKinds"}"#,
         printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
         printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -126,11 +129,12 @@ policy_spec! {
         group = "herald.dev",
         version = "v1alpha1",
         kind = "ClusterNotificationPolicy",
+        doc = "Sends Flagger's canary events for canaries in the namespaces chosen by namespaceSelector (all by default) to Slack, Microsoft Teams, Discord, Google Chat, Rocket.Chat or any webhook.",
         plural = "clusternotificationpolicies",
         shortname = "cnotpol",
         status = "PolicyStatus",
         category = "herald",
-        printcolumn = r#"{"name":"Receivers","type":"string","jsonPath":".spec.receivers[*].name"}"#,
+        printcolumn = r#"{"name":"Receivers","type":"string","jsonPath":".status.receiverKinds"}"#,
         printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
         printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -260,6 +264,22 @@ pub struct Receiver {
     /// Overrides the policy's template for this receiver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<MessageTemplate>,
+}
+
+impl PolicyRules<'_> {
+    /// Every receiver's kind, in order, joined by commas: `PolicyStatus::receiver_kinds`. A
+    /// receiver that sets several kinds shows them joined by `+`, one that sets none as `?`.
+    pub fn receiver_kinds(&self) -> String {
+        let kinds: Vec<String> = self
+            .receivers
+            .iter()
+            .map(|receiver| match receiver.kinds_set().join("+") {
+                none if none.is_empty() => "?".to_owned(),
+                kinds => kinds,
+            })
+            .collect();
+        kinds.join(",")
+    }
 }
 
 impl Receiver {
@@ -430,9 +450,9 @@ pub struct TeamsReceiver {
     pub format: Option<TeamsFormat>,
 }
 
-/// An optional string enum as Kubernetes' structural schemas spell it: the names, nullable,
-/// without the `null` enum member schemars adds for `Option` (an API server rejects a CRD
-/// whose enum lists `null`).
+/// An optional string enum as Kubernetes' structural schemas spell it: the names, without
+/// the `null` enum member schemars adds for `Option` (an API server rejects a CRD whose enum
+/// lists `null`), and not nullable (see `openapi`).
 fn optional_enum<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let names = T::json_schema(generator)
         .get("enum")
@@ -440,8 +460,7 @@ fn optional_enum<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> sc
         .expect("a unit-variant enum has an enum schema");
     schemars::json_schema!({
         "type": "string",
-        "enum": names,
-        "nullable": true
+        "enum": names
     })
 }
 
@@ -637,6 +656,11 @@ pub struct PolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The kinds of `spec.receivers`, in order, joined by commas (`slack,msteams`): the
+    /// RECEIVERS column. A column shows only the first value its JSONPath selects, so a path
+    /// into the receivers themselves would show one receiver.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub receiver_kinds: String,
     /// Per receiver: the last delivery and how many have failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -649,18 +673,24 @@ pub struct ReceiverStatus {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery_time: Option<String>,
-    /// `Delivered` or `Failed`.
+    /// `Delivered`, `Failed`, or `Dropped` (never sent: the receiver's queue was full or
+    /// Herald was shutting down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<String>,
     #[serde(default)]
     pub failures: u64,
 }
 
-/// Every CRD Herald defines, in a stable order.
+/// Every CRD Herald defines, in a stable order. Use these rather than `NotificationPolicy::crd()`:
+/// they are what `crds/` holds and the cluster is given.
 pub fn crds(
 ) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
+    // Not `T::crd()` alone: see `openapi` for why no schema may be nullable.
     vec![NotificationPolicy::crd(), ClusterNotificationPolicy::crd()]
+        .into_iter()
+        .map(openapi::without_nullable)
+        .collect()
 }
 
 /// One CRD as YAML, the content of `crds/<name>.yaml`.

@@ -109,3 +109,41 @@ fn no_enum_lists_null() {
     }
     assert_eq!(found, Vec::<String>::new());
 }
+
+/// The RECEIVERS column lists every receiver: kubectl shows only the first value a column's
+/// JSONPath selects, so it reads the one string the status keeps, not `spec.receivers[*]`.
+#[test]
+fn the_receivers_column_lists_every_receiver_kind() {
+    for crd in herald_api::crds() {
+        let version = &crd.spec.versions[0];
+        let column = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .find(|c| c.name == "Receivers")
+            .unwrap();
+        assert_eq!(column.json_path, ".status.receiverKinds");
+        let schema = serde_json::to_value(&version.schema).unwrap();
+        assert_eq!(
+            schema
+                .pointer("/openAPIV3Schema/properties/status/properties/receiverKinds/type")
+                .unwrap(),
+            "string"
+        );
+    }
+    let policy: herald_api::NotificationPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationPolicy",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"receivers": [
+            {"name": "chat", "slack": {"url": "https://example.com"}},
+            {"name": "teams", "msteams": {"url": "https://example.com"}},
+            {"name": "both", "webhook": {"url": "https://example.com"}, "discord": {"url": "https://example.com"}},
+            {"name": "none"}
+        ]}
+    }))
+    .unwrap();
+    assert_eq!(
+        policy.spec.rules().receiver_kinds(),
+        "slack,msteams,webhook+discord,?"
+    );
+}

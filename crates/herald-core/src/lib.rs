@@ -4,6 +4,7 @@
 
 pub mod dedup;
 pub mod event;
+mod labels;
 pub mod loader;
 pub mod payload;
 pub mod policy;
@@ -11,6 +12,7 @@ pub mod repeats;
 pub mod request;
 pub mod secret;
 pub mod template;
+mod unclosed_block;
 
 pub use event::{CanaryFacts, FlaggerEvent, Severity};
 pub use loader::{load_documents, load_sources, Document, LoadProblem, Loaded, Origin};

@@ -568,7 +568,13 @@ impl<'s> PolicySetBuilder<'s> {
             ));
         }
         let canaries = NameFilter::build(rules.canaries, "spec.canaries", &mut problems);
+        check_label_keys(rules.match_labels, "spec.matchLabels", &mut problems);
         let namespaces = object.namespace_selector().map(|selector| {
+            check_label_keys(
+                &selector.match_labels,
+                "spec.namespaceSelector.matchLabels",
+                &mut problems,
+            );
             let names = NameFilter::build(
                 &selector.match_names,
                 "spec.namespaceSelector.matchNames",
@@ -593,7 +599,15 @@ impl<'s> PolicySetBuilder<'s> {
             rules
                 .repeat_interval
                 .and_then(|text| match crate::repeats::parse_interval(text) {
-                    Ok(0) => None,
+                    Ok(0) => {
+                        // Zero would hold nothing back: say so rather than ignore it.
+                        problems.push(Problem::new(
+                            Reason::InvalidSpec,
+                            "spec.repeatInterval",
+                            format!("{text:?} is zero: give a longer interval, or leave repeatInterval unset to send every repeat"),
+                        ));
+                        None
+                    }
                     Ok(ms) => Some(ms),
                     Err(e) => {
                         problems.push(Problem::new(Reason::InvalidSpec, "spec.repeatInterval", e));
@@ -795,6 +809,11 @@ impl<'s> PolicySetBuilder<'s> {
                     ));
                 }
             }
+            if matches!(slack.address(), AddressRef::Invalid) {
+                // Slack has a third address, the bot token: name it too.
+                problems.push(Problem::new(Reason::InvalidSpec, field, SLACK_ONE_ADDRESS));
+                return None;
+            }
             (ReceiverKind::Slack(options), slack.address(), field)
         } else if let Some(teams) = &receiver.msteams {
             // An unset format is detected from the URL once it is resolved, below.
@@ -876,11 +895,7 @@ impl<'s> PolicySetBuilder<'s> {
     ) -> Option<(ReceiverKind, Redacted, RequestSpec)> {
         let mut valid = true;
         if slack.url.is_some() || slack.secret_ref.is_some() {
-            problems.push(Problem::new(
-                Reason::InvalidSpec,
-                path,
-                "set exactly one of url, secretRef, tokenSecretRef",
-            ));
+            problems.push(Problem::new(Reason::InvalidSpec, path, SLACK_ONE_ADDRESS));
             valid = false;
         }
         let channel = slack.channel.clone().unwrap_or_default();
@@ -1270,6 +1285,17 @@ pub fn minify_json(json: &str) -> String {
     }
     out
 }
+
+fn check_label_keys(labels: &BTreeMap<String, String>, path: &str, problems: &mut Vec<Problem>) {
+    for key in labels.keys() {
+        if let Some(why) = crate::labels::label_key_error(key) {
+            problems.push(Problem::new(Reason::InvalidSpec, path, why));
+        }
+    }
+}
+
+/// A Slack receiver's address: an incoming webhook (inline or from a Secret) or a bot token.
+const SLACK_ONE_ADDRESS: &str = "set exactly one of url, secretRef, tokenSecretRef";
 
 fn template_problem(path: &str, e: &TemplateError) -> Problem {
     Problem::new(Reason::TemplateError, path, e.to_string())

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
 use handlebars::{
     handlebars_helper, Context, Handlebars, Helper, HelperDef, Path, PathSeg, RenderContext,
-    RenderError, RenderErrorReason, ScopedJson,
+    RenderError, RenderErrorReason, ScopedJson, TemplateErrorReason,
 };
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 
 use crate::event::Severity;
+use crate::unclosed_block;
 use crate::{CanaryFacts, FlaggerEvent};
 
 /// The title when a policy sets none: the canary, prefixed by the cluster when one is set.
@@ -93,14 +94,7 @@ impl TemplateEngine {
         let name = format!("t{}", id.0);
         self.registry
             .register_template_string(&name, source)
-            .map_err(|e| {
-                let (line, column) = e.pos().map_or((None, None), |(l, c)| (Some(l), Some(c)));
-                TemplateError {
-                    line,
-                    column,
-                    reason: e.reason().to_string(),
-                }
-            })?;
+            .map_err(|e| compile_error(source, &e))?;
         let direct = self
             .registry
             .get_template(&name)
@@ -155,6 +149,31 @@ impl TemplateEngine {
 
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
+    }
+}
+
+/// A compile error as Herald reports it. Handlebars reports an unclosed block as a syntax
+/// error at the very end listing every grammar rule it expected there: name the block and
+/// where it was opened instead.
+fn compile_error(source: &str, e: &handlebars::TemplateError) -> TemplateError {
+    let at_end = e.pos() == Some(unclosed_block::end_position(source));
+    let syntax = matches!(e.reason(), TemplateErrorReason::InvalidSyntax(_));
+    if let Some(block) = unclosed_block::unclosed_block(source).filter(|_| at_end && syntax) {
+        return TemplateError {
+            // The position is in the reason: "opened at" says what it is.
+            line: None,
+            column: None,
+            reason: format!(
+                "unclosed {{{{#{}}}}} block opened at line {}, column {}",
+                block.name, block.line, block.column
+            ),
+        };
+    }
+    let (line, column) = e.pos().map_or((None, None), |(l, c)| (Some(l), Some(c)));
+    TemplateError {
+        line,
+        column,
+        reason: e.reason().to_string(),
     }
 }
 
@@ -666,9 +685,27 @@ mod tests {
 
     #[test]
     fn syntax_error_has_position() {
-        let err = render("ok\n{{#if name}}unclosed").unwrap_err();
-        assert_eq!((err.line, err.column), (Some(2), Some(21)));
-        assert!(err.to_string().starts_with("line 2, column 21: "), "{err}");
+        let err = render("ok\n{{name").unwrap_err();
+        assert_eq!((err.line, err.column), (Some(2), Some(7)));
+        assert!(err.to_string().starts_with("line 2, column 7: "), "{err}");
+    }
+
+    /// Not handlebars' list of every grammar rule it expected at the end of the text.
+    #[test]
+    fn an_unclosed_block_is_named_with_where_it_opened() {
+        let err = render("ok\n  {{#if name}}unclosed").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unclosed {{#if}} block opened at line 2, column 3"
+        );
+        let err = render("{{#each xs}}{{#if y}}z{{/if}}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unclosed {{#each}} block opened at line 1, column 1"
+        );
+        // A syntax error before the end is reported where it is, as handlebars found it.
+        let err = render("{{#if name}}{{ }}").unwrap_err();
+        assert!(err.to_string().starts_with("line 1, column 16: "), "{err}");
     }
 
     /// The context as it was first written (`json!` wrapped by `Context::wraps`): the

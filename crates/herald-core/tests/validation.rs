@@ -375,7 +375,7 @@ fn receiver_without_url_or_secret_ref_or_with_both() {
                 1,
                 DEFAULT_X(),
                 "spec.receivers[0].slack",
-                "set exactly one of url, secretRef"
+                "set exactly one of url, secretRef, tokenSecretRef"
             ),
             problem(
                 "p.yaml",
@@ -500,6 +500,95 @@ fn invalid_repeat_interval() {
 }
 
 #[test]
+fn a_zero_repeat_interval_is_refused() {
+    for zero in ["0s", "0ms", "0h0m"] {
+        let yaml = policy("default", "x", &format!("repeatInterval: {zero}"));
+        let (problems, reasons, valid) = check(&yaml);
+        assert_eq!(
+            paths_and_messages(&problems),
+            [(
+                "spec.repeatInterval",
+                format!("{zero:?} is zero: give a longer interval, or leave repeatInterval unset to send every repeat").as_str()
+            )]
+        );
+        assert_eq!(
+            reasons,
+            [(Reason::InvalidSpec, "spec.repeatInterval".to_owned())]
+        );
+        assert_eq!(valid, 0);
+    }
+}
+
+/// The CRD's pattern for `repeatInterval` accepts what validation accepts, and refuses zero.
+#[test]
+fn the_crd_repeat_interval_pattern_agrees_with_validation() {
+    let crd = serde_json::to_value(&herald_api::crds()[0]).unwrap();
+    let pattern = crd
+        .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/repeatInterval/pattern")
+        .and_then(|p| p.as_str())
+        .expect("repeatInterval has a pattern");
+    let pattern = regex::Regex::new(pattern).unwrap();
+    for (text, valid) in [
+        ("30s", true),
+        ("10m", true),
+        ("1h30m", true),
+        ("500ms", true),
+        ("0m30s", true),
+        ("10s0ms", true),
+        ("0s", false),
+        ("00m", false),
+        ("0h0m0s", false),
+        ("1 day", false),
+        ("", false),
+        ("5", false),
+    ] {
+        assert_eq!(pattern.is_match(text), valid, "the CRD pattern on {text:?}");
+        let yaml = policy("default", "x", &format!("repeatInterval: {text:?}"));
+        assert_eq!(check(&yaml).2 == 1, valid, "validation on {text:?}");
+    }
+}
+
+#[test]
+fn match_labels_keys_must_be_label_keys() {
+    let yaml = policy(
+        "default",
+        "x",
+        "matchLabels:\n    app.kubernetes.io/name: web\n    \"bad key\": x",
+    );
+    let (problems, reasons, valid) = check(&yaml);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "spec.matchLabels");
+    assert!(
+        problems[0]
+            .message
+            .starts_with(r#""bad key" is not a valid label key: the name "bad key" must be"#),
+        "{}",
+        problems[0].message
+    );
+    assert_eq!(
+        reasons,
+        [(Reason::InvalidSpec, "spec.matchLabels".to_owned())]
+    );
+    assert_eq!(valid, 0);
+}
+
+#[test]
+fn namespace_selector_label_keys_must_be_label_keys() {
+    let yaml = cluster_policy("c", "namespaceSelector:\n  matchLabels:\n    team/: a");
+    let (problems, _, valid) = check(&yaml);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "spec.namespaceSelector.matchLabels");
+    assert!(
+        problems[0]
+            .message
+            .starts_with(r#""team/" is not a valid label key"#),
+        "{}",
+        problems[0].message
+    );
+    assert_eq!(valid, 0);
+}
+
+#[test]
 fn invalid_and_empty_globs() {
     let yaml = [
         policy(
@@ -609,18 +698,36 @@ fn no_receivers() {
 
 #[test]
 fn template_syntax_error_has_line_and_column() {
-    let yaml = policy(
-        "default",
-        "x",
-        "template:\n  text: \"ok\\n{{#if name}}unclosed\"",
-    );
+    let yaml = policy("default", "x", "template:\n  text: \"ok\\n{{name\"");
     let (problems, reasons, valid) = check(&yaml);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].path, "spec.template.text");
     assert!(
-        problems[0].message.starts_with("line 2, column 21: "),
+        problems[0].message.starts_with("line 2, column 7: "),
         "{}",
         problems[0].message
+    );
+    assert_eq!(
+        reasons,
+        [(Reason::TemplateError, "spec.template.text".to_owned())]
+    );
+    assert_eq!(valid, 0);
+}
+
+#[test]
+fn an_unclosed_template_block_is_named_with_where_it_opened() {
+    let yaml = policy(
+        "default",
+        "x",
+        "template:\n  text: \"ok {{#if name}}unclosed\"",
+    );
+    let (problems, reasons, valid) = check(&yaml);
+    assert_eq!(
+        paths_and_messages(&problems),
+        [(
+            "spec.template.text",
+            "unclosed {{#if}} block opened at line 1, column 4"
+        )]
     );
     assert_eq!(
         reasons,

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use common::*;
 
 fn herald() -> Command {
@@ -53,16 +55,54 @@ fn check_accepts_the_cluster_examples_and_skips_the_canary() {
         String::from_utf8_lossy(&out.stdout)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert!(
-        lines[0].starts_with("skipped: ")
-            && lines[0].ends_with("flagger.app/v1beta1 Canary is not a Herald document"),
+    let skipped: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("skipped: "))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "examples/cluster/00-namespaces.yaml (document 1): v1 Namespace is not a Herald document",
+            "examples/cluster/00-namespaces.yaml (document 2): v1 Namespace is not a Herald document",
+            "examples/cluster/canary.yaml (document 1): flagger.app/v1beta1 Canary is not a Herald document",
+        ]
+        .map(|line| line.replace("examples/cluster/", &format!("{}/", examples().join("cluster").display()))),
         "{stdout}"
     );
     assert_eq!(
-        lines.last().unwrap(),
-        &"ok: 3 policies, 3 secrets in 4 files"
+        stdout.lines().last().unwrap(),
+        "ok: 3 policies, 3 secrets in 5 files"
     );
+}
+
+/// `kubectl apply -f examples/cluster/` works on a fresh cluster (with Flagger): every
+/// namespace an example puts something in is created by the file applied first.
+#[test]
+fn the_cluster_examples_create_the_namespaces_they_use() {
+    let dir = examples().join("cluster");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut created = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let document = serde_yaml::Value::deserialize(document).unwrap();
+            let metadata = &document["metadata"];
+            if document["kind"] == "Namespace" {
+                assert_eq!(i, 0, "{}: namespaces come first", path.display());
+                created.push(metadata["name"].as_str().unwrap().to_owned());
+            } else if let Some(namespace) = metadata["namespace"].as_str() {
+                assert!(
+                    created.iter().any(|c| c == namespace),
+                    "{} uses namespace {namespace}, which no earlier example creates",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -229,10 +229,27 @@ async fn template_error_is_reported_with_its_position_and_no_secret_is_read() {
         (&json!("False"), &json!("TemplateError"))
     );
     let message = ready["message"].as_str().unwrap();
-    assert!(
-        message.starts_with("spec.template.text: line 2, column "),
-        "{message}"
+    assert_eq!(
+        message,
+        "spec.template.text: unclosed {{#if}} block opened at line 2, column 1"
     );
+}
+
+/// The status names every receiver's kind, for the RECEIVERS column.
+#[tokio::test]
+async fn the_status_lists_every_receiver_kind() {
+    let (client, mut api) = mock_client();
+    let (ctx, _leader) = context(client);
+    let team = policy(json!({"receivers": [
+        {"name": "hook", "webhook": {"url": "https://example.com/h"}},
+        {"name": "teams", "msteams": {"url": "https://example.com/t"}}
+    ]}));
+    let answer = serde_json::to_value(&team).unwrap();
+    let server =
+        tokio::spawn(async move { expect(&mut api, "PATCH", STATUS_PATH, 200, answer).await });
+    reconcile(team, ctx).await;
+    let patch = server.await.unwrap();
+    assert_eq!(patch["status"]["receiverKinds"], "webhook,msteams");
 }
 
 #[tokio::test]

@@ -413,3 +413,55 @@ async fn controller_end_to_end() {
     assert_eq!(slack.calls().len(), 2, "a deleted policy notified");
     running.stop().await.unwrap();
 }
+
+/// What kubectl sees (`explain`, client-side validation): the API server's OpenAPI v2, where a
+/// `nullable` schema loses its type and fields. Every receiver kind must keep both there, or a
+/// misspelt field inside a receiver is pruned silently instead of refused.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: tests/e2e/run.sh"]
+async fn published_openapi_shows_every_receiver_kinds_fields() {
+    let client = client().await;
+    install_crds(&client).await;
+    let receiver_kinds = [
+        "slack",
+        "msteams",
+        "webhook",
+        "discord",
+        "googlechat",
+        "rocketchat",
+    ];
+    // The server publishes a new CRD's OpenAPI a moment after it is established.
+    let deadline = Instant::now() + WAIT;
+    for kind in ["NotificationPolicy", "ClusterNotificationPolicy"] {
+        let receivers = loop {
+            let request = http::Request::get("/openapi/v2").body(Vec::new()).unwrap();
+            let document: serde_json::Value =
+                serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
+            let receivers = document
+                .pointer(&format!(
+                    "/definitions/dev.herald.v1alpha1.{kind}/properties/spec/properties/receivers/items/properties"
+                ))
+                .cloned();
+            match receivers {
+                Some(receivers) => break receivers,
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                None => panic!("{kind} is not in /openapi/v2"),
+            }
+        };
+        for receiver_kind in receiver_kinds {
+            let schema = &receivers[receiver_kind];
+            assert_eq!(schema["type"], "object", "{kind} {receiver_kind}: {schema}");
+            let fields = schema["properties"].as_object();
+            assert!(
+                fields.is_some_and(|f| f.contains_key("url") && f.contains_key("secretRef")),
+                "{kind} {receiver_kind} has no fields in /openapi/v2: {schema}"
+            );
+        }
+        assert_eq!(
+            receivers["slack"]["properties"]["channel"]["type"], "string",
+            "{kind}"
+        );
+    }
+}

@@ -311,6 +311,7 @@ pub fn desired_status(
             last_transition_time,
             observed_generation: object.generation(),
         }],
+        receiver_kinds: rules.receiver_kinds(),
         receivers: rules
             .receivers
             .iter()
