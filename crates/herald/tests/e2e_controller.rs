@@ -166,7 +166,8 @@ async fn a_released_lease_is_taken_over_at_once_and_a_replaced_leader_is_fenced(
 }
 
 /// Events recorded while Herald was down are sent once each, in the order they happened
-/// (the API lists them by name), and a deleted state ConfigMap is written again.
+/// (the API lists them by name), paced rather than dropped when there are more than the
+/// receiver's queue holds, and a deleted state ConfigMap is written again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver: tests/e2e/run.sh"]
 async fn downtime_events_are_sent_once_in_order_and_deleted_state_is_recreated() {
@@ -177,6 +178,8 @@ async fn downtime_events_are_sent_once_in_order_and_deleted_state_is_recreated()
     let ns = shop(&client, "downtime", &sink).await;
     let mut options = controller_options(&herald_ns);
     options.lease_name = None;
+    // Smaller than the replay: it is paced by the receiver, not dropped.
+    options.delivery.queue_capacity = 2;
     let running = herald::controller::start(client.clone(), options.clone())
         .await
         .unwrap();
