@@ -576,6 +576,33 @@ async fn a_canary_event_is_delivered_once_and_recorded() {
     );
 }
 
+/// A deleted canary's record leaves the state: one merge patch removes its key.
+#[tokio::test]
+async fn a_forgotten_canary_is_removed_from_the_state_configmap() {
+    let sink = Sink::start().await;
+    let (client, mut api) = mock_client();
+    let mut handled = CanaryRecord::default();
+    handled.record("e1:1", 1_795_600_800_000, None);
+    let h = harness(&sink, client, HashMap::from([(canary_ref(), handled)]));
+    h.notifier.state.retain(|_, _| false);
+    assert_eq!(h.notifier.state.get(&canary_ref()), CanaryRecord::default());
+    let server = tokio::spawn(async move {
+        expect(
+            &mut api,
+            "PATCH",
+            "/api/v1/namespaces/herald/configmaps/herald-state?",
+            200,
+            json!({}),
+        )
+        .await
+    });
+    h.notifier.state.flush().await.unwrap();
+    assert_eq!(
+        server.await.unwrap(),
+        json!({"data": {"shop.podinfo": null}})
+    );
+}
+
 #[tokio::test]
 async fn one_action_reported_by_flaggers_webhook_and_as_an_event_is_sent_once() {
     let sink = Sink::start().await;

@@ -298,3 +298,31 @@ impl Elector {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_holds_until_the_renewal_deadline_and_never_without_a_renewal() {
+        let until = Arc::new(Mutex::new(None));
+        let fence = Fence {
+            valid_until: Some(until.clone()),
+        };
+        assert!(!fence.holds(), "never renewed");
+        *until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(5));
+        assert!(fence.holds());
+        let check = fence.checker();
+        assert!(check());
+        // What a paused process sees when it resumes: the deadline is behind it.
+        *until.lock().unwrap() = Some(Instant::now() - Duration::from_millis(1));
+        assert!(!fence.holds());
+        assert!(!check());
+        assert!(Fence::always().holds());
+    }
+
+    #[test]
+    fn the_deadline_is_well_inside_the_lease() {
+        assert!(RENEW_DEADLINE + RETRY * 2 <= LEASE_DURATION);
+    }
+}

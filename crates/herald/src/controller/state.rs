@@ -278,10 +278,14 @@ impl StateStore {
         }
     }
 
-    /// Forgets the records of canaries that no longer exist (`exists` is false for them).
-    pub fn retain(&self, exists: impl Fn(&CanaryRef) -> bool) {
+    /// Forgets the records for which `keep` is false.
+    pub fn retain(&self, keep: impl Fn(&CanaryRef, &CanaryRecord) -> bool) {
         let mut records = self.records.lock().expect("state lock");
-        let gone: Vec<CanaryRef> = records.keys().filter(|c| !exists(c)).cloned().collect();
+        let gone: Vec<CanaryRef> = records
+            .iter()
+            .filter(|(c, r)| !keep(c, r))
+            .map(|(c, _)| c.clone())
+            .collect();
         let mut unsaved = self.unsaved.lock().expect("state lock");
         for canary in gone {
             records.remove(&canary);

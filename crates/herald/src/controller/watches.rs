@@ -17,13 +17,13 @@ use kube::runtime::reflector::Store;
 use kube::runtime::utils::StreamBackoff;
 use kube::runtime::watcher::{self, ExponentialBackoff};
 use kube::runtime::{reflector, watcher as watch_api, WatchStreamExt};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::canaries::observe_event;
 use super::notifier::{CanaryNotifier, Input};
-use super::state::CanaryRef;
+use super::state::{CanaryRef, StateStore};
 
 /// How long an Event waits for its Canary to appear in the store before it is sent without
 /// the Canary's phase, labels and revision.
@@ -115,6 +115,11 @@ pub async fn run(
         forward_events_in_order(events, inputs.clone()),
         tokio::spawn(namespaces.for_each(|_| async {})),
     ];
+    let pruner = tokio::spawn(forget_deleted_canaries(
+        notifier.state.clone(),
+        canary_reader.clone(),
+        canaries_synced.clone(),
+    ));
     tokio::pin!(stop);
     tokio::select! {
         _ = &mut stop => {}
@@ -136,8 +141,43 @@ pub async fn run(
             }
         } => {}
     }
+    pruner.abort();
     for task in tasks {
         task.abort();
+    }
+}
+
+/// How often the records of deleted canaries are dropped from the state.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// A deleted canary's record is kept this long after its last handled Event: its Events
+/// stay in the API for an hour (kube-apiserver's `--event-ttl`), and a record dropped earlier
+/// would let a re-list send them again.
+const KEEP_DELETED: i64 = 2 * 3600 * 1000;
+
+/// Drops the records of canaries that no longer exist, so the state follows the cluster's
+/// canaries instead of every canary that ever was. Only while the Canary watch is synced: an
+/// empty store during a broken watch would wipe everything.
+async fn forget_deleted_canaries(
+    state: Arc<StateStore>,
+    canaries: Store<Canary>,
+    synced: Arc<WatchHealth>,
+) {
+    loop {
+        tokio::time::sleep(PRUNE_EVERY).await;
+        if !synced.is_synced() {
+            continue;
+        }
+        let existing: HashSet<CanaryRef> = canaries
+            .state()
+            .iter()
+            .map(|c| CanaryRef {
+                namespace: c.namespace().unwrap_or_default(),
+                name: c.name_any(),
+            })
+            .collect();
+        let cutoff = jiff::Timestamp::now().as_millisecond() - KEEP_DELETED;
+        state.retain(|canary, record| existing.contains(canary) || record.floor > cutoff);
     }
 }
 
