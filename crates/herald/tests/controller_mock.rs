@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use common::mock::*;
 use common::*;
 use herald::controller::canaries::{CanaryNotifier, Input};
 use herald::controller::policies::{self, Context, ReceiverStats};
@@ -22,54 +23,12 @@ use herald::server::AppState;
 use herald_api::flagger::Canary;
 use herald_api::NotificationPolicy;
 use herald_core::{PolicyObject, PolicySetBuilder, SecretStore};
-use http::{Request, Response};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace};
-use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher};
 use kube::{Api, Client, Resource};
 use serde_json::{json, Value};
-
-type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-fn mock_client() -> (Client, ApiServerHandle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), handle)
-}
-
-/// Answers the next request after checking its method and path (query included); returns
-/// the request body as JSON (Null when empty).
-async fn expect(
-    handle: &mut ApiServerHandle,
-    method: &str,
-    uri: &str,
-    status: u16,
-    answer: Value,
-) -> Value {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("no request came; expected {method} {uri}"))
-        .expect("the client is alive");
-    assert_eq!(request.method().as_str(), method, "{}", request.uri());
-    assert_eq!(request.uri().to_string(), uri);
-    let body = request.into_body().collect_bytes().await.unwrap();
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-            .unwrap(),
-    );
-    if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap()
-    }
-}
-
-fn not_found(what: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{what} not found"), "reason": "NotFound", "code": 404})
-}
 
 fn context(client: Client) -> (Arc<Context>, tokio::sync::watch::Sender<bool>) {
     let (leader_tx, leader) = tokio::sync::watch::channel(true);

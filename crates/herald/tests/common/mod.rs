@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod mock;
 pub mod slack;
 
 use std::collections::{HashMap, VecDeque};
