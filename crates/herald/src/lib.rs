@@ -11,6 +11,7 @@ pub mod controller;
 pub mod delivery;
 pub mod demo;
 pub mod metrics;
+pub mod metrics_text;
 pub mod policy_files;
 pub mod serve;
 pub mod server;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -335,15 +335,23 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     })
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+/// OpenMetrics, or the Prometheus text format when the scraper asks for it.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = state.metrics.encode();
+    if crate::metrics_text::wants_prometheus_text(accept) {
+        (
+            [(header::CONTENT_TYPE, crate::metrics_text::PROMETHEUS_TEXT)],
+            crate::metrics_text::to_prometheus_text(&openmetrics),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, crate::metrics_text::OPENMETRICS_TEXT)],
+            openmetrics,
+        )
+            .into_response()
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
