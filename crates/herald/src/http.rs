@@ -8,14 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -107,12 +111,26 @@ pub async fn serve(
             open.insert(id, close.clone());
         }
         let builder = builder.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let framing = Arc::new(AtomicBool::new(false));
+        let stream = FirstHead::new(stream, framing.clone());
+        let service = {
+            let inner = TowerToHyperService::new(app.clone());
+            hyper::service::service_fn(move |request| {
+                let refused = framing.load(Ordering::Acquire);
+                let inner = inner.clone();
+                async move {
+                    if refused {
+                        return Ok(ambiguous_framing());
+                    }
+                    hyper::service::Service::call(&inner, request).await
+                }
+            })
+        };
         let mut stop_rx = stop_rx.clone();
         let open = open.clone();
         let grace = limits.shutdown_grace;
         connections.spawn(async move {
-            let _ = stream.set_nodelay(true);
+            let _ = stream.inner.set_nodelay(true);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {
@@ -180,5 +198,113 @@ impl HttpOptions {
     pub fn body_timeout(&self) -> Duration {
         self.body_timeout
             .unwrap_or(crate::server::DEFAULT_BODY_TIMEOUT)
+    }
+}
+
+/// The answer to a request with both `Content-Length` and `Transfer-Encoding` (hyper lets the
+/// latter win; Herald refuses it, as RFC 9112 allows, since a proxy in front may have read the
+/// body the other way).
+fn ambiguous_framing() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = (
+        axum::http::StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({
+            "error": "a request may not have both Content-Length and Transfer-Encoding"
+        })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// A connection that looks at the header names of its first request: hyper drops
+/// `Content-Length` when `Transfer-Encoding` is present, so the handler could not tell. Later
+/// requests on a kept-alive connection are not inspected; for them hyper's handling stands
+/// (`Transfer-Encoding` wins and the connection is closed after the answer).
+struct FirstHead {
+    inner: TcpStream,
+    /// The first head's bytes so far; `None` once it is complete (or too long to be one).
+    head: Option<Vec<u8>>,
+    ambiguous: Arc<AtomicBool>,
+}
+
+impl FirstHead {
+    fn new(inner: TcpStream, ambiguous: Arc<AtomicBool>) -> Self {
+        FirstHead {
+            inner,
+            head: Some(Vec::new()),
+            ambiguous,
+        }
+    }
+
+    fn inspect(&mut self, read: &[u8]) {
+        let Some(head) = &mut self.head else { return };
+        head.extend_from_slice(read);
+        let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if head.len() > MAX_HEAD {
+                self.head = None;
+            }
+            return;
+        };
+        let names = head[..end]
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .filter_map(|line| line.split(|&b| b == b':').next())
+            .map(|name| name.trim_ascii().to_ascii_lowercase());
+        let (mut length, mut encoding) = (false, false);
+        for name in names {
+            length |= name == b"content-length";
+            encoding |= name == b"transfer-encoding";
+        }
+        if length && encoding {
+            self.ambiguous.store(true, Ordering::Release);
+        }
+        self.head = None;
+    }
+}
+
+impl AsyncRead for FirstHead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.head.is_some() {
+            let read = buf.filled()[before..].to_vec();
+            this.inspect(&read);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for FirstHead {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
