@@ -470,3 +470,45 @@ async fn the_token_never_reaches_the_logs() {
     assert_eq!(received, 2);
     let _ = std::fs::remove_file(&token);
 }
+
+/// A reload that would leave no policies keeps the ones in effect; `herald check` fails on
+/// zero policies.
+#[tokio::test]
+async fn a_reload_to_no_policies_keeps_the_last_good_set() {
+    let sink = Sink::start().await;
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("team", &sink.url("/hook")))]);
+    let mut opts = options(dir.path());
+    opts.reload_interval = Duration::from_millis(50);
+    let server = herald::serve::start(opts).await.unwrap();
+    for (round, text) in ["", "# nothing here\n", "---\n"].iter().enumerate() {
+        dir.write("p.yaml", text);
+        wait_for_metric(
+            server.addr,
+            r#"herald_policy_reloads_total{result="failure"}"#,
+            (round + 1) as f64,
+            Duration::from_secs(10),
+        )
+        .await;
+        let (status, body) = post_event(server.addr, "/events", &podinfo("still")).await;
+        assert_eq!(
+            (status, body["deliveries"].as_u64()),
+            (202, Some(1)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        metric(&metrics_text(server.addr).await, "herald_policies"),
+        1.0
+    );
+    server.stop().await.unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("check")
+        .arg("--policies")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("error: no policies"), "{stdout}");
+}
