@@ -373,7 +373,7 @@ impl Drop for Ticket {
         self.queued_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
         if !self.resolved {
             self.report(Outcome::Dropped);
-            if let Some(suppressed) = self.logs.admit(&self.receiver, "stopped") {
+            if let Some(suppressed) = self.logs.admit(&self.policy, &self.receiver, "stopped") {
                 warn!(policy = %self.policy, receiver = %self.receiver, suppressed, "notification dropped: Herald stopped before delivering it");
             }
         }
@@ -418,10 +418,10 @@ impl DropLogs {
     }
 
     /// `Some(held back)` when a line for this receiver and reason may be logged now.
-    fn admit(&self, receiver: &str, reason: &str) -> Option<u64> {
+    fn admit(&self, policy: &PolicyId, receiver: &str, reason: &str) -> Option<u64> {
         match &self.limiter {
             None => Some(0),
-            Some(limiter) => limiter.admit(&format!("{reason}\n{receiver}")),
+            Some(limiter) => limiter.admit(&format!("{reason}\n{policy}\n{receiver}")),
         }
     }
 }
@@ -563,14 +563,14 @@ impl Dispatcher {
             logs: inner.logs.clone(),
         });
         if inner.closed.load(Ordering::Acquire) {
-            if let Some(suppressed) = inner.logs.admit(&job.receiver, "shutdown") {
+            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "shutdown") {
                 warn!(policy = %job.policy, receiver = %job.receiver, suppressed, "notification dropped: shutting down");
             }
             job.finish(Outcome::Dropped);
             return false;
         }
         if before.saturating_add(bytes) > inner.config.queue_bytes {
-            if let Some(suppressed) = inner.logs.admit(&job.receiver, "bytes") {
+            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "bytes") {
                 warn!(
                     policy = %job.policy,
                     receiver = %job.receiver,
@@ -586,7 +586,7 @@ impl Dispatcher {
         let waiting = lane.state.waiting.fetch_add(1, Ordering::AcqRel);
         if waiting >= inner.config.queue_capacity {
             lane.state.waiting.fetch_sub(1, Ordering::AcqRel);
-            if let Some(suppressed) = inner.logs.admit(&job.receiver, "full") {
+            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "full") {
                 warn!(
                     policy = %job.policy,
                     receiver = %job.receiver,
@@ -929,7 +929,7 @@ async fn deliver(
                 return (Outcome::Delivered, posted);
             }
             Err(AttemptError::Permanent { detail }) => {
-                if let Some(suppressed) = inner.logs.admit(&job.receiver, "failed") {
+                if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "failed") {
                     error!(
                         policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
                         request, attempt, error = %detail, suppressed, "notification failed; not retrying"
@@ -942,7 +942,8 @@ async fn deliver(
                 retry_after,
             }) => {
                 if attempt == config.max_attempts {
-                    if let Some(suppressed) = inner.logs.admit(&job.receiver, "failed") {
+                    if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "failed")
+                    {
                         error!(
                             policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
                             request, attempt, error = %detail, suppressed, "notification failed after the last attempt"
@@ -960,7 +961,7 @@ async fn deliver(
                     let entry = paused.entry(group.to_owned()).or_insert(until);
                     *entry = (*entry).max(until);
                 }
-                if let Some(suppressed) = inner.logs.admit(&job.receiver, "retry") {
+                if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "retry") {
                     warn!(
                         policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
                         request, attempt, error = %detail, retry_in = ?delay, suppressed,
