@@ -42,6 +42,8 @@ KUBE_VERSION = "1.33"
 
 FULLNAME = "herald"
 SECRET = "herald-receivers"
+TOKEN_SECRET = "herald-event-token"
+TOKEN_ARG = "--event-token-file=/etc/herald/event-token/token"
 PATTERN = (
     "^(Initialization done|New revision detected|Promotion completed|Rolling back|"
     "Canary failed|Progress deadline exceeded|Promotion failed)"
@@ -136,6 +138,11 @@ def render_error(values: dict) -> str:
     except helm.HelmError as e:
         return str(e)
     raise AssertionError(f"rendered, but should have been refused: {json.dumps(values)}")
+
+
+def receiver_secrets(docs: list[dict]) -> list[dict]:
+    """The Secrets other than the event token's."""
+    return [d for d in objects(docs, "Secret") if not d["metadata"]["name"].endswith("-event-token")]
 
 
 def container(docs: list[dict]) -> dict:
@@ -397,6 +404,7 @@ def default_render() -> None:
                 ("Deployment", FULLNAME),
                 ("Role", FULLNAME),
                 ("RoleBinding", FULLNAME),
+                ("Secret", TOKEN_SECRET),
                 ("Service", FULLNAME),
                 ("ServiceAccount", FULLNAME),
             ]
@@ -429,6 +437,14 @@ def core_objects_valid() -> None:
         },
         "other-release": {"fullnameOverride": ""},
         "slack-bot": {**SLACK_BOT_VALUES, "msteams": {"url": TEAMS_URL}},
+        "network-policy": {
+            "networkPolicy": {
+                "enabled": True,
+                "flaggerNamespaces": ["flagger-system", "istio-system"],
+                "extraFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            },
+            "eventToken": {"existingSecret": {"name": "my-token", "key": "value"}},
+        },
     }
     problems = []
     for label, values in value_sets.items():
@@ -453,7 +469,7 @@ def deployment() -> None:
     c = container(docs)
     expect_equal(
         c["args"],
-        ["controller", "--listen=0.0.0.0:8080", "--log-format=json", "--log-level=info"],
+        ["controller", "--listen=0.0.0.0:8080", TOKEN_ARG, "--log-format=json", "--log-level=info"],
         "args with default values",
     )
     expect_equal(
@@ -523,6 +539,7 @@ def deployment() -> None:
             "--listen=0.0.0.0:8080",
             "--cluster-name=prod eu",
             "--leader-election",
+            TOKEN_ARG,
             "--log-format=json",
             "--log-level=debug",
             "--min-interval=1s",
@@ -555,7 +572,7 @@ def flagger_values() -> None:
     """Flagger's values give the Secret and the ClusterNotificationPolicies Flagger's
     notifications correspond to, exactly; URLs only in the Secret."""
     docs = render(FLAGGER_VALUES)
-    secret = one(docs, "Secret")
+    secret = one(docs, "Secret", SECRET)
     expect_equal(secret["metadata"]["name"], SECRET, "Secret name")
     expect_equal(secret["metadata"]["namespace"], NAMESPACE, "Secret namespace")
     expect_equal(secret.get("type"), "Opaque", "Secret type")
@@ -622,7 +639,7 @@ def receiver_variants() -> None:
         sorted(policy_specs(only_webhook)), ["herald-default-webhook"], "policies for eventWebhook only"
     )
     expect_equal(
-        one(only_webhook, "Secret")["stringData"],
+        one(only_webhook, "Secret", SECRET)["stringData"],
         {"webhook": WEBHOOK_URL},
         "stringData for eventWebhook only",
     )
@@ -670,7 +687,7 @@ def receiver_variants() -> None:
 
     disabled = render({**FLAGGER_VALUES, "defaultPolicy": {"enabled": False}})
     expect_equal(policy_specs(disabled), {}, "policies with defaultPolicy.enabled=false")
-    assert one(disabled, "Secret")["metadata"]["name"] == SECRET, "the Secret stays for your own policies"
+    assert one(disabled, "Secret", SECRET)["metadata"]["name"] == SECRET, "the Secret stays for your own policies"
 
     named = render(FLAGGER_VALUES, name="notify")
     expect_equal(
@@ -678,7 +695,7 @@ def receiver_variants() -> None:
         ["notify-default", "notify-default-webhook"],
         "policy names follow the release",
     )
-    assert one(named, "Secret")["metadata"]["name"] == "notify-herald-receivers", "Secret name"
+    assert one(named, "Secret", "notify-herald-receivers")["metadata"]["name"] == "notify-herald-receivers", "Secret name"
 
 
 @check
@@ -691,7 +708,7 @@ def existing_secret() -> None:
             "eventWebhookExistingSecret": {"name": "audit", "key": "endpoint"},
         }
     )
-    assert not objects(docs, "Secret"), "no Secret expected with existing Secrets"
+    assert not receiver_secrets(docs), "no Secret expected with existing Secrets"
     expect_equal(
         policy_specs(docs),
         {
@@ -731,7 +748,7 @@ def slack_bot() -> None:
     """slack.token: the token only in the Secret (key slackToken), the default policy's Slack
     receiver a bot (tokenSecretRef, channel, username); threads=false passes through."""
     docs = render(SLACK_BOT_VALUES)
-    secret = one(docs, "Secret")
+    secret = one(docs, "Secret", SECRET)
     expect_equal(secret["metadata"]["name"], SECRET, "Secret name")
     expect_equal(secret.get("stringData"), {"slackToken": SLACK_TOKEN}, "stringData with a Slack bot token")
     expect_equal(
@@ -766,7 +783,7 @@ def slack_bot() -> None:
         }
     )
     expect_equal(
-        one(docs, "Secret")["stringData"],
+        one(docs, "Secret", SECRET)["stringData"],
         {"slackToken": SLACK_TOKEN, "msteams": TEAMS_URL, "webhook": WEBHOOK_URL},
         "stringData with a Slack bot token, Teams and the event webhook",
     )
@@ -793,7 +810,7 @@ def slack_bot() -> None:
     # needs no channel (your policies name theirs).
     disabled = render({"slack": {"token": SLACK_TOKEN}, "defaultPolicy": {"enabled": False}})
     expect_equal(policy_specs(disabled), {}, "policies with defaultPolicy.enabled=false")
-    expect_equal(one(disabled, "Secret")["stringData"], {"slackToken": SLACK_TOKEN}, "the Secret stays")
+    expect_equal(one(disabled, "Secret", SECRET)["stringData"], {"slackToken": SLACK_TOKEN}, "the Secret stays")
 
     # NOTES.txt tells to invite the bot to the channel.
     notes_ = render_files(SLACK_BOT_VALUES)["herald/templates/NOTES.txt"]
@@ -813,7 +830,7 @@ def slack_bot_existing_secret() -> None:
         ({"name": "slack-bot", "key": None}, {"name": "slack-bot", "key": "token"}),
     ):
         docs = render({"slack": {"existingTokenSecret": existing, "channel": "#deploys"}})
-        assert not objects(docs, "Secret"), f"no Secret expected with an existing token Secret: {existing}"
+        assert not receiver_secrets(docs), f"no Secret expected with an existing token Secret: {existing}"
         expect_equal(
             policy_specs(docs),
             {
@@ -1036,7 +1053,7 @@ def rbac() -> None:
     state_rs = (ROOT / "crates" / "herald" / "src" / "controller" / "state.rs").read_text()
     assert re.search(r"pub const SHARDS: usize = 8;", state_rs), "state.rs: SHARDS is no longer 8"
     off = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}})
-    expect_equal(sorted(k for k, _ in kinds(off)), ["Deployment", "Service"], "objects without RBAC")
+    expect_equal(sorted(k for k, _ in kinds(off)), ["Deployment", "Secret", "Service"], "objects without RBAC")
     expect_equal(
         one(off, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"], "mine", "serviceAccountName"
     )
@@ -1203,6 +1220,86 @@ def notes() -> None:
     text = render_files(FLAGGER_VALUES)["herald/templates/NOTES.txt"]
     assert "kubectl get clusternotificationpolicies -l app.kubernetes.io/instance=herald" in text, text
     assert "herald.flagger-system" in text, text
+
+
+@check
+def event_token() -> None:
+    """By default the chart makes a random token Secret, mounts it and passes
+    --event-token-file; an existing Secret replaces it; disabled, nothing is asked; NOTES
+    print the URL for Flagger; the NetworkPolicy admits Flagger's namespaces only."""
+    docs = render()
+    secret = one(docs, "Secret", TOKEN_SECRET)
+    import base64
+
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", token), f"token {token!r} is not 32 random characters"
+    assert secret["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep", secret["metadata"]
+    other = base64.b64decode(one(render(), "Secret", TOKEN_SECRET)["data"]["token"]).decode()
+    assert other != token, "each fresh install gets its own token"
+    c = container(docs)
+    assert TOKEN_ARG in c["args"], c["args"]
+    expect_equal(
+        c["volumeMounts"], [{"name": "event-token", "mountPath": "/etc/herald/event-token", "readOnly": True}], "mount"
+    )
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    expect_equal(
+        pod["volumes"],
+        [{"name": "event-token", "secret": {"secretName": TOKEN_SECRET, "items": [{"key": "token", "path": "token"}]}}],
+        "volumes",
+    )
+
+    existing = render({"eventToken": {"existingSecret": {"name": "my-token", "key": "value"}}})
+    assert not [d for d in objects(existing, "Secret") if d["metadata"]["name"] == TOKEN_SECRET], "no chart token"
+    expect_equal(
+        one(existing, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"],
+        {"secretName": "my-token", "items": [{"key": "value", "path": "token"}]},
+        "existing Secret mounted",
+    )
+
+    off = render({"eventToken": {"enabled": False}})
+    assert not objects(off, "Secret"), "no token Secret when disabled"
+    c = container(off)
+    assert not any(a.startswith("--event-token-file") for a in c["args"]), c["args"]
+    assert "volumeMounts" not in c and "volumes" not in one(off, "Deployment")["spec"]["template"]["spec"]
+
+    text = render_files()["herald/templates/NOTES.txt"]
+    assert (
+        "http://herald.flagger-system/t/$(kubectl get secret -n flagger-system herald-event-token "
+        "-o jsonpath='{.data.token}' | base64 -d)/events" in text
+    ), text
+    assert "anyone who reaches the Service" in render_files({"eventToken": {"enabled": False}})["herald/templates/NOTES.txt"]
+
+    assert not objects(docs, "NetworkPolicy"), "no NetworkPolicy by default"
+    np_docs = render(
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "extraFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            }
+        }
+    )
+    policy = one(np_docs, "NetworkPolicy", FULLNAME)
+    expect_equal(policy["spec"]["policyTypes"], ["Ingress"], "policyTypes")
+    expect_equal(
+        policy["spec"]["ingress"],
+        [
+            {
+                "ports": [{"port": "http", "protocol": "TCP"}],
+                "from": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "flagger-system"}}},
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+                ],
+            }
+        ],
+        "ingress",
+    )
+    expect_equal(
+        policy["spec"]["podSelector"]["matchLabels"],
+        one(np_docs, "Deployment")["spec"]["selector"]["matchLabels"],
+        "the NetworkPolicy selects Herald's pods",
+    )
+    render_error({"eventToken": {"enabled": True, "secret": "x"}})
+    render_error({"networkPolicy": {"enabled": True, "namespaces": ["x"]}})
 
 
 # --- runner -----------------------------------------------------------------------------------

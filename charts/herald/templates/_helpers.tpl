@@ -95,3 +95,20 @@ dict. Fails when a webhook is set as well: the default policy has one Slack rece
 {{- define "herald.webhookRef" -}}
 {{- include "herald.secretRef" (list . .Values.eventWebhook .Values.eventWebhookExistingSecret "webhook" "eventWebhook") }}
 {{- end }}
+
+{{/* The Secret holding the event token: the existing one, or the chart's. */}}
+{{- define "herald.eventTokenSecretName" -}}
+{{- if .Values.eventToken.existingSecret.name -}}
+{{- .Values.eventToken.existingSecret.name -}}
+{{- else -}}
+{{- printf "%s-event-token" (include "herald.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end }}
+
+{{- define "herald.eventTokenKey" -}}
+{{- if .Values.eventToken.existingSecret.name -}}
+{{- .Values.eventToken.existingSecret.key -}}
+{{- else -}}
+token
+{{- end -}}
+{{- end }}

@@ -592,6 +592,7 @@ async fn run(args: &Args) -> Report {
             ..DeliveryConfig::default()
         },
         body_limit: herald::server::DEFAULT_BODY_LIMIT,
+        http: Default::default(),
         state_file: None,
         drain_timeout: Duration::from_secs(10),
         reload_interval: Duration::from_secs(3600),

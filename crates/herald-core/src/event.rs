@@ -78,13 +78,10 @@ impl FlaggerEvent {
         self
     }
 
-    /// Parses the JSON body Flagger POSTs. Errors name the offending field.
+    /// Parses the JSON body Flagger POSTs. Errors name the offending field; a key that
+    /// appears twice in one object is refused (naming it), rather than the last one winning.
     pub fn from_json(body: &[u8]) -> Result<Self, EventError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| EventError::Syntax {
-            line: e.line(),
-            column: e.column(),
-            reason: crate::json_error_reason(&e),
-        })?;
+        let value = unique::parse(body)?;
         Self::from_value(value)
     }
 
@@ -148,6 +145,18 @@ impl FlaggerEvent {
         }
         if namespace.is_empty() {
             return Err(EventError::field("namespace", "must not be empty"));
+        }
+        if let Err(reason) = check_dns_subdomain(&name) {
+            return Err(EventError::field(
+                "name",
+                format!("not a Kubernetes object name: {reason}"),
+            ));
+        }
+        if let Err(reason) = check_dns_label(&namespace) {
+            return Err(EventError::field(
+                "namespace",
+                format!("not a Kubernetes namespace name: {reason}"),
+            ));
         }
         Ok(FlaggerEvent {
             name,
@@ -318,6 +327,161 @@ impl Severity {
     }
 }
 
+/// A DNS-1123 label (Kubernetes namespace names): at most 63 characters, lowercase letters,
+/// digits and `-`, starting and ending with a letter or digit.
+pub fn check_dns_label(name: &str) -> Result<(), String> {
+    const MAX: usize = 63;
+    if name.len() > MAX {
+        return Err(format!("{} characters, at most {MAX} allowed", name.len()));
+    }
+    let bytes = name.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if let Some(&bad) = bytes.iter().find(|&&b| !(alnum(b) || b == b'-')) {
+        return Err(format!(
+            "{:?} is not allowed (lowercase letters, digits and '-' only)",
+            char::from(bad)
+        ));
+    }
+    if !bytes.first().is_some_and(|&b| alnum(b)) || !bytes.last().is_some_and(|&b| alnum(b)) {
+        return Err("must start and end with a lowercase letter or digit".to_owned());
+    }
+    Ok(())
+}
+
+/// A DNS-1123 subdomain (the names of Kubernetes objects, Canaries included): at most 253
+/// characters, dot-separated DNS-1123 labels.
+pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
+    const MAX: usize = 253;
+    if name.len() > MAX {
+        return Err(format!("{} characters, at most {MAX} allowed", name.len()));
+    }
+    for part in name.split('.') {
+        if part.is_empty() {
+            return Err("empty part between dots".to_owned());
+        }
+        // Each part follows the label rules; the 63-character limit applies to the whole.
+        let bytes = part.as_bytes();
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        if let Some(&bad) = bytes.iter().find(|&&b| !(alnum(b) || b == b'-')) {
+            return Err(format!(
+                "{:?} is not allowed (lowercase letters, digits, '-' and '.' only)",
+                char::from(bad)
+            ));
+        }
+        if !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+            return Err(
+                "each dot-separated part must start and end with a lowercase letter or digit"
+                    .to_owned(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// JSON parsing that refuses duplicate keys (serde_json's `Value` keeps the last).
+mod unique {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    use crate::EventError;
+
+    pub(super) fn parse(body: &[u8]) -> Result<Value, EventError> {
+        let duplicate = RefCell::new(None);
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = Seed {
+            path: String::new(),
+            duplicate: &duplicate,
+        }
+        .deserialize(&mut de)
+        .and_then(|value| de.end().map(|()| value));
+        parsed.map_err(|e| match duplicate.take() {
+            Some(path) => EventError::field(path, "duplicate key"),
+            None => EventError::Syntax {
+                line: e.line(),
+                column: e.column(),
+                reason: crate::json_error_reason(&e),
+            },
+        })
+    }
+
+    struct Seed<'a> {
+        path: String,
+        duplicate: &'a RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Value;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            let mut index = 0usize;
+            while let Some(item) = seq.next_element_seed(Seed {
+                path: format!("{}[{index}]", self.path),
+                duplicate: self.duplicate,
+            })? {
+                items.push(item);
+                index += 1;
+            }
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut object = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if object.contains_key(&key) {
+                    let message = format!("duplicate key {path:?}");
+                    *self.duplicate.borrow_mut() = Some(path);
+                    return Err(de::Error::custom(message));
+                }
+                let value = map.next_value_seed(Seed {
+                    path,
+                    duplicate: self.duplicate,
+                })?;
+                object.insert(key, value);
+            }
+            Ok(Value::Object(object))
+        }
+    }
+}
+
 fn take_string(obj: &mut Map<String, Value>, field: &'static str) -> Result<String, EventError> {
     match obj.remove(field) {
         Some(Value::String(s)) => Ok(s),
@@ -355,6 +519,62 @@ fn kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event_json(name: &str, namespace: &str) -> String {
+        serde_json::json!({
+            "name": name, "namespace": namespace, "phase": "Progressing",
+            "metadata": {"eventMessage": "m", "eventType": "Normal", "timestamp": "1"}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn names_follow_kubernetes_rules() {
+        let field = |name: &str, ns: &str| {
+            FlaggerEvent::from_json(event_json(name, ns).as_bytes())
+                .err()
+                .map(|e| e.field_path().unwrap_or("").to_owned())
+        };
+        assert_eq!(field("podinfo", "test"), None);
+        assert_eq!(field("podinfo.v2-a", "team-1"), None);
+        assert_eq!(field(&"a".repeat(253), &"b".repeat(63)), None);
+        assert_eq!(field(&"a".repeat(254), "test").as_deref(), Some("name"));
+        assert_eq!(field(&"a".repeat(60_000), "test").as_deref(), Some("name"));
+        assert_eq!(field("PodInfo", "test").as_deref(), Some("name"));
+        assert_eq!(field("pod..info", "test").as_deref(), Some("name"));
+        assert_eq!(field("-pod", "test").as_deref(), Some("name"));
+        assert_eq!(field("pod info", "test").as_deref(), Some("name"));
+        assert_eq!(
+            field("podinfo", &"b".repeat(64)).as_deref(),
+            Some("namespace")
+        );
+        assert_eq!(field("podinfo", "a.b").as_deref(), Some("namespace"));
+        assert_eq!(field("podinfo", "Test").as_deref(), Some("namespace"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_by_name() {
+        let body = br#"{"name":"a","name":"b","namespace":"n","phase":"Failed","metadata":{"eventMessage":"m","eventType":"Normal","timestamp":"1"}}"#;
+        let e = FlaggerEvent::from_json(body).unwrap_err();
+        assert_eq!(e.field_path(), Some("name"));
+        let body = br#"{"name":"a","namespace":"n","phase":"Failed","metadata":{"eventMessage":"m","eventType":"Normal","eventType":"Warning","timestamp":"1"}}"#;
+        let e = FlaggerEvent::from_json(body).unwrap_err();
+        assert_eq!(e.field_path(), Some("metadata.eventType"));
+        assert!(e.to_string().contains("duplicate key"), "{e}");
+        let body = br#"{"name":"a","namespace":"n","phase":"Failed","x":[{"k":1,"k":2}],"metadata":{"eventMessage":"m","eventType":"Normal","timestamp":"1"}}"#;
+        let e = FlaggerEvent::from_json(body).unwrap_err();
+        assert_eq!(e.field_path(), Some("x[0].k"));
+        // Same key in different objects is fine; values round-trip.
+        let body = br#"{"name":"a","namespace":"n","phase":"Failed","x":{"name":1.5,"y":[null,true,-3]},"metadata":{"eventMessage":"m","eventType":"Normal","timestamp":"1"}}"#;
+        let event = FlaggerEvent::from_json(body).unwrap();
+        assert_eq!(
+            event.extra["x"],
+            serde_json::json!({"name":1.5,"y":[null,true,-3]})
+        );
+        // Syntax errors still report their position.
+        let e = FlaggerEvent::from_json(b"{\"name\": }").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
 
     const FLAGGER: &str = r#"{"name":"podinfo","namespace":"default","phase":"Progressing","checksum":"6d8f9b5c7","metadata":{"eventMessage":"New revision detected! Scaling up podinfo.default","eventType":"Normal","timestamp":"1578607635167"}}"#;
 

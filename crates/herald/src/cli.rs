@@ -103,6 +103,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// How often policy files are checked for changes (SIGHUP reloads at once).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
@@ -146,6 +148,42 @@ pub struct ControllerArgs {
     pub pairing_window: Duration,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// The HTTP API's intake and connection limits (`serve` and `controller`).
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// A file holding the event token: every event endpoint then asks for it, as
+    /// `Authorization: Bearer <token>` or as the path prefix `/t/<token>/events...`.
+    /// Re-read when the file changes. /metrics, /healthz and /readyz stay open.
+    #[arg(long, env = "HERALD_EVENT_TOKEN_FILE")]
+    pub event_token_file: Option<PathBuf>,
+    /// How long a client may take to send a request's headers; also how long a keep-alive
+    /// connection may stay idle.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// How long an event body may take to arrive once its headers have (408 after).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// Connections open at once; a new one beyond it closes the oldest.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+}
+
+impl HttpArgs {
+    pub fn options(&self) -> crate::http::HttpOptions {
+        crate::http::HttpOptions {
+            event_token_file: self.event_token_file.clone(),
+            limits: crate::http::HttpLimits {
+                header_timeout: self.header_timeout.max(Duration::from_millis(100)),
+                max_connections: self.max_connections.max(1),
+                ..Default::default()
+            },
+            body_timeout: Some(self.body_timeout.max(Duration::from_millis(100))),
+        }
+    }
 }
 
 fn default_identity() -> String {
@@ -166,6 +204,7 @@ impl ControllerArgs {
             state_configmap: self.state_configmap.clone(),
             lease_name: self.leader_election.then(|| self.lease_name.clone()),
             identity: self.identity.clone(),
+            http: self.http.options(),
         }
     }
 }
@@ -188,6 +227,10 @@ pub struct DeliveryArgs {
     /// Notifications waiting per receiver before new ones are dropped (and counted).
     #[arg(long, default_value_t = 1000)]
     pub queue_capacity: usize,
+    /// Bytes of notifications queued or in flight, all receivers together, before new ones
+    /// are dropped (and counted); suffixes Ki, Mi, Gi.
+    #[arg(long, default_value = "64Mi", value_parser = parse_bytes)]
+    pub queue_bytes: usize,
     /// Requests in flight at once to one receiver URL. One canary's notifications always go
     /// one at a time, in order; this many canaries may be sent to concurrently.
     #[arg(long, default_value_t = 8)]
@@ -203,6 +246,28 @@ pub struct DeliveryArgs {
     pub drain_timeout: Duration,
 }
 
+/// A byte count: `1048576`, `512Ki`, `64Mi`, `1Gi` (also `K`, `M`, `G`, `KiB`, `MiB`, `GiB`).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count such as 64Mi"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "Ki" | "KiB" => 1 << 10,
+        "M" | "Mi" | "MiB" => 1 << 20,
+        "G" | "Gi" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}; use Ki, Mi or Gi")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 impl DeliveryArgs {
     pub fn config(&self) -> DeliveryConfig {
         DeliveryConfig {
@@ -211,6 +276,7 @@ impl DeliveryArgs {
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
             queue_capacity: self.queue_capacity.max(1),
+            queue_bytes: self.queue_bytes.max(64 * 1024),
             max_in_flight: self.max_in_flight.max(1),
             min_interval: self.min_interval,
             ..DeliveryConfig::default()
@@ -228,6 +294,7 @@ impl ServeArgs {
             drain_timeout: self.delivery.drain_timeout,
             reload_interval: self.reload_interval,
             state_file: self.state_file.clone(),
+            http: self.http.options(),
         }
     }
 }
@@ -262,4 +329,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("the tokio runtime starts")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_counts() {
+        assert_eq!(super::parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(super::parse_bytes("1024"), Ok(1024));
+        assert_eq!(super::parse_bytes("2GiB"), Ok(2 << 30));
+        assert!(super::parse_bytes("1Ti").is_err());
+        assert!(super::parse_bytes("Mi").is_err());
+    }
 }

@@ -31,7 +31,14 @@ pub fn check(files: &PolicyFiles) -> Result<ExitCode> {
     for (origin, what) in &loaded.skipped {
         let _ = writeln!(out, "skipped: {origin}: {what} is not a Herald document");
     }
-    if loaded.problems.is_empty() {
+    if loaded.problems.is_empty() && set.policies().is_empty() {
+        let _ = writeln!(
+            out,
+            "error: no policies in {} files: Herald would send nothing (a running server keeps its policies on such a reload)",
+            paths.len()
+        );
+        Ok(ExitCode::FAILURE)
+    } else if loaded.problems.is_empty() {
         let _ = writeln!(
             out,
             "ok: {} policies, {} secrets in {} files",

@@ -43,6 +43,9 @@ pub struct DeliveryConfig {
     /// Notifications waiting per destination (not yet being sent) before new ones are
     /// dropped.
     pub queue_capacity: usize,
+    /// Bytes of notifications queued or being delivered, all destinations together, before
+    /// new ones are dropped: bounds memory whatever the bodies' sizes.
+    pub queue_bytes: usize,
     /// Requests in flight at once per destination, each for a different canary.
     pub max_in_flight: usize,
     /// Minimum time between two requests to one destination (Slack allows about one
@@ -59,6 +62,7 @@ impl Default for DeliveryConfig {
             max_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(60),
             queue_capacity: 1000,
+            queue_bytes: 64 << 20,
             max_in_flight: 8,
             min_interval: Duration::ZERO,
         }
@@ -330,6 +334,10 @@ struct Ticket {
     policy: Arc<PolicyId>,
     receiver: Arc<str>,
     resolved: bool,
+    /// What the job counts against `queue_bytes` (given back when the job ends).
+    bytes: usize,
+    queued_bytes: Arc<AtomicUsize>,
+    logs: Arc<DropLogs>,
 }
 
 impl Ticket {
@@ -362,9 +370,12 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.metrics.queue_depth.dec();
+        self.queued_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
         if !self.resolved {
             self.report(Outcome::Dropped);
-            warn!(policy = %self.policy, receiver = %self.receiver, "notification dropped: Herald stopped before delivering it");
+            if let Some(suppressed) = self.logs.admit(&self.policy, &self.receiver, "stopped") {
+                warn!(policy = %self.policy, receiver = %self.receiver, suppressed, "notification dropped: Herald stopped before delivering it");
+            }
         }
     }
 }
@@ -387,6 +398,45 @@ struct Inner {
     queues: RwLock<HashMap<String, Lane>>,
     workers: std::sync::Mutex<JoinSet<()>>,
     closed: AtomicBool,
+    /// Bytes held by jobs queued or being delivered (bounded by `queue_bytes`).
+    queued_bytes: Arc<AtomicUsize>,
+    logs: Arc<DropLogs>,
+}
+
+/// Drop and failure log lines, at most one a second per receiver and reason, each with the
+/// count held back since the previous one.
+#[derive(Default)]
+pub struct DropLogs {
+    limiter: Option<crate::telemetry::LogLimiter>,
+}
+
+impl DropLogs {
+    fn new() -> Self {
+        DropLogs {
+            limiter: Some(crate::telemetry::LogLimiter::per_second()),
+        }
+    }
+
+    /// `Some(held back)` when a line for this receiver and reason may be logged now.
+    fn admit(&self, policy: &PolicyId, receiver: &str, reason: &str) -> Option<u64> {
+        match &self.limiter {
+            None => Some(0),
+            Some(limiter) => limiter.admit(&format!("{reason}\n{policy}\n{receiver}")),
+        }
+    }
+}
+
+/// What a job holds in memory, roughly: its body, URL and headers, and the job itself.
+fn job_bytes(job: &Job) -> usize {
+    const OVERHEAD: usize = 512;
+    OVERHEAD
+        + job.body.len()
+        + job.url.expose().len()
+        + job
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.expose().len() + 32)
+            .sum::<usize>()
 }
 
 /// The enqueueing side of one destination's queue.
@@ -486,6 +536,8 @@ impl Dispatcher {
                 queues: RwLock::new(HashMap::new()),
                 workers: std::sync::Mutex::new(JoinSet::new()),
                 closed: AtomicBool::new(false),
+                queued_bytes: Default::default(),
+                logs: Arc::new(DropLogs::new()),
             }),
         }
     }
@@ -496,6 +548,8 @@ impl Dispatcher {
     pub fn enqueue(&self, mut job: Job) -> bool {
         let inner = &self.inner;
         inner.metrics.queue_depth.inc();
+        let bytes = job_bytes(&job);
+        let before = inner.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         job.ticket = Some(Ticket {
             metrics: inner.metrics.clone(),
             observer: inner.observer.clone(),
@@ -504,9 +558,27 @@ impl Dispatcher {
             policy: job.policy.clone(),
             receiver: job.receiver.clone(),
             resolved: false,
+            bytes,
+            queued_bytes: inner.queued_bytes.clone(),
+            logs: inner.logs.clone(),
         });
         if inner.closed.load(Ordering::Acquire) {
-            warn!(policy = %job.policy, receiver = %job.receiver, "notification dropped: shutting down");
+            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "shutdown") {
+                warn!(policy = %job.policy, receiver = %job.receiver, suppressed, "notification dropped: shutting down");
+            }
+            job.finish(Outcome::Dropped);
+            return false;
+        }
+        if before.saturating_add(bytes) > inner.config.queue_bytes {
+            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "bytes") {
+                warn!(
+                    policy = %job.policy,
+                    receiver = %job.receiver,
+                    queue_bytes = inner.config.queue_bytes,
+                    suppressed,
+                    "notification dropped: the notifications queued take --queue-bytes already"
+                );
+            }
             job.finish(Outcome::Dropped);
             return false;
         }
@@ -514,12 +586,15 @@ impl Dispatcher {
         let waiting = lane.state.waiting.fetch_add(1, Ordering::AcqRel);
         if waiting >= inner.config.queue_capacity {
             lane.state.waiting.fetch_sub(1, Ordering::AcqRel);
-            warn!(
-                policy = %job.policy,
-                receiver = %job.receiver,
-                capacity = inner.config.queue_capacity,
-                "notification dropped: the receiver's queue is full"
-            );
+            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "full") {
+                warn!(
+                    policy = %job.policy,
+                    receiver = %job.receiver,
+                    capacity = inner.config.queue_capacity,
+                    suppressed,
+                    "notification dropped: the receiver's queue is full"
+                );
+            }
             job.finish(Outcome::Dropped);
             return false;
         }
@@ -854,10 +929,12 @@ async fn deliver(
                 return (Outcome::Delivered, posted);
             }
             Err(AttemptError::Permanent { detail }) => {
-                error!(
-                    policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
-                    request, attempt, error = %detail, "notification failed; not retrying"
-                );
+                if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "failed") {
+                    error!(
+                        policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
+                        request, attempt, error = %detail, suppressed, "notification failed; not retrying"
+                    );
+                }
                 return (Outcome::Failed, None);
             }
             Err(AttemptError::Retry {
@@ -865,10 +942,13 @@ async fn deliver(
                 retry_after,
             }) => {
                 if attempt == config.max_attempts {
-                    error!(
-                        policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
-                        request, attempt, error = %detail, "notification failed after the last attempt"
-                    );
+                    if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "failed")
+                    {
+                        error!(
+                            policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
+                            request, attempt, error = %detail, suppressed, "notification failed after the last attempt"
+                        );
+                    }
                     return (Outcome::Failed, None);
                 }
                 let delay = match retry_after {
@@ -881,10 +961,13 @@ async fn deliver(
                     let entry = paused.entry(group.to_owned()).or_insert(until);
                     *entry = (*entry).max(until);
                 }
-                warn!(
-                    policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
-                    request, attempt, error = %detail, retry_in = ?delay, "notification attempt failed; retrying"
-                );
+                if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "retry") {
+                    warn!(
+                        policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
+                        request, attempt, error = %detail, retry_in = ?delay, suppressed,
+                        "notification attempt failed; retrying"
+                    );
+                }
                 tokio::time::sleep(delay).await;
             }
         }
@@ -1014,18 +1097,66 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     )
 }
 
-/// The start of a response body, on one line, for logs.
+/// The start of a response body, on one line, for logs, with anything that looks like a
+/// credential redacted (see [`redact`]): a receiver or proxy may echo the request.
 fn snippet(body: &[u8]) -> String {
     const MAX: usize = 200;
     let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
-    let mut line: String = text
+    let line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
+    let mut line = redact(&line);
     if body.len() > MAX {
         line.push('…');
     }
     line
+}
+
+/// `text` with every word that may be a credential replaced by `[redacted]`: URLs and paths
+/// (webhook URLs carry their token), query strings and `key=value` pairs, Slack tokens
+/// (`xox.-`), the word after `Bearer`, `Basic` or `token`, and long runs of letters and
+/// digits (API keys, signatures). What remains is the receiver's own wording.
+pub fn redact(text: &str) -> String {
+    const REDACTED: &str = "[redacted]";
+    let mut out = String::with_capacity(text.len());
+    let mut redact_next = false;
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_matches(|c: char| "\"'`,;()[]{}<>".contains(c));
+        let lower = bare.to_ascii_lowercase();
+        let secret = redact_next
+            || bare.contains("://")
+            || (bare.starts_with('/') && bare.len() > 1)
+            || bare.contains('?')
+            || bare.contains('=')
+            || bare.contains('@')
+            || lower.starts_with("xox")
+            || lower.contains("hooks.")
+            || looks_like_key(bare);
+        redact_next = matches!(
+            lower.trim_end_matches(':'),
+            "bearer" | "basic" | "token" | "authorization" | "apikey" | "api-key" | "secret"
+        );
+        if secret && !bare.is_empty() {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+/// 16 or more characters of letters, digits, `-` and `_`, with both letters and digits.
+fn looks_like_key(word: &str) -> bool {
+    word.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .any(|run| {
+            run.len() >= 16
+                && run.chars().any(|c| c.is_ascii_digit())
+                && run.chars().any(|c| c.is_ascii_alphabetic())
+        })
 }
 
 /// A transport error without its URL (reqwest puts the full URL, credentials included, in
@@ -1059,6 +1190,31 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_bodies_are_redacted() {
+        let echoed = "invalid_payload: POST /services/T000/B000/XXXXsecret HTTP/1.1 Authorization: Bearer abc.def token=xoxb-1111-2222-abcdefABCDEF url https://hooks.slack.com/services/T/B/C?x=1 key 0123456789abcdefABCD";
+        let redacted = redact(echoed);
+        for secret in [
+            "/services",
+            "abc.def",
+            "xoxb",
+            "hooks.slack",
+            "0123456789abcdef",
+        ] {
+            assert!(!redacted.contains(secret), "{secret} in {redacted}");
+        }
+        assert!(
+            redacted.starts_with("invalid_payload: POST [redacted] HTTP/1.1"),
+            "{redacted}"
+        );
+        assert_eq!(redact("channel_not_found"), "channel_not_found");
+        assert_eq!(
+            redact("Bad Request: missing text"),
+            "Bad Request: missing text"
+        );
+        assert_eq!(snippet(b"{\"error\":\"nope\"}"), "{\"error\":\"nope\"}");
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {

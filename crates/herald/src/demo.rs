@@ -124,6 +124,7 @@ pub async fn run(capture_port: u16, policies: Vec<PathBuf>) -> Result<ExitCode> 
             ..DeliveryConfig::default()
         },
         body_limit: crate::server::DEFAULT_BODY_LIMIT,
+        http: Default::default(),
         state_file: None,
         drain_timeout: Duration::from_secs(15),
         reload_interval: Duration::from_secs(3600),

@@ -10,6 +10,8 @@ pub mod commands;
 pub mod controller;
 pub mod delivery;
 pub mod demo;
+pub mod http;
+pub mod intake;
 pub mod metrics;
 pub mod metrics_text;
 pub mod policy_files;
@@ -41,6 +43,8 @@ pub enum Error {
         source_name: String,
         message: String,
     },
+    #[error("event token: {0}")]
+    EventToken(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
     #[error("demo: {0}")]

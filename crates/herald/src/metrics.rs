@@ -2,7 +2,7 @@
 //! and canary name/namespace (capped, see [`MAX_TRACKED_CANARIES`]). Never a URL or an error
 //! message.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use herald_api::CanaryPhase;
@@ -14,7 +14,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// `herald_canary_status` tracks at most this many canaries, so that events posted with made-up
-/// names cannot grow the metric without bound.
+/// names cannot grow the metric without bound. When full, a new canary takes the place of the
+/// longest-finished one (Succeeded or Initialized); a new `Failed` takes the place of the
+/// oldest one not failed; otherwise it is refused. Each eviction or refusal is counted
+/// (`herald_canary_status_evictions`) and logged.
 pub const MAX_TRACKED_CANARIES: usize = 10_000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +57,13 @@ pub struct CanaryLabels {
     pub namespace: String,
 }
 
+/// Why a series was evicted or refused (`finished`, `not_failed`, `refused`), or why an
+/// event request was unauthorized (`missing`, `invalid`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -79,7 +89,71 @@ pub struct Metrics {
     pub canary_status: Family<CanaryLabels, Gauge>,
     pub policies_loaded: Gauge,
     pub policy_reloads: Family<ResultLabels, Counter>,
-    tracked_canaries: Mutex<HashSet<(String, String)>>,
+    pub events_unauthorized: Family<ReasonLabels, Counter>,
+    pub canary_evictions: Family<ReasonLabels, Counter>,
+    tracked_canaries: Mutex<Tracked>,
+    eviction_logs: crate::telemetry::LogLimiter,
+}
+
+/// How a tracked canary may be evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// Succeeded or Initialized: evicted first.
+    Finished,
+    /// Failed: never evicted (a refused newcomer is counted instead).
+    Failed,
+    /// Anything else (progressing, waiting, promoting...).
+    Active,
+}
+
+type CanaryKey = (String, String);
+
+/// The canaries `herald_canary_status` has series for, in the order they were last updated.
+#[derive(Default)]
+struct Tracked {
+    by_key: HashMap<CanaryKey, (u64, Class)>,
+    finished: BTreeMap<u64, CanaryKey>,
+    active: BTreeMap<u64, CanaryKey>,
+    next: u64,
+}
+
+impl Tracked {
+    fn order(&mut self, class: Class) -> Option<&mut BTreeMap<u64, CanaryKey>> {
+        match class {
+            Class::Finished => Some(&mut self.finished),
+            Class::Active => Some(&mut self.active),
+            Class::Failed => None,
+        }
+    }
+
+    fn put(&mut self, key: CanaryKey, class: Class) {
+        let seq = self.next;
+        self.next += 1;
+        if let Some((old_seq, old_class)) = self.by_key.insert(key.clone(), (seq, class)) {
+            if let Some(order) = self.order(old_class) {
+                order.remove(&old_seq);
+            }
+        }
+        if let Some(order) = self.order(class) {
+            order.insert(seq, key);
+        }
+    }
+
+    /// Makes room for a canary of `class`: the evicted canary and why, or `Err` (refused).
+    fn make_room(&mut self, class: Class) -> Result<(CanaryKey, &'static str), ()> {
+        let (key, reason) = if let Some((_, key)) = self.finished.pop_first() {
+            (key, "finished")
+        } else if class == Class::Failed {
+            match self.active.pop_first() {
+                Some((_, key)) => (key, "not_failed"),
+                None => return Err(()),
+            }
+        } else {
+            return Err(());
+        };
+        self.by_key.remove(&key);
+        Ok((key, reason))
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -170,8 +244,23 @@ impl Metrics {
             "Policy reloads by result (success or failure)",
             policy_reloads.clone(),
         );
+        let events_unauthorized = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "herald_events_unauthorized",
+            "Event requests refused for a missing or invalid event token (reason: missing, invalid)",
+            events_unauthorized.clone(),
+        );
+        let canary_evictions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "herald_canary_status_evictions",
+            "herald_canary_status series removed to make room (reason: finished, not_failed) or canaries refused a series because all tracked ones had failed (reason: refused)",
+            canary_evictions.clone(),
+        );
         Metrics {
             registry,
+            events_unauthorized,
+            canary_evictions,
+            eviction_logs: crate::telemetry::LogLimiter::new(std::time::Duration::from_secs(10)),
             events_received,
             events_rejected,
             events_duplicate,
@@ -184,7 +273,7 @@ impl Metrics {
             canary_status,
             policies_loaded,
             policy_reloads,
-            tracked_canaries: Mutex::new(HashSet::new()),
+            tracked_canaries: Mutex::new(Tracked::default()),
         }
     }
 
@@ -197,15 +286,48 @@ impl Metrics {
             CanaryPhase::Failed => 2,
             _ => 1,
         };
+        let class = match phase {
+            CanaryPhase::Failed => Class::Failed,
+            CanaryPhase::Succeeded | CanaryPhase::Initialized => Class::Finished,
+            _ => Class::Active,
+        };
         {
             let mut tracked = self.tracked_canaries.lock().expect("metrics lock poisoned");
             let key = (name.to_owned(), namespace.to_owned());
-            if !tracked.contains(&key) {
-                if tracked.len() >= MAX_TRACKED_CANARIES {
-                    return;
+            if !tracked.by_key.contains_key(&key) && tracked.by_key.len() >= MAX_TRACKED_CANARIES {
+                match tracked.make_room(class) {
+                    Ok(((old_name, old_namespace), reason)) => {
+                        self.canary_status.remove(&CanaryLabels {
+                            name: old_name.clone(),
+                            namespace: old_namespace.clone(),
+                        });
+                        self.canary_evictions
+                            .get_or_create(&ReasonLabels { reason })
+                            .inc();
+                        if let Some(suppressed) = self.eviction_logs.admit(reason) {
+                            tracing::warn!(
+                                evicted = %old_name, evicted_namespace = %old_namespace,
+                                reason, suppressed, limit = MAX_TRACKED_CANARIES,
+                                "herald_canary_status is full: removed a series to make room"
+                            );
+                        }
+                    }
+                    Err(()) => {
+                        self.canary_evictions
+                            .get_or_create(&ReasonLabels { reason: "refused" })
+                            .inc();
+                        if let Some(suppressed) = self.eviction_logs.admit("refused") {
+                            tracing::error!(
+                                canary = %name, namespace = %namespace, phase = ?phase,
+                                suppressed, limit = MAX_TRACKED_CANARIES,
+                                "herald_canary_status is full of failed canaries: no series for this one"
+                            );
+                        }
+                        return;
+                    }
                 }
-                tracked.insert(key);
             }
+            tracked.put(key, class);
         }
         self.canary_status
             .get_or_create(&CanaryLabels {
@@ -213,6 +335,12 @@ impl Metrics {
                 namespace: namespace.to_owned(),
             })
             .set(status);
+    }
+
+    pub fn count_unauthorized(&self, reason: &'static str) {
+        self.events_unauthorized
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn count_delivery(&self, receiver_type: &'static str, outcome: Outcome) {
@@ -230,5 +358,53 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(metrics: &Metrics, name: &str) -> Option<i64> {
+        let labels = CanaryLabels {
+            name: name.to_owned(),
+            namespace: "ns".to_owned(),
+        };
+        metrics.canary_status.get(&labels).map(|g| g.get())
+    }
+
+    #[test]
+    fn full_canary_status_evicts_finished_first_and_keeps_failures() {
+        let metrics = Metrics::new();
+        metrics.observe_canary("real", "ns", Some(CanaryPhase::Progressing));
+        for i in 0..MAX_TRACKED_CANARIES - 1 {
+            metrics.observe_canary(&format!("fake-{i}"), "ns", Some(CanaryPhase::Succeeded));
+        }
+        // Full: a newcomer replaces the oldest finished canary.
+        metrics.observe_canary("new", "ns", Some(CanaryPhase::Progressing));
+        assert_eq!(status(&metrics, "fake-0"), None);
+        assert_eq!(status(&metrics, "new"), Some(0));
+        // The real canary fails: it is tracked already, so it updates in place.
+        metrics.observe_canary("real", "ns", Some(CanaryPhase::Failed));
+        assert_eq!(status(&metrics, "real"), Some(2));
+        // Fill with failures: then a Failed newcomer evicts the oldest active canary...
+        for i in 0..MAX_TRACKED_CANARIES {
+            metrics.observe_canary(&format!("bad-{i}"), "ns", Some(CanaryPhase::Failed));
+        }
+        assert_eq!(
+            status(&metrics, "real"),
+            Some(2),
+            "a failure is never evicted"
+        );
+        // ...and with nothing left to evict, a newcomer is refused and counted.
+        metrics.observe_canary("late", "ns", Some(CanaryPhase::Progressing));
+        assert_eq!(status(&metrics, "late"), None);
+        let text = metrics.encode();
+        assert!(
+            text.contains("herald_canary_status_evictions_total{reason=\"refused\"}"),
+            "{}",
+            &text[..200]
+        );
+        assert!(text.contains("herald_canary_status_evictions_total{reason=\"finished\"}"));
     }
 }

@@ -109,6 +109,17 @@ impl PolicyFiles {
 pub fn reload(files: &PolicyFiles, current: &ArcSwap<PolicySet>, metrics: &Metrics) -> bool {
     let outcome = files.load();
     match outcome {
+        Ok(Ok(set)) if set.policies().is_empty() && !current.load().policies().is_empty() => {
+            error!(
+                policies_in_effect = current.load().policies().len(),
+                "the policy files hold no policies now; keeping the policies in effect (restart Herald to run with none)"
+            );
+            metrics
+                .policy_reloads
+                .get_or_create(&ResultLabels { result: "failure" })
+                .inc();
+            false
+        }
         Ok(Ok(set)) => {
             info!(policies = set.policies().len(), "policies loaded");
             metrics.policies_loaded.set(set.policies().len() as i64);

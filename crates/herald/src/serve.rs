@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub reload_interval: Duration,
     /// Where Slack bots' thread parents are kept across restarts (`None`: in memory).
     pub state_file: Option<PathBuf>,
+    /// The event token and the connection limits.
+    pub http: crate::http::HttpOptions,
 }
 
 /// A started server.
@@ -45,6 +47,7 @@ pub struct Running {
 /// background.
 pub async fn start(options: ServeOptions) -> Result<Running> {
     let metrics = Arc::new(Metrics::new());
+    let event_token = options.http.event_token()?;
     let fingerprint = options.files.fingerprint();
     let set = options
         .files
@@ -78,17 +81,19 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         ready: Arc::new(AtomicBool::new(true)),
         incoming: None,
         repeats: Default::default(),
+        event_token,
+        body_timeout: options.http.body_timeout(),
     };
     let (stop, stopped) = watch::channel(false);
     let http = {
         let mut stopped = stopped.clone();
         let app = router(state.clone());
+        let limits = options.http.limits;
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
+            crate::http::serve(listener, app, limits, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
         })
     };
     let watcher = {
@@ -104,7 +109,10 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
             },
         ))
     };
-    info!(%addr, policies = state.policies.load().policies().len(), "herald serving");
+    info!(
+        %addr, policies = state.policies.load().policies().len(),
+        event_token = state.event_token.is_some(), "herald serving"
+    );
     Ok(Running {
         addr,
         state,

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -18,6 +18,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::delivery::{Dispatcher, EventCompletion, Job, SlackJob};
+use crate::intake::{gate, EventToken, Gate};
 use crate::metrics::{Metrics, SourceLabels};
 
 /// Default limit on an event body. Flagger's are a few hundred bytes.
@@ -37,7 +38,14 @@ pub struct AppState {
     pub incoming: Option<Arc<dyn IncomingEvents>>,
     /// Repeated messages held back (`spec.repeatInterval`).
     pub repeats: Arc<Repeats>,
+    /// When set, every event endpoint asks for this token (see [`crate::intake`]).
+    pub event_token: Option<Arc<EventToken>>,
+    /// How long an event body may take to arrive once its headers have (`408` after).
+    pub body_timeout: Duration,
 }
+
+/// Default [`AppState::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When repeated messages may next be sent, on a clock started with Herald.
 pub struct Repeats {
@@ -92,7 +100,11 @@ pub enum Admission {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let gate_state = Gate {
+        token: state.event_token.clone(),
+        metrics: state.metrics.clone(),
+    };
+    let routes = Router::new()
         .route("/events", post(post_event))
         .route("/events/{namespace}/{policy}", post(post_event_to_policy))
         // Not `/events/cluster/...`: that would hide a namespace named "cluster".
@@ -109,7 +121,12 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint; events go to POST /events",
             )
         })
-        .with_state(state)
+        .with_state(state);
+    // The gate is outside the routes, so that `/t/<token>/...` is cut down to the route's
+    // path before routing (a layer on the routes themselves would run after it).
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn_with_state(gate_state, gate))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -148,21 +165,36 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("application/json")
-    {
+    if !is_json_media_type(content_type) {
         state.metrics.events_rejected.inc();
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",
         );
     }
-    let body = match read_body(request.into_body(), state.body_limit).await {
-        Ok(body) => body,
-        Err(response) => {
+    let read = tokio::time::timeout(
+        state.body_timeout,
+        read_body(request.into_body(), state.body_limit),
+    );
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(response)) => {
             state.metrics.events_rejected.inc();
+            return response;
+        }
+        Err(_) => {
+            state.metrics.events_rejected.inc();
+            let mut response = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the event body did not arrive within {}",
+                    humantime::format_duration(state.body_timeout)
+                ),
+            );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
             return response;
         }
     };
@@ -208,7 +240,7 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
                     .get_or_create(&SourceLabels { source: "webhook" })
                     .inc();
                 info!(
-                    canary = %event.name, namespace = %event.namespace, message = %event.message(),
+                    canary = %event.name, namespace = %event.namespace, event_message = %event.message(),
                     "event already sent from its Kubernetes Event; not sending it again"
                 );
                 return (
@@ -235,7 +267,7 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
     );
     info!(
         canary = %event.name, namespace = %event.namespace, phase = %event.phase,
-        message = %event.message(), deliveries = queued, "event received"
+        event_message = %event.message(), deliveries = queued, "event received"
     );
     (StatusCode::ACCEPTED, Json(json!({ "deliveries": queued }))).into_response()
 }
@@ -319,6 +351,13 @@ pub fn dispatch(
     queued
 }
 
+/// `application/json`, in any case, with optional parameters (`; charset=utf-8`); not
+/// `application/jsonfoo` nor `application/json-seq`.
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         if e.into_inner()
@@ -359,5 +398,29 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "ok".into_response()
     } else {
         error(StatusCode::SERVICE_UNAVAILABLE, "policies not loaded yet")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_media_type_is_exact() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+        ] {
+            assert!(super::is_json_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "application/jsonfoo",
+            "application/json-seq",
+            "text/json",
+            "",
+            "application/",
+        ] {
+            assert!(!super::is_json_media_type(bad), "{bad}");
+        }
     }
 }

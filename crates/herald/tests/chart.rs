@@ -166,6 +166,7 @@ chart_checks! {
     monitoring,
     policies_match_crd,
     notes,
+    event_token,
 }
 
 #[test]

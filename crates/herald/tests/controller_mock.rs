@@ -427,6 +427,8 @@ fn harness_with(
         ready: Arc::new(AtomicBool::new(true)),
         incoming: None,
         repeats: Default::default(),
+        event_token: None,
+        body_timeout: herald::server::DEFAULT_BODY_TIMEOUT,
     };
     let state = Arc::new(StateStore::new(
         Api::<ConfigMap>::namespaced(state_client, "herald"),

@@ -59,6 +59,8 @@ pub struct ControllerOptions {
     /// `None` runs without leader election (one replica).
     pub lease_name: Option<String>,
     pub identity: String,
+    /// The event token and the HTTP connection limits.
+    pub http: crate::http::HttpOptions,
 }
 
 /// Runs until SIGTERM/SIGINT, then stops taking events, drains and saves its state.
@@ -109,6 +111,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 pub async fn start(client: Client, options: ControllerOptions) -> Result<Running> {
     let metrics = Arc::new(Metrics::new());
+    let event_token = options.http.event_token()?;
     let stats = Arc::new(ReceiverStats::default());
     let (refresh_tx, refresh_rx) = tokio::sync::mpsc::unbounded_channel();
     let (failures_tx, failures_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -140,6 +143,8 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         ready: Arc::new(AtomicBool::new(false)),
         incoming: Some(sources.clone()),
         repeats: Default::default(),
+        event_token,
+        body_timeout: options.http.body_timeout(),
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -173,11 +178,9 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
     {
         let app_router = router(app.clone());
         let stop = stopped(stop_rx.clone());
+        let limits = options.http.limits;
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app_router)
-                .with_graceful_shutdown(stop)
-                .await
-            {
+            if let Err(e) = crate::http::serve(listener, app_router, limits, stop).await {
                 error!(error = %e, "HTTP server failed");
             }
         }));

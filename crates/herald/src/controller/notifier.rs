@@ -122,7 +122,7 @@ impl CanaryNotifier {
                 .get_or_create(&SourceLabels { source: "watch" })
                 .inc();
             info!(
-                canary = %observed.canary.key(), message = %observed.message,
+                canary = %observed.canary.key(), event_message = %observed.message,
                 "event already sent from Flagger's webhook; not sending it again"
             );
             return;
@@ -214,7 +214,7 @@ impl CanaryNotifier {
             Some(completion),
         );
         info!(
-            canary = %canary_ref.key(), phase = %event.phase, message = %event.message(),
+            canary = %canary_ref.key(), phase = %event.phase, event_message = %event.message(),
             deliveries = queued, "canary event"
         );
     }

@@ -75,6 +75,7 @@ pub fn controller_options(namespace: &str) -> ControllerOptions {
             ..DeliveryConfig::default()
         },
         body_limit: herald::server::DEFAULT_BODY_LIMIT,
+        http: Default::default(),
         drain_timeout: Duration::from_secs(5),
         phase_grace: Duration::from_millis(500),
         pairing_window: Duration::from_secs(30),

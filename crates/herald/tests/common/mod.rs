@@ -247,6 +247,7 @@ pub fn options(policies: PathBuf) -> ServeOptions {
             ..DeliveryConfig::default()
         },
         body_limit: herald::server::DEFAULT_BODY_LIMIT,
+        http: Default::default(),
         drain_timeout: Duration::from_secs(10),
         reload_interval: Duration::from_secs(3600),
     }
