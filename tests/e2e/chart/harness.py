@@ -241,7 +241,7 @@ def install_crd(kube: Kube, crd: dict, timeout: float = 30) -> None:
         got = kube.get(path) or {}
         return any(
             c["type"] == "Established" and c["status"] == "True"
-            for c in got.get("status", {}).get("conditions", [])
+            for c in (got.get("status") or {}).get("conditions") or []
         )
 
     wait_for(f"CRD {crd['metadata']['name']} established", established, timeout)
@@ -263,6 +263,7 @@ class Request:
     body: bytes
     at: float  # time.monotonic()
     wall: float  # time.time()
+    parsed: Any = None  # the body as JSON, parsed once on arrival (None when it is not JSON)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -288,6 +289,10 @@ class Capture:
                 req = Request(
                     self.command, self.path, dict(self.headers.items()), body, time.monotonic(), time.time()
                 )
+                try:
+                    req.parsed = json.loads(body)
+                except ValueError:
+                    pass
                 with capture.lock:
                     capture.requests.append(req)
                 self.send_response(capture.status)
@@ -319,11 +324,15 @@ class Capture:
 
 
 def webhook_message(req: Request) -> str:
-    return req.json().get("metadata", {}).get("eventMessage", "")
+    body = req.parsed if isinstance(req.parsed, dict) else {}
+    return (body.get("metadata") or {}).get("eventMessage", "")
 
 
 def slack_text(req: Request) -> str:
-    return req.json()["attachments"][0]["text"]
+    try:
+        return req.parsed["attachments"][0]["text"]
+    except (TypeError, KeyError, IndexError):
+        return 
 
 
 def teams_text(req: Request) -> str:
@@ -502,6 +511,7 @@ class Herald:
         self.log_path = logdir / f"herald-{pod}.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.first_start: float | None = None  # time.time() of the first start
 
     @property
     def url(self) -> str:
@@ -510,6 +520,7 @@ class Herald:
     def start(self, wait: bool = True) -> "Herald":
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
+        self.first_start = self.first_start or time.time()
         log = open(self.log_path, "ab")
         log.write(f"=== start {self.starts}: {self.binary} {' '.join(self.args)} (env {self.env})\n".encode())
         log.flush()
@@ -621,13 +632,14 @@ class Audit:
                 out.append(e)
         return out
 
-    def forbidden(self, user: str) -> list[dict]:
+    def forbidden(self, user: str, since_wall: float = 0) -> list[dict]:
         return [
             e
             for e in self.entries()
             if e.get("stage") == "ResponseComplete"
             and e.get("user", {}).get("username") == user
             and e.get("responseStatus", {}).get("code") == 403
+            and parse_micro(e.get("requestReceivedTimestamp")) >= since_wall
         ]
 
 

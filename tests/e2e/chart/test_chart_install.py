@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import harness as h
@@ -76,7 +77,8 @@ def test_single_replica_notifies_and_is_quiet_when_idle(install):
     assert fields.get("Phase") == "Progressing", att["fields"]
     assert fields.get("Cluster") == h.CLUSTER_NAME, att["fields"]
     event_time = datetime.strptime(first["lastTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    assert att["ts"] == int(event_time.timestamp())
+    # The event's time (Flagger's own webhook takes the time it sends: either is right).
+    assert int(event_time.timestamp()) <= att["ts"] <= time.time() + 1, att["ts"]
 
     teams = h.wait_for("Teams to get the alert", lambda: install.teams.snapshot(), DELIVERY)
     assert alert_text in h.teams_text(teams[0]), teams[0].body
@@ -306,7 +308,7 @@ def test_aggregated_event(install):
 SCALE_CANARIES = int(os.environ.get("HERALD_E2E_SCALE_CANARIES", "200"))
 SCALE_EVENTS = int(os.environ.get("HERALD_E2E_SCALE_EVENTS", "100"))
 # Seconds the Event creation may take before fewer Events per canary are recorded.
-SCALE_BUDGET = float(os.environ.get("HERALD_E2E_SCALE_BUDGET", "150"))
+SCALE_BUDGET = float(os.environ.get("HERALD_E2E_SCALE_BUDGET", "120"))
 
 
 def test_scale_200_canaries(install, kube):
@@ -322,17 +324,20 @@ def test_scale_200_canaries(install, kube):
     rounds = 0
     # Round i records the i-th Event of every canary (as 200 rollouts progressing at once),
     # 16 requests at a time; fewer rounds if the API server cannot take them in the budget.
+    pool = ThreadPoolExecutor(16)  # one keep-alive connection per thread, for all rounds
     for i in range(SCALE_EVENTS):
-        h.parallel(
-            lambda n, i=i: install.event(n, f"Advance {n}.{install.apps} canary iteration {i + 1}/{SCALE_EVENTS}"),
-            names,
-            16,
+        list(
+            pool.map(
+                lambda n, i=i: install.event(n, f"Advance {n}.{install.apps} canary iteration {i + 1}/{SCALE_EVENTS}"),
+                names,
+            )
         )
         rounds += 1
         elapsed = time.monotonic() - m0
         if elapsed / rounds * (rounds + 1) > SCALE_BUDGET and rounds < SCALE_EVENTS:
             print(f"scale: stopping after {rounds} Events per canary ({elapsed:.0f} s)")
             break
+    pool.shutdown()
     created_s = time.monotonic() - m0
     total = rounds * len(names)
     h.measure(
@@ -345,7 +350,7 @@ def test_scale_200_canaries(install, kube):
         return len(expected & set(install.hook_messages())) == total
 
     try:
-        h.wait_for(f"{total} Events delivered", delivered, 120, 1)
+        h.wait_for(f"{total} Events delivered", delivered, 90, 1)
     finally:
         got = set(install.hook_messages())
         h.measure(
