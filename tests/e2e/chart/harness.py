@@ -259,7 +259,7 @@ def install_crd(kube: Kube, crd: dict, timeout: float = 30) -> None:
 class Request:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: bytes
     at: float  # time.monotonic()
     wall: float  # time.time()
@@ -287,7 +287,7 @@ class Capture:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 req = Request(
-                    self.command, self.path, dict(self.headers.items()), body, time.monotonic(), time.time()
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic(), time.time()
                 )
                 try:
                     req.parsed = json.loads(body)

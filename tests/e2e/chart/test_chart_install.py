@@ -64,7 +64,7 @@ def test_single_replica_notifies_and_is_quiet_when_idle(install):
     slack = install.wait_slack(alert_text, DELIVERY)
     body = slack.json()
     assert slack.method == "POST" and slack.path == "/slack"
-    assert slack.headers.get("Content-Type", "").startswith("application/json")
+    assert slack.headers.get("content-type", "").startswith("application/json")
     assert body["channel"] == "#deploys"
     assert body["username"] == "flagger"
     att = body["attachments"][0]
