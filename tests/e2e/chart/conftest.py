@@ -241,10 +241,14 @@ class Install:
             f"/api/v1/namespaces/{self.apps}/events",
             f"/apis/flagger.app/v1beta1/namespaces/{self.apps}/canaries",
         ):
-            try:
-                self.kube.call("DELETE", path, ok=(200, 404))
-            except h.ApiError as e:
-                print(f"cleanup: {e}")
+            # A deletecollection of many Events outlives the request timeout (504): repeat.
+            for _ in range(5):
+                status, _ = self.kube.request("DELETE", path)
+                left = self.kube.get(f"{path}?limit=1") or {}
+                if not left.get("items"):
+                    break
+            else:
+                print(f"cleanup: {path} still has objects")
 
     def dump(self) -> str:
         parts = []
