@@ -508,7 +508,7 @@ class Herald:
         env["KUBECONFIG"] = str(kubeconfig)
         env["PATH"] = "/usr/bin:/bin"
         self.env = env
-        self.log_path = logdir / f"herald-{pod}.log"
+        self.log_path = logdir / f"{pod}.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.first_start: float | None = None  # time.time() of the first start
