@@ -177,6 +177,16 @@ class Install:
         lease = self.kube.get(f"{h.collection(('coordination.k8s.io/v1', 'Lease'), self.namespace)}/{h.LEASE}")
         return (lease or {}).get("spec", {}).get("holderIdentity")
 
+    def lease(self) -> dict:
+        path = f"{h.collection(('coordination.k8s.io/v1', 'Lease'), self.namespace)}/{h.LEASE}"
+        return (self.kube.get(path) or {}).get("spec", {})
+
+    def wait_lease_renewed(self, timeout: float = 30) -> None:
+        """Returns right after the holder renewed the lease: a crash or SIGTERM then leaves the
+        whole lease duration to run (the worst case, and the same every run)."""
+        first = self.lease().get("renewTime")
+        h.wait_for("the lease renewed", lambda: self.lease().get("renewTime") != first, timeout, 0.05)
+
     def leader(self, timeout: float = 30) -> h.Herald:
         def find():
             holder = self.lease_holder()

@@ -126,8 +126,9 @@ def test_single_replica_notifies_and_is_quiet_when_idle(install):
 
 
 def handover(install, old: h.Herald, how: int, message: str, timeout: float) -> float:
-    """Stops the leader with `how` and records an Event at once: the seconds until a receiver
-    has it."""
+    """Stops the leader with `how` right after it renewed its lease and records an Event at
+    once: the seconds until a receiver has it."""
+    install.wait_lease_renewed()
     t0 = time.monotonic()
     if how == signal.SIGKILL:
         old.kill()
@@ -151,7 +152,7 @@ def test_leader_handover_sigterm_and_kill(install):
     # A rolling update: the kubelet sends SIGTERM; the other replica should take over at once.
     msg_term = f"Advance podinfo.{install.apps} canary weight 20"
     took = handover(install, leader, signal.SIGTERM, msg_term, 40)
-    h.measure(f"takeover after SIGTERM of the leader: {took:.1f} s (to the Event's delivery)")
+    h.measure(f"takeover after SIGTERM of the leader: {took:.1f} s (to the Event's delivery; SIGTERM right after a renewal)")
     assert leader.proc.wait(30) is not None
     new_pod = install.add_replica().start()  # the Deployment's replacement pod
     settle()
@@ -161,7 +162,7 @@ def test_leader_handover_sigterm_and_kill(install):
     leader = install.leader()
     msg_kill = f"Advance podinfo.{install.apps} canary weight 30"
     took_kill = handover(install, leader, signal.SIGKILL, msg_kill, 60)
-    h.measure(f"takeover after kill -9 of the leader: {took_kill:.1f} s (lease 15 s)")
+    h.measure(f"takeover after kill -9 of the leader: {took_kill:.1f} s (lease 15 s, killed right after a renewal)")
     settle()
     assert install.count_hook(msg_kill) == 1, install.hook_messages()
     assert install.count_hook(warm) == 1 and install.count_slack(warm) == 1
@@ -180,6 +181,7 @@ def test_paused_leader_sends_nothing_after_its_lease_expired(install):
     install.event("podinfo", warm)
     install.wait_hook(warm, DELIVERY)
 
+    install.wait_lease_renewed()
     leader.signal(signal.SIGSTOP)
     t0 = time.monotonic()
     h.wait_for("the other replica to take the lease", lambda: install.lease_holder() == other.pod, 60, 0.2)
