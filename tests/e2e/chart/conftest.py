@@ -90,6 +90,7 @@ class Install:
         self.docs: list[dict] = []
         self.pods = 0
         self.user = f"system:serviceaccount:{self.namespace}:{h.RELEASE}"
+        self.cleanup = True  # delete the test's Events and Canaries afterwards
 
     def values(self, replicas: int, extra: dict | None = None) -> dict:
         # Flagger's notification values, moved to Herald's chart as the README says.
@@ -247,6 +248,8 @@ class Install:
             cap.close()
         # No namespace controller runs (no kube-controller-manager): delete what later tests'
         # Herald would otherwise see.
+        if not self.cleanup:
+            return
         for path in (
             f"/api/v1/namespaces/{self.apps}/events",
             f"/apis/flagger.app/v1beta1/namespaces/{self.apps}/canaries",
