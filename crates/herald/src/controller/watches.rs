@@ -95,6 +95,7 @@ pub async fn run(
             watcher::Config::default(),
         ))
         .inspect(move |item| health.observe(item))
+        .modify(keep_what_herald_reads)
         .reflect(canary_writer)
         .applied_objects()
     };
@@ -103,7 +104,14 @@ pub async fn run(
         backoff(watch_api(
             Api::<Namespace>::all(client.clone()),
             watcher::Config::default(),
-        )),
+        ))
+        .modify(|ns: &mut Namespace| {
+            // Only the labels are read (namespaceSelector.matchLabels).
+            ns.metadata.managed_fields = None;
+            ns.metadata.annotations = None;
+            ns.spec = None;
+            ns.status = None;
+        }),
     )
     .applied_objects();
     let events = backoff(watch_api(
@@ -179,6 +187,16 @@ async fn forget_deleted_canaries(
         let cutoff = jiff::Timestamp::now().as_millisecond() - KEEP_DELETED;
         state.retain(|canary, record| existing.contains(canary) || record.floor > cutoff);
     }
+}
+
+/// Herald reads a Canary's name, labels and status: the rest (its spec, managed fields,
+/// annotations such as kubectl's last-applied configuration) is dropped before the store, so
+/// memory follows the number of canaries, not the size of their specs.
+fn keep_what_herald_reads(canary: &mut Canary) {
+    canary.metadata.managed_fields = None;
+    canary.metadata.annotations = None;
+    canary.metadata.owner_references = None;
+    canary.spec.fields.clear();
 }
 
 /// Waits (up to [`CANARY_WAIT`], once per canary) until the Event's Canary is in the store,
