@@ -394,7 +394,8 @@ async fn chat_services_get_exact_bodies_and_their_answers_count_as_delivered() {
                     "color": 0x2EB886,
                     "fields": [{"name": "Phase", "value": "Succeeded", "inline": true}],
                     "timestamp": "2023-11-14T22:13:20Z"
-                }]
+                }],
+                "allowed_mentions": {"parse": []}
             }),
             json!({
                 "username": "herald",
@@ -405,7 +406,8 @@ async fn chat_services_get_exact_bodies_and_their_answers_count_as_delivered() {
                     "color": 0xFF0000,
                     "fields": [{"name": "Phase", "value": "Failed", "inline": true}],
                     "timestamp": "2023-11-14T22:14:20Z"
-                }]
+                }],
+                "allowed_mentions": {"parse": []}
             }),
         ]
     );

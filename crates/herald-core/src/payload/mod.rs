@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use herald_api::TeamsFormat;
 use serde::Serialize;
 
+use crate::escape::Markup;
 use crate::event::{FlaggerEvent, Severity};
 use crate::template::TemplateId;
 
@@ -107,6 +108,16 @@ impl Message<'_> {
     fn facts(&self) -> impl Iterator<Item = (&'static str, &str)> + Clone {
         let cluster = (!self.cluster.is_empty()).then_some(("Cluster", self.cluster));
         std::iter::once(("Phase", self.event.phase.as_str())).chain(cluster)
+    }
+
+    /// [`Self::facts`] with each value escaped for `markup`: they come from the event and
+    /// the cluster's name, not from the policy's templates.
+    fn facts_in(
+        &self,
+        markup: Markup,
+    ) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> + Clone {
+        self.facts()
+            .map(move |(name, value)| (name, markup.escape(value)))
     }
 
     /// The event time in RFC 3339 (empty when the timestamp is out of range).

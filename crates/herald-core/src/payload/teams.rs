@@ -3,6 +3,7 @@
 
 use super::json::{push_escaped, push_pairs, push_str};
 use super::{buffer, fit_body, limit, Message};
+use crate::escape::Markup;
 use crate::event::Severity;
 
 /// Teams rejects payloads over about 28 KB; text beyond this many bytes is cut.
@@ -50,7 +51,7 @@ pub(crate) fn teams_message_card_as(message: &Message<'_>, severity: Severity) -
     tail.extend_from_slice(b",\"activitySubtitle\":");
     push_str(&mut tail, &title);
     tail.extend_from_slice(b",\"facts\":[");
-    push_pairs(&mut tail, message.facts(), "name", "");
+    push_pairs(&mut tail, message.facts_in(Markup::Teams), "name", "");
     tail.extend_from_slice(b"]}]}");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
@@ -100,7 +101,7 @@ pub(crate) fn teams_adaptive_card_as(message: &Message<'_>, severity: Severity) 
     head.extend_from_slice(b",\"wrap\":true},{\"type\":\"TextBlock\",\"text\":");
     let mut tail = Vec::with_capacity(192 + message.event.phase.len() + message.cluster.len());
     tail.extend_from_slice(b",\"wrap\":true},{\"type\":\"FactSet\",\"facts\":[");
-    push_pairs(&mut tail, message.facts(), "title", "");
+    push_pairs(&mut tail, message.facts_in(Markup::Teams), "title", "");
     tail.extend_from_slice(b"]}]}}]}");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
@@ -119,7 +120,9 @@ mod reference {
 
     use super::super::{fit_body, limit, Message};
     use super::{TEAMS_PAYLOAD_LIMIT, TEAMS_TEXT_LIMIT, TEAMS_TITLE_LIMIT};
+    use crate::escape::Markup;
     use crate::event::Severity;
+    use std::borrow::Cow;
 
     #[derive(Serialize)]
     struct MessageCard<'a> {
@@ -145,7 +148,7 @@ mod reference {
     #[derive(Serialize)]
     struct NameValue<'a> {
         name: &'static str,
-        value: &'a str,
+        value: Cow<'a, str>,
     }
 
     /// A legacy Office 365 connector MessageCard in Flagger's layout. Text and title are cut so
@@ -154,7 +157,7 @@ mod reference {
         let title = limit(message.title, TEAMS_TITLE_LIMIT);
         let summary = format!("{title} {}", limit(message.text, 200));
         let facts: Vec<NameValue<'_>> = message
-            .facts()
+            .facts_in(Markup::Teams)
             .map(|(name, value)| NameValue { name, value })
             .collect();
         let theme_color = match message.event.severity() {
@@ -180,7 +183,7 @@ mod reference {
                             .iter()
                             .map(|f| NameValue {
                                 name: f.name,
-                                value: f.value,
+                                value: f.value.clone(),
                             })
                             .collect(),
                     }],
@@ -241,7 +244,7 @@ mod reference {
     #[derive(Serialize)]
     struct TitleValue<'a> {
         title: &'static str,
-        value: &'a str,
+        value: Cow<'a, str>,
     }
 
     /// A Teams Workflows message: one Adaptive Card 1.4 (the highest version Teams renders).
@@ -255,7 +258,7 @@ mod reference {
             Severity::Warning => Some("warning"),
             Severity::Error => Some("attention"),
         };
-        let facts = message.facts();
+        let facts = message.facts_in(Markup::Teams);
         fit_body(
             TEAMS_PAYLOAD_LIMIT,
             message.text.len().min(TEAMS_TEXT_LIMIT),
