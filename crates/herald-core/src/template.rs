@@ -587,6 +587,63 @@ fn set_string(map: &mut Map<String, Value>, key: &str, value: &str) {
     }
 }
 
+/// The value expressions (`{{message}}`, `{{{name}}}`, `{{json x}}`...) that a JSON body
+/// template puts inside a JSON string, as written in the template. Inside quotes a value is
+/// not JSON-escaped: one with a quote breaks the body, or adds keys to it; `{{json value}}`
+/// in place of the quoted string is safe. Blocks, `else` and comments are not values.
+pub fn values_in_json_strings(source: &str) -> Vec<String> {
+    let bytes = source.as_bytes();
+    let mut found = Vec::new();
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"{{") {
+            // `\{{` is handlebars' escaped mustache: literal braces (handlebars drops the
+            // backslash), unless the backslash is itself escaped.
+            if i > 0 && bytes[i - 1] == b'\\' && !(i > 1 && bytes[i - 2] == b'\\') {
+                escaped = false;
+                i += 2;
+                continue;
+            }
+            let triple = bytes[i..].starts_with(b"{{{");
+            let close: &str = if triple { "}}}" } else { "}}" };
+            let end = source[i..]
+                .find(close)
+                .map_or(bytes.len(), |at| i + at + close.len());
+            let tag = &source[i..end];
+            let inner = tag
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .trim_matches('~')
+                .trim();
+            let not_a_value = inner.is_empty()
+                || inner.starts_with(['!', '#', '/', '^', '>', '*'])
+                || inner == "else"
+                || inner.starts_with("else ");
+            if in_string && !not_a_value {
+                found.push(tag.to_owned());
+            }
+            i = end;
+            escaped = false;
+            continue;
+        }
+        let b = bytes[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+        i += 1;
+    }
+    found
+}
+
 /// The event used to check templates at load time, so a misspelt variable is reported when
 /// the policy is applied rather than when the first rollout fails.
 pub fn sample_event() -> FlaggerEvent {
@@ -1036,6 +1093,25 @@ mod tests {
             engine.render(direct, &context).unwrap(),
             "<!here> @all <b> @all <b>"
         );
+    }
+
+    #[test]
+    fn values_inside_json_strings_are_found() {
+        assert_eq!(
+            values_in_json_strings(
+                r#"{"text": "{{message}}", "ok": {{json message}}, "url": "https://x/{{{name}}}?q={{ lower phase }}", "n": {{timestamp}}}"#
+            ),
+            ["{{message}}", "{{{name}}}", "{{ lower phase }}"]
+        );
+        // Blocks and comments in strings are not values; escaped quotes and braces stay in
+        // the string; an escaped mustache is text.
+        assert_eq!(
+            values_in_json_strings(
+                r#"{"a": "{{#if cluster}}x{{else}}y{{/if}}{{! note }}", "b": "q\"{{name}}\"", "c": "\{{name}}", "d": {{#if x}}"{{~name~}}"{{/if}}}"#
+            ),
+            ["{{name}}", "{{~name~}}"]
+        );
+        assert!(values_in_json_strings(r#"{"a": {{json a}}, "b": [{{json b}}]}"#).is_empty());
     }
 
     #[test]
