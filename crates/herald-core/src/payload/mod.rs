@@ -22,11 +22,14 @@ pub use discord::{
     discord, DISCORD_DESCRIPTION_LIMIT, DISCORD_EMBED_LIMIT, DISCORD_FIELD_LIMIT,
     DISCORD_TITLE_LIMIT,
 };
-pub use googlechat::{google_chat, GOOGLE_CHAT_MESSAGE_LIMIT};
+pub use googlechat::{google_chat, GOOGLE_CHAT_MESSAGE_LIMIT, GOOGLE_CHAT_THREAD_ALLOWANCE};
 pub use rocketchat::{rocket_chat, ROCKET_CHAT_TEXT_LIMIT};
 pub use slack::slack;
 pub(crate) use slack::slack_as;
-pub use teams::{teams_adaptive_card, teams_message_card, TEAMS_TEXT_LIMIT};
+pub use teams::{
+    teams_adaptive_card, teams_message_card, TEAMS_PAYLOAD_LIMIT, TEAMS_TEXT_LIMIT,
+    TEAMS_TITLE_LIMIT,
+};
 pub(crate) use teams::{teams_adaptive_card_as, teams_message_card_as};
 
 /// Appended where Herald cut a text to fit a receiver's limit.
@@ -147,6 +150,14 @@ fn to_json(body: &impl Serialize, message: &Message<'_>) -> Vec<u8> {
 /// A buffer for a body, sized up front so it is not grown while written.
 fn buffer(message: &Message<'_>) -> Vec<u8> {
     Vec::with_capacity(512 + 2 * (message.title.len() + message.text.len()))
+}
+
+/// [`limit`] for a text that may already be owned (escaped).
+fn limit_cow(text: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return text;
+    }
+    Cow::Owned(limit(&text, max).into_owned())
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary, saying so.
