@@ -3,6 +3,7 @@
 //! unit-tested and benchmarked without a network or a cluster.
 
 pub mod dedup;
+pub mod escape;
 pub mod event;
 mod labels;
 pub mod loader;
@@ -14,6 +15,7 @@ pub mod secret;
 pub mod template;
 mod unclosed_block;
 
+pub use escape::Markup;
 pub use event::{CanaryFacts, FlaggerEvent, Severity};
 pub use loader::{load_documents, load_sources, Document, LoadProblem, Loaded, Origin};
 pub use payload::ReceiverKind;

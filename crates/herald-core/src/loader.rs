@@ -261,6 +261,31 @@ pub fn load_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -
 }
 
 impl Loaded {
+    /// What is valid but likely wrong in the policies: webhook body templates that put a
+    /// value inside a JSON string (see [`crate::template::values_in_json_strings`]).
+    /// `herald check` prints them as warnings.
+    pub fn warnings(&self) -> Vec<LoadProblem> {
+        let mut out = Vec::new();
+        for (origin, policy) in &self.policies {
+            for (i, receiver) in policy.rules().receivers.iter().enumerate() {
+                let Some(body) = receiver.webhook.as_ref().and_then(|w| w.body.as_ref()) else {
+                    continue;
+                };
+                for tag in crate::template::values_in_json_strings(body) {
+                    out.push(LoadProblem {
+                        origin: origin.clone(),
+                        policy: Some(policy.id()),
+                        path: format!("spec.receivers[{i}].webhook.body"),
+                        message: format!(
+                            "{tag} is inside a JSON string: a value with a quote breaks the body or adds keys to it; write {{{{json ...}}}} in place of the quoted string"
+                        ),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Validates and compiles the policies. Problems of rejected policies are appended to
     /// `self.problems` with their origin.
     pub fn build(&mut self, cluster: &str, herald_namespace: &str) -> PolicySet {

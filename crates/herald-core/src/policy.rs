@@ -1134,7 +1134,7 @@ impl<'s> PolicySetBuilder<'s> {
             Some(&template::sample_canary()),
         );
         let rendered = self.engine.render(id, &context).ok()?;
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(&rendered) {
+        if let Err(e) = check_json(&rendered) {
             problems.push(Problem::new(
                 Reason::TemplateError,
                 path,
@@ -1535,6 +1535,7 @@ impl Render<'_> {
         id: TemplateId,
         policy: &str,
         receiver: &str,
+        markup: template::Markup,
     ) -> Result<String, TemplateError> {
         let engine = &self.set.engine;
         let vars = template::Vars {
@@ -1543,14 +1544,14 @@ impl Render<'_> {
             policy,
             receiver,
         };
-        if let Some(out) = engine.render_direct_with(id, &vars, &self.formatted) {
+        if let Some(out) = engine.render_direct_with(id, &vars, &self.formatted, markup) {
             return Ok(out);
         }
         let context = self.context.get_or_insert_with(|| {
             template::event_context(self.input.event, &self.set.cluster, self.input.canary)
         });
         template::set_delivery(context, policy, receiver);
-        engine.render(id, context)
+        engine.render_as(id, context, markup)
     }
 
     fn receiver(
@@ -1566,21 +1567,30 @@ impl Render<'_> {
                     .get_or_insert_with(|| event.to_json())
                     .clone()),
                 Some(id) => {
-                    let body = self.template(id, policy, &receiver.name)?;
-                    check_json(&body).map_err(|e| TemplateError {
-                        line: None,
-                        column: None,
-                        reason: format!(
-                            "body template rendered invalid JSON: {}",
-                            crate::json_error_reason(&e)
-                        ),
+                    let body =
+                        self.template(id, policy, &receiver.name, template::Markup::Plain)?;
+                    check_json(&body).map_err(|e| {
+                        let reason = crate::json_error_reason(&e);
+                        TemplateError {
+                            line: None,
+                            column: None,
+                            reason: if reason.starts_with(DUPLICATE_KEY) {
+                                format!(
+                                    "body template rendered an object with a {reason}: refused (a value inside a JSON string can add keys; insert values with {{{{json ...}}}})"
+                                )
+                            } else {
+                                format!("body template rendered invalid JSON: {reason}")
+                            },
+                        }
                     })?;
                     Ok(minify_json(&body).into_bytes())
                 }
             };
         }
-        let title = self.template(receiver.title, policy, &receiver.name)?;
-        let text = self.template(receiver.text, policy, &receiver.name)?;
+        // What the event puts in the title and text is escaped for the receiver's markup.
+        let markup = template::Markup::for_kind(&receiver.kind);
+        let title = self.template(receiver.title, policy, &receiver.name, markup)?;
+        let text = self.template(receiver.text, policy, &receiver.name, markup)?;
         let message = Message {
             title: &title,
             text: &text,
@@ -1613,12 +1623,38 @@ fn check_json(text: &str) -> Result<(), serde_json::Error> {
     // leave such (odd) bodies to `Value` itself.
     // (Looking for the `$` first is quicker, and a text without one cannot have the key.)
     if text.contains('$') && text.contains("$serde_json::private::") {
-        return serde_json::from_str::<serde_json::Value>(text).map(drop);
+        serde_json::from_str::<serde_json::Value>(text)?;
     }
     serde_json::from_str::<AnyJson>(text).map(drop)
 }
 
-/// Any JSON value, read and dropped.
+/// The start of [`check_json`]'s error for an object with a key twice.
+const DUPLICATE_KEY: &str = "duplicate key ";
+
+/// An object key, borrowed from the text when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Any JSON value, read and dropped; an object with a key twice is an error (receivers
+/// disagree on which one wins, and a value that adds a key can override the template's).
 struct AnyJson;
 
 impl<'de> serde::Deserialize<'de> for AnyJson {
@@ -1666,7 +1702,30 @@ impl<'de> serde::de::Visitor<'de> for AnyJsonVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnyJson, A::Error> {
-        while map.next_entry::<AnyJson, AnyJson>()?.is_some() {}
+        // A few keys are compared one by one; a larger object gets a hash set, so a value
+        // that adds thousands of keys costs linear time.
+        let mut few: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        let mut many: std::collections::HashSet<std::borrow::Cow<'de, str>> =
+            std::collections::HashSet::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let duplicate = if many.is_empty() && few.len() < 16 {
+                few.contains(&key)
+            } else {
+                many.extend(few.drain(..));
+                many.contains(&key)
+            };
+            if duplicate {
+                return Err(serde::de::Error::custom(format_args!(
+                    "{DUPLICATE_KEY}{key:?}"
+                )));
+            }
+            if many.is_empty() {
+                few.push(key);
+            } else {
+                many.insert(key);
+            }
+            map.next_value::<AnyJson>()?;
+        }
         Ok(AnyJson)
     }
 }
@@ -1767,7 +1826,7 @@ mod tests {
             "\"x\"",
             "null",
             "true",
-            "{\"a\": [1, {\"b\": null}], \"a\": 2}",
+            "{\"a\": [1, {\"b\": null}], \"b\": 2}",
             "{\"a\" 1}",
             "{\"a\": 1,}",
             "[1 2]",
@@ -1791,6 +1850,30 @@ mod tests {
                 "{text:?}"
             );
         }
+        // Unlike `Value` (where the last one wins), a key twice in one object is refused, at
+        // any depth, however it is escaped; the same key in different objects is not.
+        for text in [
+            "{\"a\": [1, {\"b\": null}], \"a\": 2}",
+            "[{\"x\": {\"k\": 1, \"k\": 2}}]",
+            "{\"\\u0061\": 1, \"a\": 2}",
+        ] {
+            let err = check_json(text).unwrap_err().to_string();
+            assert!(err.starts_with(super::DUPLICATE_KEY), "{text}: {err}");
+        }
+        assert_eq!(
+            check_json("{\"a\": {\"a\": {\"a\": 1}}, \"b\": [{\"a\": 1}, {\"a\": 2}]}")
+                .map_err(|e| e.to_string()),
+            Ok(())
+        );
+        // Many keys: compared through a set, and a duplicate far in is still found.
+        let many: Vec<String> = (0..1000).map(|i| format!("\"k{i}\": {i}")).collect();
+        let object = format!("{{{}}}", many.join(","));
+        assert!(check_json(&object).is_ok());
+        let object = format!("{{{}, \"k500\": 0}}", many.join(","));
+        assert!(check_json(&object)
+            .unwrap_err()
+            .to_string()
+            .starts_with("duplicate key \"k500\""));
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert_eq!(
             check_json(&deep).map_err(|e| e.to_string()),

@@ -1,7 +1,7 @@
 //! Handlebars templating: a strict registry (a misspelt variable is an error, not an empty
 //! string), compiled once per policy generation, with the helpers notification authors need.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
@@ -12,6 +12,7 @@ use handlebars::{
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 
+pub use crate::escape::Markup;
 use crate::event::Severity;
 use crate::unclosed_block;
 use crate::{CanaryFacts, FlaggerEvent};
@@ -70,8 +71,9 @@ impl TemplateEngine {
     pub fn new() -> Self {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
-        // Output goes into JSON strings or chat markup, never HTML: no HTML escaping.
-        registry.register_escape_fn(handlebars::no_escape);
+        // Values are escaped for the markup of the receiver being rendered for (see
+        // [`Markup`]); `{{{value}}}` is written as it is.
+        registry.register_escape_fn(|value| MARKUP.get().escape(value).into_owned());
         registry.register_helper("upper", Box::new(upper));
         registry.register_helper("lower", Box::new(lower));
         registry.register_helper("truncate", Box::new(truncate));
@@ -110,17 +112,35 @@ impl TemplateEngine {
         Ok(id)
     }
 
+    /// Renders with values as they are ([`Markup::Plain`]).
     pub fn render(&self, id: TemplateId, context: &Context) -> Result<String, TemplateError> {
-        self.registry
+        self.render_as(id, context, Markup::Plain)
+    }
+
+    /// Renders with the values inserted escaped for `markup`; the template's own text and
+    /// triple-stash values (`{{{message}}}`) are written as they are.
+    pub fn render_as(
+        &self,
+        id: TemplateId,
+        context: &Context,
+        markup: Markup,
+    ) -> Result<String, TemplateError> {
+        // Handlebars' escape function takes no argument but the value: it reads the markup
+        // from here, set for the length of this (synchronous) render.
+        let previous = MARKUP.replace(markup);
+        let out = self
+            .registry
             .render_with_context(&self.names[id.0 as usize], context)
-            .map_err(render_error)
+            .map_err(render_error);
+        MARKUP.set(previous);
+        out
     }
 
     /// Renders straight from the event, without a handlebars context, when the template only
     /// uses what [`Piece`] covers; `None` when it needs [`Self::render`]. The output is the
     /// one handlebars gives (tested against it), and cannot fail.
     pub fn render_direct(&self, id: TemplateId, vars: &Vars<'_>) -> Option<String> {
-        self.render_direct_with(id, vars, &Formatted::default())
+        self.render_direct_with(id, vars, &Formatted::default(), Markup::Plain)
     }
 
     /// [`Self::render_direct`], with the event's formatted values (see [`Formatted`]) kept
@@ -130,11 +150,12 @@ impl TemplateEngine {
         id: TemplateId,
         vars: &Vars<'_>,
         formatted: &Formatted,
+        markup: Markup,
     ) -> Option<String> {
         let direct = self.direct[id.0 as usize].as_ref()?;
         // The template's own text plus room for typical values: the output is rarely grown.
         let mut out = String::with_capacity(direct.text_len + 64 + 32 * direct.vars);
-        render_pieces(&direct.pieces, vars, formatted, &mut out);
+        render_pieces(&direct.pieces, vars, formatted, markup, &mut out);
         Some(out)
     }
 
@@ -150,6 +171,11 @@ impl TemplateEngine {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+}
+
+thread_local! {
+    /// The markup of the render under way on this thread (see [`TemplateEngine::render_as`]).
+    static MARKUP: Cell<Markup> = const { Cell::new(Markup::Plain) };
 }
 
 /// A compile error as Herald reports it. Handlebars reports an unclosed block as a syntax
@@ -349,10 +375,12 @@ impl<'a> Vars<'a> {
 #[derive(Clone, Debug)]
 enum Piece {
     Text(String),
-    Var(Var),
-    Json(Var),
-    Upper(Var),
-    Lower(Var),
+    /// A value, escaped for the markup unless `raw` (written `{{{...}}}`).
+    Value {
+        var: Var,
+        form: Form,
+        raw: bool,
+    },
     If {
         var: Var,
         negate: bool,
@@ -367,8 +395,9 @@ fn direct_pieces(template: &Template) -> Option<Vec<Piece>> {
         match element {
             TemplateElement::RawString(text) => pieces.push(Piece::Text(text.clone())),
             TemplateElement::Comment(_) => {}
-            TemplateElement::Expression(helper) | TemplateElement::HtmlExpression(helper) => {
-                pieces.push(direct_expression(helper)?)
+            TemplateElement::Expression(helper) => pieces.push(direct_expression(helper, false)?),
+            TemplateElement::HtmlExpression(helper) => {
+                pieces.push(direct_expression(helper, true)?)
             }
             TemplateElement::HelperBlock(helper) => pieces.push(direct_block(helper)?),
             _ => return None,
@@ -377,8 +406,17 @@ fn direct_pieces(template: &Template) -> Option<Vec<Piece>> {
     Some(pieces)
 }
 
-/// `{{var}}`, or a value helper with one variable.
-fn direct_expression(helper: &HelperTemplate) -> Option<Piece> {
+/// How a value is written: `{{var}}`, `{{json var}}`, `{{upper var}}`, `{{lower var}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    Plain,
+    Json,
+    Upper,
+    Lower,
+}
+
+/// `{{var}}`, or a value helper with one variable; `raw` for the triple-stash form.
+fn direct_expression(helper: &HelperTemplate, raw: bool) -> Option<Piece> {
     if helper.block
         || helper.block_param.is_some()
         || helper.template.is_some()
@@ -388,21 +426,23 @@ fn direct_expression(helper: &HelperTemplate) -> Option<Piece> {
         return None;
     }
     let name = simple_name(&helper.name)?;
-    match helper.params.as_slice() {
+    let (var, form) = match helper.params.as_slice() {
         // No helper is named like a variable, so handlebars looks the variable up.
-        [] => Var::parse(name).map(Piece::Var),
+        [] => (Var::parse(name)?, Form::Plain),
         [param] => {
             let var = Var::parse(simple_name(param)?)?;
-            match name {
-                "json" => Some(Piece::Json(var)),
+            let form = match name {
+                "json" => Form::Json,
                 // `upper` and `lower` take a string: checksum may be null (an error).
-                "upper" if var != Var::Checksum => Some(Piece::Upper(var)),
-                "lower" if var != Var::Checksum => Some(Piece::Lower(var)),
-                _ => None,
-            }
+                "upper" if var != Var::Checksum => Form::Upper,
+                "lower" if var != Var::Checksum => Form::Lower,
+                _ => return None,
+            };
+            (var, form)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(Piece::Value { var, form, raw })
 }
 
 /// `{{#if var}}...{{else}}...{{/if}}` and `{{#unless var}}`.
@@ -471,27 +511,43 @@ fn var_count(pieces: &[Piece]) -> usize {
         .sum()
 }
 
-fn render_pieces(pieces: &[Piece], vars: &Vars<'_>, formatted: &Formatted, out: &mut String) {
+fn render_pieces(
+    pieces: &[Piece],
+    vars: &Vars<'_>,
+    formatted: &Formatted,
+    markup: Markup,
+    out: &mut String,
+) {
     for piece in pieces {
         match piece {
             Piece::Text(text) => out.push_str(text),
-            // Null renders as nothing.
-            Piece::Var(var) => {
-                if let Some(value) = vars.get(*var, formatted) {
-                    out.push_str(value);
+            Piece::Value { var, form, raw } => {
+                let markup = if *raw { Markup::Plain } else { markup };
+                let value = vars.get(*var, formatted);
+                match form {
+                    // Null renders as nothing.
+                    Form::Plain => markup.push_escaped(out, value.unwrap_or_default()),
+                    // As `serde_json::to_string` of the string (what the `json` helper does),
+                    // written in place when there is nothing to escape.
+                    Form::Json if markup == Markup::Plain => match value {
+                        Some(value) => crate::payload::json::push_str(out, value),
+                        None => out.push_str("null"),
+                    },
+                    Form::Json => {
+                        let mut json = String::new();
+                        match value {
+                            Some(value) => crate::payload::json::push_str(&mut json, value),
+                            None => json.push_str("null"),
+                        }
+                        markup.push_escaped(out, &json);
+                    }
+                    Form::Upper => {
+                        markup.push_escaped(out, &value.unwrap_or_default().to_uppercase())
+                    }
+                    Form::Lower => {
+                        markup.push_escaped(out, &value.unwrap_or_default().to_lowercase())
+                    }
                 }
-            }
-            // As `serde_json::to_string` of the string (what the `json` helper does), written
-            // in place.
-            Piece::Json(var) => match vars.get(*var, formatted) {
-                Some(value) => crate::payload::json::push_str(out, value),
-                None => out.push_str("null"),
-            },
-            Piece::Upper(var) => {
-                out.push_str(&vars.get(*var, formatted).unwrap_or_default().to_uppercase())
-            }
-            Piece::Lower(var) => {
-                out.push_str(&vars.get(*var, formatted).unwrap_or_default().to_lowercase())
             }
             Piece::If {
                 var,
@@ -504,7 +560,7 @@ fn render_pieces(pieces: &[Piece], vars: &Vars<'_>, formatted: &Formatted, out: 
                     .get(*var, formatted)
                     .is_some_and(|value| !value.is_empty());
                 let branch = if truthy != *negate { then } else { otherwise };
-                render_pieces(branch, vars, formatted, out);
+                render_pieces(branch, vars, formatted, markup, out);
             }
         }
     }
@@ -529,6 +585,63 @@ fn set_string(map: &mut Map<String, Value>, key: &str, value: &str) {
             map.insert(key.to_owned(), Value::String(value.to_owned()));
         }
     }
+}
+
+/// The value expressions (`{{message}}`, `{{{name}}}`, `{{json x}}`...) that a JSON body
+/// template puts inside a JSON string, as written in the template. Inside quotes a value is
+/// not JSON-escaped: one with a quote breaks the body, or adds keys to it; `{{json value}}`
+/// in place of the quoted string is safe. Blocks, `else` and comments are not values.
+pub fn values_in_json_strings(source: &str) -> Vec<String> {
+    let bytes = source.as_bytes();
+    let mut found = Vec::new();
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"{{") {
+            // `\{{` is handlebars' escaped mustache: literal braces (handlebars drops the
+            // backslash), unless the backslash is itself escaped.
+            if i > 0 && bytes[i - 1] == b'\\' && !(i > 1 && bytes[i - 2] == b'\\') {
+                escaped = false;
+                i += 2;
+                continue;
+            }
+            let triple = bytes[i..].starts_with(b"{{{");
+            let close: &str = if triple { "}}}" } else { "}}" };
+            let end = source[i..]
+                .find(close)
+                .map_or(bytes.len(), |at| i + at + close.len());
+            let tag = &source[i..end];
+            let inner = tag
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .trim_matches('~')
+                .trim();
+            let not_a_value = inner.is_empty()
+                || inner.starts_with(['!', '#', '/', '^', '>', '*'])
+                || inner == "else"
+                || inner.starts_with("else ");
+            if in_string && !not_a_value {
+                found.push(tag.to_owned());
+            }
+            i = end;
+            escaped = false;
+            continue;
+        }
+        let b = bytes[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+        i += 1;
+    }
+    found
 }
 
 /// The event used to check templates at load time, so a misspelt variable is reported when
@@ -794,6 +907,8 @@ mod tests {
             "a {{! a comment }} b {{!-- another --}} c",
             "\\{{name}} {{name}}",
             "<{{message}}> & \"{{name}}\"",
+            "{{{json message}}} {{{upper name}}} {{{lower phase}}} {{{checksum}}} {{{json checksum}}}",
+            "<!here> [{{name}}](https://x/{{{name}}}) {{json message}} {{upper message}} {{lower message}}",
         ];
         let handlebars_only = [
             "{{metadata.eventType}}",
@@ -809,6 +924,7 @@ mod tests {
             "{{lookup metadata \"eventType\"}}",
             "{{#if cluster includeZero=true}}x{{/if}}",
             "{{json \"literal\"}}",
+            "{{{metadata.eventType}}} {{metadata.eventType}}",
         ];
         let mut engine = TemplateEngine::new();
         let mut events = vec![
@@ -829,8 +945,19 @@ mod tests {
                 herald_api::EventType::Normal,
                 1_764_072_000_100,
             ),
+            FlaggerEvent::new(
+                "@all",
+                "<!channel>",
+                "<b>&\"",
+                "<@U123> <http://evil.example|approve> @here [click](http://evil) <a href=x> *b* _i_ `c` \\",
+                herald_api::EventType::Warning,
+                1,
+            ),
         ];
         events[2].metadata.insert("x".into(), "y".into());
+        events[3]
+            .metadata
+            .insert("eventType".into(), "<@everyone> [x](y)".into());
         for (sources, expect_direct) in [(&direct[..], true), (&handlebars_only[..], false)] {
             for source in sources {
                 let id = engine.compile(source).unwrap();
@@ -846,14 +973,17 @@ mod tests {
                                 policy,
                                 receiver,
                             };
-                            let by_handlebars = engine.render(id, &context);
-                            match engine.render_direct(id, &vars) {
-                                Some(out) => assert_eq!(
-                                    Ok(out),
-                                    by_handlebars,
-                                    "{source:?} for {event:?}, cluster {cluster:?}"
-                                ),
-                                None => assert!(!expect_direct),
+                            for markup in MARKUPS {
+                                let by_handlebars = engine.render_as(id, &context, markup);
+                                let formatted = Formatted::default();
+                                match engine.render_direct_with(id, &vars, &formatted, markup) {
+                                    Some(out) => assert_eq!(
+                                        Ok(out),
+                                        by_handlebars,
+                                        "{source:?} for {event:?}, cluster {cluster:?}, {markup:?}"
+                                    ),
+                                    None => assert!(!expect_direct),
+                                }
                             }
                         }
                     }
@@ -889,12 +1019,99 @@ mod tests {
             for _ in 0..2 {
                 for &id in &ids {
                     assert_eq!(
-                        engine.render_direct_with(id, &vars, &formatted),
-                        Some(engine.render(id, &context).unwrap())
+                        engine.render_direct_with(id, &vars, &formatted, Markup::Slack),
+                        Some(engine.render_as(id, &context, Markup::Slack).unwrap())
                     );
                 }
             }
         }
+    }
+
+    const MARKUPS: [Markup; 6] = [
+        Markup::Plain,
+        Markup::Slack,
+        Markup::RocketChat,
+        Markup::Teams,
+        Markup::Discord,
+        Markup::Html,
+    ];
+
+    /// Values are escaped for the markup, whether handlebars or Herald renders them; the
+    /// template's own text and triple-stash values are not.
+    #[test]
+    fn values_are_escaped_and_the_template_s_text_is_not() {
+        let mut engine = TemplateEngine::new();
+        let source = "<!here> *{{name}}* {{{name}}} {{metadata.k}}|{{{metadata.k}}} {{default metadata.none \"<x>\"}}";
+        let id = engine.compile(source).unwrap();
+        let direct = engine.compile("<!here> {{message}} {{{message}}}").unwrap();
+        let mut event = FlaggerEvent::new(
+            "<@U1>",
+            "ns",
+            "Failed",
+            "@all <b>",
+            herald_api::EventType::Warning,
+            0,
+        );
+        event.metadata.insert("k".into(), "[a](b)".into());
+        let context = event_context(&event, "", None);
+        let vars = Vars {
+            event: &event,
+            cluster: "",
+            policy: "",
+            receiver: "",
+        };
+        let render = |markup| {
+            (
+                engine.render_as(id, &context, markup).unwrap(),
+                engine.render_direct_with(direct, &vars, &Formatted::default(), markup),
+            )
+        };
+        assert_eq!(
+            render(Markup::Slack),
+            (
+                "<!here> *&lt;@U1&gt;* <@U1> [a](b)|[a](b) &lt;x&gt;".to_owned(),
+                Some("<!here> @all &lt;b&gt; @all <b>".to_owned())
+            )
+        );
+        assert_eq!(
+            render(Markup::Teams),
+            (
+                "<!here> *\\<@U1\\>* <@U1> \\[a\\]\\(b\\)|[a](b) \\<x\\>".to_owned(),
+                Some("<!here> @all \\<b\\> @all <b>".to_owned())
+            )
+        );
+        assert_eq!(
+            render(Markup::RocketChat).1,
+            Some("<!here> @\u{200B}all &lt;b&gt; @all <b>".to_owned())
+        );
+        assert_eq!(
+            render(Markup::Plain).0,
+            "<!here> *<@U1>* <@U1> [a](b)|[a](b) <x>"
+        );
+        // The markup is only that render's: the next plain one is not escaped.
+        assert_eq!(
+            engine.render(direct, &context).unwrap(),
+            "<!here> @all <b> @all <b>"
+        );
+    }
+
+    #[test]
+    fn values_inside_json_strings_are_found() {
+        assert_eq!(
+            values_in_json_strings(
+                r#"{"text": "{{message}}", "ok": {{json message}}, "url": "https://x/{{{name}}}?q={{ lower phase }}", "n": {{timestamp}}}"#
+            ),
+            ["{{message}}", "{{{name}}}", "{{ lower phase }}"]
+        );
+        // Blocks and comments in strings are not values; escaped quotes and braces stay in
+        // the string; an escaped mustache is text.
+        assert_eq!(
+            values_in_json_strings(
+                r#"{"a": "{{#if cluster}}x{{else}}y{{/if}}{{! note }}", "b": "q\"{{name}}\"", "c": "\{{name}}", "d": {{#if x}}"{{~name~}}"{{/if}}}"#
+            ),
+            ["{{name}}", "{{~name~}}"]
+        );
+        assert!(values_in_json_strings(r#"{"a": {{json a}}, "b": [{{json b}}]}"#).is_empty());
     }
 
     #[test]

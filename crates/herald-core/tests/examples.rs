@@ -282,7 +282,8 @@ fn rollout_notifies_the_team_and_the_audit_log() {
                 "color": 0x2EB886,
                 "fields": [{"name": "Phase", "value": "Succeeded", "inline": true}],
                 "timestamp": "2025-11-25T12:07:00Z"
-            }]
+            }],
+            "allowed_mentions": {"parse": []}
         })
     );
     // New revision: Google Chat gets one card (its thread is added when it is sent). Flagger

@@ -345,7 +345,8 @@ spec:
                         "color": 0xFF0000,
                         "fields": [{"name": "Phase", "value": "Failed", "inline": true}],
                         "timestamp": "2025-11-25T12:00:00Z"
-                    }]
+                    }],
+                    "allowed_mentions": {"parse": []}
                 })
             ),
             (

@@ -28,6 +28,9 @@ pub fn check(files: &PolicyFiles) -> Result<ExitCode> {
     for problem in &loaded.problems {
         let _ = writeln!(out, "error: {problem}");
     }
+    for warning in loaded.warnings() {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     for (origin, what) in &loaded.skipped {
         let _ = writeln!(out, "skipped: {origin}: {what} is not a Herald document");
     }

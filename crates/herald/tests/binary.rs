@@ -230,7 +230,8 @@ fn render_prints_the_chat_kinds() {
                 "color": 0xFF0000,
                 "fields": [{"name": "Phase", "value": "Failed", "inline": true}],
                 "timestamp": "2025-11-25T13:05:00Z"
-            }]
+            }],
+            "allowed_mentions": {"parse": []}
         })
     );
     assert_eq!(

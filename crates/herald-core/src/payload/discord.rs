@@ -2,7 +2,10 @@
 
 use serde::Serialize;
 
+use std::borrow::Cow;
+
 use super::{limit_chars, rgb, to_json, utf16_len, DiscordOptions, Message};
+use crate::escape::Markup;
 
 /// Discord's embed limits, in characters. Herald counts UTF-16 code units, which is never
 /// less than the number of characters, so a cut body is always within them.
@@ -19,6 +22,14 @@ struct DiscordBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     avatar_url: Option<&'a str>,
     embeds: [Embed<'a>; 1],
+    /// Nothing in the message pings anyone: `@everyone`, `@here`, `<@id>` and `<@&role>`
+    /// are shown as text, whatever the event or a template says.
+    allowed_mentions: AllowedMentions,
+}
+
+#[derive(Serialize)]
+struct AllowedMentions {
+    parse: [&'static str; 0],
 }
 
 #[derive(Serialize)]
@@ -46,10 +57,17 @@ struct EmbedField<'a> {
 /// left out: Discord rejects empty titles, descriptions and field values.
 pub fn discord(options: &DiscordOptions, message: &Message<'_>) -> Vec<u8> {
     let title = limit_chars(message.title, DISCORD_TITLE_LIMIT);
-    let facts: Vec<(&'static str, std::borrow::Cow<'_, str>)> = message
-        .facts()
+    let facts: Vec<(&'static str, Cow<'_, str>)> = message
+        .facts_in(Markup::Discord)
         .filter(|(_, value)| !value.is_empty())
-        .map(|(name, value)| (name, limit_chars(value, DISCORD_FIELD_LIMIT)))
+        .map(|(name, value)| {
+            let value = if utf16_len(&value) > DISCORD_FIELD_LIMIT {
+                Cow::Owned(limit_chars(&value, DISCORD_FIELD_LIMIT).into_owned())
+            } else {
+                value
+            };
+            (name, value)
+        })
         .collect();
     let used = utf16_len(&title)
         + facts
@@ -77,6 +95,7 @@ pub fn discord(options: &DiscordOptions, message: &Message<'_>) -> Vec<u8> {
                 .collect(),
             timestamp: message.time(),
         }],
+        allowed_mentions: AllowedMentions { parse: [] },
     };
     to_json(&body, message)
 }
@@ -120,7 +139,8 @@ mod tests {
                         {"name": "Cluster", "value": "prod", "inline": true}
                     ],
                     "timestamp": "2020-01-09T22:07:15.167Z"
-                }]
+                }],
+                "allowed_mentions": {"parse": []}
             })
         );
     }
@@ -164,7 +184,8 @@ mod tests {
                         "color": colour,
                         "fields": [{"name": "Phase", "value": phase, "inline": true}],
                         "timestamp": "2020-01-09T22:07:15.167Z"
-                    }]
+                    }],
+                    "allowed_mentions": {"parse": []}
                 }),
                 "{phase}"
             );
@@ -188,7 +209,8 @@ mod tests {
                 "embeds": [{
                     "color": 30423,
                     "fields": [{"name": "Cluster", "value": "prod", "inline": true}]
-                }]
+                }],
+                "allowed_mentions": {"parse": []}
             })
         );
     }

@@ -67,17 +67,15 @@ pub fn google_chat(message: &Message<'_>) -> Vec<u8> {
     let fallback = format!("{} {}", message.title, message.text);
     let fallback = limit(&fallback, PART_LIMIT);
     let colour = rgb(message.event.severity());
+    // The facts come from the event and the cluster's name: escaped for the card's HTML.
     let facts: Vec<(&'static str, String)> = message
         .facts()
         .map(|(name, value)| {
-            let value = limit(value, PART_LIMIT);
+            let value = escape_html(&limit(value, PART_LIMIT)).into_owned();
             let value = if name == "Phase" {
-                format!(
-                    "<font color=\"#{colour:06X}\">{}</font>",
-                    escape_html(&value)
-                )
+                format!("<font color=\"#{colour:06X}\">{value}</font>")
             } else {
-                value.into_owned()
+                value
             };
             (name, value)
         })

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use herald_api::TeamsFormat;
 use serde::Serialize;
 
+use crate::escape::Markup;
 use crate::event::{FlaggerEvent, Severity};
 use crate::template::TemplateId;
 
@@ -21,11 +22,14 @@ pub use discord::{
     discord, DISCORD_DESCRIPTION_LIMIT, DISCORD_EMBED_LIMIT, DISCORD_FIELD_LIMIT,
     DISCORD_TITLE_LIMIT,
 };
-pub use googlechat::{google_chat, GOOGLE_CHAT_MESSAGE_LIMIT};
+pub use googlechat::{google_chat, GOOGLE_CHAT_MESSAGE_LIMIT, GOOGLE_CHAT_THREAD_ALLOWANCE};
 pub use rocketchat::{rocket_chat, ROCKET_CHAT_TEXT_LIMIT};
 pub use slack::slack;
 pub(crate) use slack::slack_as;
-pub use teams::{teams_adaptive_card, teams_message_card, TEAMS_TEXT_LIMIT};
+pub use teams::{
+    teams_adaptive_card, teams_message_card, TEAMS_PAYLOAD_LIMIT, TEAMS_TEXT_LIMIT,
+    TEAMS_TITLE_LIMIT,
+};
 pub(crate) use teams::{teams_adaptive_card_as, teams_message_card_as};
 
 /// Appended where Herald cut a text to fit a receiver's limit.
@@ -109,6 +113,16 @@ impl Message<'_> {
         std::iter::once(("Phase", self.event.phase.as_str())).chain(cluster)
     }
 
+    /// [`Self::facts`] with each value escaped for `markup`: they come from the event and
+    /// the cluster's name, not from the policy's templates.
+    fn facts_in(
+        &self,
+        markup: Markup,
+    ) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> + Clone {
+        self.facts()
+            .map(move |(name, value)| (name, markup.escape(value)))
+    }
+
     /// The event time in RFC 3339 (empty when the timestamp is out of range).
     fn time(&self) -> String {
         crate::template::rfc3339(self.event.timestamp_ms())
@@ -136,6 +150,14 @@ fn to_json(body: &impl Serialize, message: &Message<'_>) -> Vec<u8> {
 /// A buffer for a body, sized up front so it is not grown while written.
 fn buffer(message: &Message<'_>) -> Vec<u8> {
     Vec::with_capacity(512 + 2 * (message.title.len() + message.text.len()))
+}
+
+/// [`limit`] for a text that may already be owned (escaped).
+fn limit_cow(text: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return text;
+    }
+    Cow::Owned(limit(&text, max).into_owned())
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary, saying so.

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::{limit_chars, rgb, to_json, Message, RocketChatOptions};
+use crate::escape::Markup;
 
 /// Rocket.Chat refuses a message text longer than its `Message_MaxAllowedSize` setting
 /// (5000 characters by default); the title, sent as the message text, is cut to it.
@@ -34,7 +35,7 @@ struct Attachment<'a> {
 #[derive(Serialize)]
 struct Field<'a> {
     title: &'static str,
-    value: &'a str,
+    value: std::borrow::Cow<'a, str>,
     short: bool,
 }
 
@@ -54,7 +55,7 @@ pub fn rocket_chat(options: &RocketChatOptions, message: &Message<'_>) -> Vec<u8
             text: message.text,
             color: format!("#{:06X}", rgb(message.event.severity())),
             fields: message
-                .facts()
+                .facts_in(Markup::RocketChat)
                 .map(|(title, value)| Field {
                     title,
                     value,

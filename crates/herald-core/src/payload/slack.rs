@@ -2,6 +2,7 @@
 
 use super::json::{push_escaped, push_pairs, push_str, push_u64};
 use super::{buffer, Message, SlackOptions};
+use crate::escape::Markup;
 use crate::event::Severity;
 
 /// A Slack incoming-webhook body in Flagger's layout (one attachment, coloured by outcome),
@@ -50,7 +51,12 @@ pub(crate) fn slack_as(
     out.extend_from_slice(b",\"text\":");
     push_str(&mut out, message.text);
     out.extend_from_slice(b",\"mrkdwn_in\":[\"text\"],\"fields\":[");
-    push_pairs(&mut out, message.facts(), "title", ",\"short\":true");
+    push_pairs(
+        &mut out,
+        message.facts_in(Markup::Slack),
+        "title",
+        ",\"short\":true",
+    );
     out.extend_from_slice(b"],\"ts\":");
     push_u64(&mut out, message.event.timestamp_ms() / 1000);
     out.extend_from_slice(b"}]}");
@@ -65,6 +71,7 @@ mod reference {
     use serde::Serialize;
 
     use super::super::{Message, SlackOptions};
+    use crate::escape::Markup;
     use crate::event::Severity;
 
     #[derive(Serialize)]
@@ -94,7 +101,7 @@ mod reference {
     #[derive(Serialize)]
     struct SlackField<'a> {
         title: &'static str,
-        value: &'a str,
+        value: std::borrow::Cow<'a, str>,
         short: bool,
     }
 
@@ -116,7 +123,7 @@ mod reference {
                 text: message.text,
                 mrkdwn_in: ["text"],
                 fields: message
-                    .facts()
+                    .facts_in(Markup::Slack)
                     .map(|(title, value)| SlackField {
                         title,
                         value,

@@ -2,7 +2,10 @@
 //! connectors.
 
 use super::json::{push_escaped, push_pairs, push_str};
-use super::{buffer, fit_body, limit, Message};
+use std::borrow::Cow;
+
+use super::{buffer, fit_body, limit, limit_cow, Message};
+use crate::escape::Markup;
 use crate::event::Severity;
 
 /// Teams rejects payloads over about 28 KB; text beyond this many bytes is cut.
@@ -50,13 +53,22 @@ pub(crate) fn teams_message_card_as(message: &Message<'_>, severity: Severity) -
     tail.extend_from_slice(b",\"activitySubtitle\":");
     push_str(&mut tail, &title);
     tail.extend_from_slice(b",\"facts\":[");
-    push_pairs(&mut tail, message.facts(), "name", "");
+    push_pairs(&mut tail, facts(message), "name", "");
     tail.extend_from_slice(b"]}]}");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
         message.text.len().min(TEAMS_TEXT_LIMIT),
         |text_limit| around(&head, &limit(message.text, text_limit), &tail, message),
     )
+}
+
+/// The facts, escaped and each cut like a title: the phase is the event's, of any length.
+fn facts<'a>(
+    message: &'a Message<'_>,
+) -> impl Iterator<Item = (&'static str, Cow<'a, str>)> + Clone {
+    message
+        .facts_in(Markup::Teams)
+        .map(|(name, value)| (name, limit_cow(value, TEAMS_TITLE_LIMIT)))
 }
 
 /// `head`, `text` as a JSON string, then `tail`.
@@ -100,7 +112,7 @@ pub(crate) fn teams_adaptive_card_as(message: &Message<'_>, severity: Severity) 
     head.extend_from_slice(b",\"wrap\":true},{\"type\":\"TextBlock\",\"text\":");
     let mut tail = Vec::with_capacity(192 + message.event.phase.len() + message.cluster.len());
     tail.extend_from_slice(b",\"wrap\":true},{\"type\":\"FactSet\",\"facts\":[");
-    push_pairs(&mut tail, message.facts(), "title", "");
+    push_pairs(&mut tail, facts(message), "title", "");
     tail.extend_from_slice(b"]}]}}]}");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
@@ -120,6 +132,7 @@ mod reference {
     use super::super::{fit_body, limit, Message};
     use super::{TEAMS_PAYLOAD_LIMIT, TEAMS_TEXT_LIMIT, TEAMS_TITLE_LIMIT};
     use crate::event::Severity;
+    use std::borrow::Cow;
 
     #[derive(Serialize)]
     struct MessageCard<'a> {
@@ -145,7 +158,7 @@ mod reference {
     #[derive(Serialize)]
     struct NameValue<'a> {
         name: &'static str,
-        value: &'a str,
+        value: Cow<'a, str>,
     }
 
     /// A legacy Office 365 connector MessageCard in Flagger's layout. Text and title are cut so
@@ -153,8 +166,7 @@ mod reference {
     pub fn teams_message_card(message: &Message<'_>) -> Vec<u8> {
         let title = limit(message.title, TEAMS_TITLE_LIMIT);
         let summary = format!("{title} {}", limit(message.text, 200));
-        let facts: Vec<NameValue<'_>> = message
-            .facts()
+        let facts: Vec<NameValue<'_>> = super::facts(message)
             .map(|(name, value)| NameValue { name, value })
             .collect();
         let theme_color = match message.event.severity() {
@@ -180,7 +192,7 @@ mod reference {
                             .iter()
                             .map(|f| NameValue {
                                 name: f.name,
-                                value: f.value,
+                                value: f.value.clone(),
                             })
                             .collect(),
                     }],
@@ -241,7 +253,7 @@ mod reference {
     #[derive(Serialize)]
     struct TitleValue<'a> {
         title: &'static str,
-        value: &'a str,
+        value: Cow<'a, str>,
     }
 
     /// A Teams Workflows message: one Adaptive Card 1.4 (the highest version Teams renders).
@@ -255,7 +267,7 @@ mod reference {
             Severity::Warning => Some("warning"),
             Severity::Error => Some("attention"),
         };
-        let facts = message.facts();
+        let facts = super::facts(message);
         fit_body(
             TEAMS_PAYLOAD_LIMIT,
             message.text.len().min(TEAMS_TEXT_LIMIT),
