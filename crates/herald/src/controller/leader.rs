@@ -96,6 +96,7 @@ impl Leadership {
             valid_until: valid_until.clone(),
             leading: leading_tx,
             observed: None,
+            held: None,
         };
         let task = tokio::spawn(elector.run(stop_rx));
         Leadership {
@@ -125,6 +126,16 @@ struct Elector {
     leading: watch::Sender<bool>,
     /// The other holder's record as last seen, and when this replica saw it change.
     observed: Option<(String, Instant)>,
+    /// While this replica holds the lease: what it last wrote, so a renewal is one
+    /// conditional patch (no GET first).
+    held: Option<HeldLease>,
+}
+
+/// The Lease as this replica last wrote it.
+struct HeldLease {
+    resource_version: Option<String>,
+    acquired: Option<MicroTime>,
+    transitions: i32,
 }
 
 /// What one look at the Lease found.
@@ -180,7 +191,8 @@ impl Elector {
         });
     }
 
-    fn step_down(&self, why: &str) {
+    fn step_down(&mut self, why: &str) {
+        self.held = None;
         *self.valid_until.lock().expect("fence lock") = None;
         if *self.leading.borrow() {
             info!(lease = %self.name, reason = why, "stepping down");
@@ -190,10 +202,28 @@ impl Elector {
 
     async fn try_acquire_or_renew(&mut self) -> Result<Attempt, kube::Error> {
         let started = Instant::now();
+        if let Some(held) = self.held.take() {
+            match self
+                .write(held.acquired, held.transitions, held.resource_version)
+                .await
+            {
+                Ok(()) => return Ok(Attempt::Held(started)),
+                // Changed (or deleted) meanwhile: look at it.
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
         let Some(lease) = self.api.get_opt(&self.name).await? else {
             let lease = self.record(None, 0);
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(Attempt::Held(started)),
+                Ok(created) => {
+                    self.held = Some(HeldLease {
+                        resource_version: created.metadata.resource_version,
+                        acquired: created.spec.and_then(|s| s.acquire_time),
+                        transitions: 0,
+                    });
+                    Ok(Attempt::Held(started))
+                }
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Other),
                 Err(e) => Err(e),
             };
@@ -233,15 +263,11 @@ impl Elector {
         } else {
             transitions + 1
         };
-        let mut patch = serde_json::to_value(self.record(acquired, next)).expect("a Lease");
-        // The precondition: the write fails with 409 if anyone changed the Lease meanwhile.
-        patch["metadata"] = json!({ "resourceVersion": lease.metadata.resource_version });
         match self
-            .api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .write(acquired, next, lease.metadata.resource_version)
             .await
         {
-            Ok(_) => {
+            Ok(()) => {
                 if holder != self.identity {
                     info!(lease = %self.name, identity = %self.identity, "acquired the lease");
                 }
@@ -254,6 +280,28 @@ impl Elector {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Writes this replica as the holder, on the condition that the Lease is still at
+    /// `resource_version` (409 otherwise), and remembers what it wrote.
+    async fn write(
+        &mut self,
+        acquired: Option<MicroTime>,
+        transitions: i32,
+        resource_version: Option<String>,
+    ) -> Result<(), kube::Error> {
+        let mut patch = serde_json::to_value(self.record(acquired, transitions)).expect("a Lease");
+        patch["metadata"] = json!({ "resourceVersion": resource_version });
+        let written = self
+            .api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        self.held = Some(HeldLease {
+            resource_version: written.metadata.resource_version,
+            acquired: written.spec.and_then(|s| s.acquire_time),
+            transitions,
+        });
+        Ok(())
     }
 
     /// The Lease as this replica writes it when it holds it.
