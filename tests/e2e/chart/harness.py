@@ -8,6 +8,7 @@ Herald's log and what the receivers get).
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -480,6 +481,29 @@ def deployment_command(docs: list[dict]) -> tuple[list[str], list[dict]]:
     return list(containers[0]["args"]), list(containers[0].get("env", []))
 
 
+def secret_mounts(docs: list[dict], into: Path) -> dict[str, Path]:
+    """Writes the files the kubelet would mount from the rendered Secrets (the event token)
+    under `into`, and returns each mountPath with its local directory."""
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    mounts = {}
+    for mount in pod["containers"][0].get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        assert "secret" in volume, f"volume {volume} is not supported by the harness"
+        secret = secrets[volume["secret"]["secretName"]]
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        data.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
+        items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
+        local = into / mount["name"]
+        local.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            (local / item["path"]).write_bytes(data[item["key"]])
+        mounts[mount["mountPath"]] = local
+    return mounts
+
+
 class Herald:
     """One replica: the herald binary with the rendered Deployment's args and env."""
 
@@ -494,6 +518,10 @@ class Herald:
         listen = [a for a in args if a.startswith("--listen=")]
         assert listen == ["--listen=0.0.0.0:8080"], f"unexpected --listen in the chart: {listen}"
         self.args = [f"--listen=127.0.0.1:{self.port}" if a.startswith("--listen=") else a for a in args]
+        # The kubelet's Secret volumes (the event token) are files under logdir instead: the
+        # paths in the args that point into a mount are rewritten to them.
+        for mount_path, local in secret_mounts(docs, logdir / f"{pod}-mounts").items():
+            self.args = [a.replace(mount_path, str(local)) for a in self.args]
         fields = {"metadata.namespace": namespace, "metadata.name": pod}
         env = {}
         for var in env_spec:
