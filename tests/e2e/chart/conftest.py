@@ -196,7 +196,15 @@ class Install:
         return h.wait_for("a running replica holding the lease", find, timeout, 0.1)
 
     def state(self) -> dict | None:
-        return self.kube.get(f"/api/v1/namespaces/{self.namespace}/configmaps/{h.STATE_CONFIGMAP}")
+        """The state ConfigMaps' data merged (None when there is none)."""
+        found = [self.kube.get(f"/api/v1/namespaces/{self.namespace}/configmaps/{name}") for name in h.STATE_CONFIGMAPS]
+        found = [cm for cm in found if cm]
+        if not found:
+            return None
+        data: dict = {}
+        for cm in found:
+            data.update(cm.get("data") or {})
+        return {"data": data, "configmaps": len(found)}
 
     # --- what the receivers got ---
 

@@ -241,7 +241,7 @@ def test_downtime_events_are_sent_once_in_time_order(install):
 
 
 def test_deleted_state_configmap(install):
-    """Scenario 5: someone deletes the state ConfigMap while Herald runs."""
+    """Scenario 5: someone deletes the state ConfigMaps while Herald runs."""
     install.install(replicas=1)
     herald = install.replicas[0]
     install.canary("podinfo")
@@ -249,8 +249,12 @@ def test_deleted_state_configmap(install):
     install.event("podinfo", first)
     install.wait_hook(first, DELIVERY)
     h.wait_for("the state ConfigMap", install.state, 20, 0.2)
-    install.kube.delete(f"/api/v1/namespaces/{install.namespace}/configmaps/{h.STATE_CONFIGMAP}")
-    install.kube.wait_gone(f"/api/v1/namespaces/{install.namespace}/configmaps/{h.STATE_CONFIGMAP}")
+    for name in h.STATE_CONFIGMAPS:
+        path = f"/api/v1/namespaces/{install.namespace}/configmaps/{name}"
+        if install.kube.get(path):
+            install.kube.delete(path)
+            install.kube.wait_gone(path)
+    assert install.state() is None
 
     second = f"Advance podinfo.{install.apps} canary weight 10"
     install.event("podinfo", second)

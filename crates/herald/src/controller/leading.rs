@@ -90,10 +90,12 @@ pub(super) async fn lead(
             tokio::spawn(async move {
                 tokio::pin!(done);
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut marker = tokio::time::interval(Duration::from_secs(60));
                 loop {
                     tokio::select! {
                         _ = &mut done => return,
                         _ = tick.tick() => { let _ = state.flush().await; }
+                        _ = marker.tick() => { let _ = state.keep_first_shard().await; }
                     }
                 }
             })

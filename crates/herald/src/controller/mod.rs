@@ -28,7 +28,7 @@ use herald_core::PolicySet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{predicates, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -277,7 +277,12 @@ fn policy_controller<P: PolicyResource>(
     ))
     .inspect(move |item| health.observe(item))
     .reflect(writer)
-    .touched_objects();
+    .touched_objects()
+    // Only spec changes trigger a reconcile: Herald's own status writes would otherwise
+    // trigger the next one, and during a burst of deliveries each policy's status was
+    // written about ten times a second. Refreshes come from `reconcile_all_on` (at most
+    // every 2 s), deletions from the PolicySet's store comparison.
+    .predicate_filter(predicates::generation, Default::default());
     let mapper_store = store.clone();
     let mapper_ctx = ctx.clone();
     let secret_changes = watches::backoff(watcher(

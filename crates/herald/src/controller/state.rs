@@ -388,6 +388,21 @@ impl StateStore {
         }
     }
 
+    /// Creates the first ConfigMap again, with its records, if someone deleted it: its
+    /// existence tells the next start that this is no first install (so the Events of the
+    /// downtime are sent). Called every minute by the leader.
+    pub async fn keep_first_shard(&self) -> Result<()> {
+        if !self.fence.holds() {
+            return Ok(());
+        }
+        let name = shard_name(&self.base_name, 0);
+        if self.api.get_opt(&name).await?.is_none() {
+            warn!(configmap = %name, "the delivery state ConfigMap was deleted: creating it again");
+            self.create_shard(0, self.shard_records(0)).await?;
+        }
+        Ok(())
+    }
+
     /// Every record that belongs in `shard`, as ConfigMap data.
     fn shard_records(&self, shard: usize) -> BTreeMap<String, String> {
         let records = self.records.lock().expect("state lock");
