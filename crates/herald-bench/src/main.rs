@@ -594,6 +594,7 @@ async fn run(args: &Args) -> Report {
         body_limit: herald::server::DEFAULT_BODY_LIMIT,
         http: Default::default(),
         state_file: None,
+        state_dir: None,
         drain_timeout: Duration::from_secs(10),
         reload_interval: Duration::from_secs(3600),
     })

@@ -821,7 +821,7 @@ async fn shutdown_delivers_what_is_queued() {
 }
 
 #[tokio::test]
-async fn shutdown_deadline_counts_undelivered_notifications_as_dropped() {
+async fn shutdown_deadline_counts_in_flight_as_unknown_and_queued_as_dropped() {
     let sink = Sink::start().await;
     sink.delay_every_answer(Duration::from_millis(400));
     let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
@@ -855,9 +855,15 @@ async fn shutdown_deadline_counts_undelivered_notifications_as_dropped() {
         &text,
         r#"herald_deliveries_total{receiver_type="webhook",outcome="dropped"}"#,
     );
+    // The request on the wire at the deadline may have reached the receiver: unknown.
+    let unknown = metric(
+        &text,
+        r#"herald_deliveries_total{receiver_type="webhook",outcome="unknown"}"#,
+    );
     assert!(delivered >= 1.0 && dropped >= 1.0, "{text}");
+    assert_eq!(unknown, 1.0, "{text}");
     assert_eq!(
-        delivered + dropped,
+        delivered + dropped + unknown,
         6.0,
         "every notification has exactly one outcome"
     );
@@ -1081,7 +1087,7 @@ async fn requests_in_flight_to_one_receiver_are_limited() {
 }
 
 #[tokio::test]
-async fn a_full_queue_drops_and_counts_new_notifications() {
+async fn a_full_queue_refuses_new_events_with_503_and_drops_nothing() {
     let sink = Sink::start().await;
     // Slow enough that no delivery finishes while the six events are posted.
     sink.delay_every_answer(Duration::from_millis(1500));
@@ -1090,32 +1096,41 @@ async fn a_full_queue_drops_and_counts_new_notifications() {
     opts.delivery.queue_capacity = 1;
     let server = herald::serve::start(opts).await.unwrap();
     let mut queued = 0;
+    let mut refused = 0;
+    let client = reqwest::Client::new();
     for i in 0..6 {
-        let (status, body) = post_event(
-            server.addr,
-            "/events",
-            &event(
+        let response = client
+            .post(format!("http://{}/events", server.addr))
+            .header("content-type", "application/json")
+            .body(event(
                 "podinfo",
                 "default",
                 "Progressing",
                 &format!("{i}"),
                 "Normal",
                 i,
-            ),
-        )
-        .await;
-        assert_eq!(status, 202);
-        queued += body["deliveries"].as_u64().unwrap();
+            ))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            202 => {
+                let body: serde_json::Value = response.json().await.unwrap();
+                queued += body["deliveries"].as_u64().unwrap();
+            }
+            503 => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                refused += 1;
+            }
+            other => panic!("status {other}"),
+        }
     }
-    // One in flight, one waiting; the rest were dropped and said so in their answers.
-    assert!((1..=2).contains(&queued), "queued {queued}");
+    // One queue slot: the first event's notification takes it until it is delivered.
+    assert_eq!((queued, refused), (1, 5));
     let text = metrics_text(server.addr).await;
     assert_eq!(
-        metric(
-            &text,
-            r#"herald_deliveries_total{receiver_type="webhook",outcome="dropped"}"#
-        ),
-        6.0 - queued as f64
+        metric(&text, r#"herald_events_refused_total{reason="queue_full"}"#),
+        5.0
     );
     let state = server.state.clone();
     server.stop().await.unwrap();
@@ -1125,6 +1140,7 @@ async fn a_full_queue_drops_and_counts_new_notifications() {
             &text,
             r#"herald_deliveries_total{receiver_type="webhook",outcome="delivered"}"#
         ),
-        queued as f64
+        1.0
     );
+    assert!(!text.contains(r#"outcome="dropped""#), "{text}");
 }

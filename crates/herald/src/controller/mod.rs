@@ -145,6 +145,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         repeats: Default::default(),
         event_token,
         body_timeout: options.http.body_timeout(),
+        store: None,
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -588,6 +589,10 @@ fn failure_note(receiver: &str, outcome: Outcome) -> (&'static str, String) {
         Outcome::Failed => (
             "DeliveryFailed",
             format!("notification to receiver {receiver} failed; see Herald's logs"),
+        ),
+        Outcome::Timeout | Outcome::Unknown => (
+            "DeliveryUncertain",
+            format!("notification to receiver {receiver} timed out or was in flight at shutdown: it may have arrived; see Herald's logs"),
         ),
         _ => (
             "DeliveryDropped",
