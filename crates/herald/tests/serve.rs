@@ -1144,3 +1144,78 @@ async fn a_full_queue_refuses_new_events_with_503_and_drops_nothing() {
     );
     assert!(!text.contains(r#"outcome="dropped""#), "{text}");
 }
+
+/// A closed-loop overload: 16 senders post as fast as they are answered against a receiver
+/// slower than the intake. Herald answers 503 with `Retry-After` for what it cannot queue,
+/// and every event it answered 202 is delivered: nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_loop_overload_ends_with_503s_and_nothing_dropped() {
+    let sink = Sink::start().await;
+    sink.delay_every_answer(Duration::from_millis(20));
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
+    let mut opts = options(dir.path());
+    opts.delivery.queue_capacity = 20;
+    opts.delivery.max_in_flight = 2;
+    opts.drain_timeout = Duration::from_secs(30);
+    let server = herald::serve::start(opts).await.unwrap();
+    let addr = server.addr;
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut senders = Vec::new();
+    for sender in 0..16u64 {
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut accepted, mut refused) = (0u64, 0u64);
+            let mut i = 0u64;
+            while Instant::now() < until {
+                i += 1;
+                let body = event(
+                    &format!("c{}", i % 8),
+                    "default",
+                    "Progressing",
+                    &format!("s{sender} e{i}"),
+                    "Normal",
+                    i,
+                );
+                let response = client
+                    .post(format!("http://{addr}/events"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    202 => accepted += 1,
+                    503 => {
+                        assert!(response.headers().contains_key("retry-after"));
+                        refused += 1;
+                    }
+                    other => panic!("status {other}"),
+                }
+            }
+            (accepted, refused)
+        }));
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for sender in senders {
+        let (a, r) = sender.await.unwrap();
+        accepted += a;
+        refused += r;
+    }
+    let state = server.state.clone();
+    let report = server.stop().await.unwrap();
+    assert!(report.complete);
+    let text = state.metrics.encode();
+    let delivered = metric(
+        &text,
+        r#"herald_deliveries_total{receiver_type="webhook",outcome="delivered"}"#,
+    );
+    assert!(refused > 0, "the sender saw no 503: {accepted} accepted");
+    assert_eq!(delivered, accepted as f64, "{text}");
+    assert_eq!(sink.received_on("/hook").len() as u64, accepted);
+    assert!(!text.contains(r#"outcome="dropped""#), "{text}");
+    assert_eq!(
+        metric(&text, r#"herald_events_refused_total{reason="queue_full"}"#),
+        refused as f64
+    );
+    eprintln!("closed loop: {accepted} accepted and delivered, {refused} refused with 503");
+}
