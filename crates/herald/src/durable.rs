@@ -121,6 +121,8 @@ enum Op {
     },
     /// Commit to disk now, then answer.
     Sync(mpsc::Sender<()>),
+    /// Commit, close the database, then answer.
+    Close(mpsc::Sender<()>),
 }
 
 /// The durable queue. Cheap to clone.
@@ -281,6 +283,14 @@ impl Store {
         let _ = answered.recv_timeout(Duration::from_secs(5));
     }
 
+    /// Persists everything and closes the database (at shutdown; another process, or a
+    /// restarted server, may then open it).
+    pub fn close(&self) {
+        let (answer, answered) = mpsc::channel();
+        self.send(Op::Close(answer));
+        let _ = answered.recv_timeout(Duration::from_secs(5));
+    }
+
     /// Remembers a canary's phase (not waiting for the disk).
     pub fn canary(&self, namespace: &str, name: &str, phase: &'static str) {
         self.send(Op::Canary {
@@ -297,7 +307,8 @@ const SYNC_IDLE: Duration = Duration::from_millis(200);
 
 fn commit_loop(db: Database, ops: mpsc::Receiver<Op>, metrics: Arc<Metrics>) {
     let mut unsynced = false;
-    loop {
+    let mut closing = Vec::new();
+    while closing.is_empty() {
         let first = match ops.recv_timeout(SYNC_IDLE) {
             Ok(op) => op,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -325,7 +336,10 @@ fn commit_loop(db: Database, ops: mpsc::Receiver<Op>, metrics: Arc<Metrics>) {
             .iter()
             .filter(|op| matches!(op, Op::Append { .. }))
             .count();
-        let durable = appends > 0 || batch.iter().any(|op| matches!(op, Op::Sync(_)));
+        let durable = appends > 0
+            || batch
+                .iter()
+                .any(|op| matches!(op, Op::Sync(_) | Op::Close(_)));
         let mut synced = Vec::new();
         let (result, gates) = {
             let mut gates = Vec::new();
@@ -344,6 +358,7 @@ fn commit_loop(db: Database, ops: mpsc::Receiver<Op>, metrics: Arc<Metrics>) {
                     Op::Done { seq, idx, last } => writes.push(Write::Done { seq, idx, last }),
                     Op::Canary { key, phase } => writes.push(Write::Canary { key, phase }),
                     Op::Sync(answer) => synced.push(answer),
+                    Op::Close(answer) => closing.push(answer),
                 }
             }
             (apply(&db, writes, durable), gates)
@@ -373,9 +388,13 @@ fn commit_loop(db: Database, ops: mpsc::Receiver<Op>, metrics: Arc<Metrics>) {
             let _ = answer.send(());
         }
     }
-    // Every sender is gone (Herald is stopping): persist what did not wait for the disk.
+    // Closing, or every sender is gone: persist what did not wait for the disk.
     if unsynced {
         let _ = apply(&db, Vec::new(), true);
+    }
+    drop(db);
+    for answer in closing {
+        let _ = answer.send(());
     }
 }
 

@@ -237,8 +237,8 @@ impl Running {
         info!(deadline = ?self.drain_timeout, "stopped accepting events; delivering queued notifications");
         let report = self.state.dispatcher.drain(self.drain_timeout).await;
         if let Some(store) = self.state.store.clone() {
-            // What finished during the drain is not owed any more: persist that.
-            let _ = tokio::task::spawn_blocking(move || store.sync()).await;
+            // What finished during the drain is not owed any more: persist that, and close.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
         }
         info!(complete = report.complete, "shut down");
         Ok(report)

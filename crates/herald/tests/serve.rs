@@ -1219,3 +1219,75 @@ async fn a_closed_loop_overload_ends_with_503s_and_nothing_dropped() {
     );
     eprintln!("closed loop: {accepted} accepted and delivered, {refused} refused with 503");
 }
+
+/// With `--state-dir`, `herald_canary_status` comes back after a restart, and notifications
+/// still queued when Herald stopped (deferred) are sent by the next process.
+#[tokio::test]
+async fn state_dir_restores_canary_status_and_deferred_notifications() {
+    let sink = Sink::start().await;
+    sink.delay_every_answer(Duration::from_millis(300));
+    let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
+    let state = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.state_dir = Some(state.path().to_owned());
+    opts.drain_timeout = Duration::from_millis(100);
+    let server = herald::serve::start(opts.clone()).await.unwrap();
+    for (i, phase) in ["Progressing", "Progressing", "Failed"].iter().enumerate() {
+        let body = event(
+            "podinfo",
+            "default",
+            phase,
+            &format!("m{i}"),
+            "Normal",
+            i as u64,
+        );
+        assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
+    }
+    let state_before = server.state.clone();
+    server.stop().await.unwrap();
+    let text = state_before.metrics.encode();
+    let deferred = metric(
+        &text,
+        r#"herald_deliveries_total{receiver_type="webhook",outcome="deferred"}"#,
+    );
+    assert!(deferred >= 1.0, "{text}");
+
+    sink.delay_every_answer(Duration::ZERO);
+    let server = herald::serve::start(opts).await.unwrap();
+    let text = metrics_text(server.addr).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"herald_canary_status{name="podinfo",namespace="default"}"#
+        ),
+        2.0,
+        "{text}"
+    );
+    // Every message reached the sink at least once, in order of first arrival.
+    let received = sink.wait_for(3, WAIT).await;
+    let mut first = Vec::new();
+    for r in &received {
+        let text = r.text();
+        let m = ["m0", "m1", "m2"]
+            .into_iter()
+            .find(|m| text.contains(m))
+            .unwrap();
+        if !first.contains(&m) {
+            first.push(m);
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while first.len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for r in sink.received() {
+            let text = r.text();
+            if let Some(m) = ["m0", "m1", "m2"].into_iter().find(|m| text.contains(m)) {
+                if !first.contains(&m) {
+                    first.push(m);
+                }
+            }
+        }
+    }
+    assert_eq!(first, ["m0", "m1", "m2"]);
+    server.stop().await.unwrap();
+}
