@@ -89,6 +89,10 @@ struct Args {
     /// The `herald` binary (default: next to this one, built if missing).
     #[arg(long)]
     herald_bin: Option<PathBuf>,
+    /// Only compare the durable queue (`--state-dir`) on and off: two in-process Heralds,
+    /// rounds alternating, then exit.
+    #[arg(long)]
+    durable: bool,
 }
 
 fn main() {
@@ -114,6 +118,10 @@ fn main() {
         args.rate,
         args.rate_seconds
     );
+    if args.durable {
+        runtime.block_on(compare_durable(&args));
+        return;
+    }
     let report = runtime.block_on(run(&args));
     let serve = if args.skip_serve {
         None
@@ -551,6 +559,142 @@ struct Report {
     rss_mib: f64,
 }
 
+/// Throughput with the durable queue on and off, in alternating rounds of the same run.
+async fn compare_durable(args: &Args) {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let yaml = format!(
+        "apiVersion: herald.dev/v1alpha1\nkind: NotificationPolicy\nmetadata:\n  name: bench\n  namespace: {}\nspec:\n  canaries: [\"team-*\"]\n  receivers:\n    - name: sink\n      webhook:\n        url: {}\n",
+        fixtures::EVENT_NAMESPACE,
+        sink.url("/hook")
+    );
+    std::fs::write(dir.path().join("policies.yaml"), yaml).expect("write the policies");
+    let state = tempfile::tempdir_in(std::env::current_dir().unwrap_or(std::env::temp_dir()))
+        .expect("state directory");
+    let start = |state_dir: Option<PathBuf>| {
+        herald::serve::start(ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            files: PolicyFiles {
+                paths: vec![dir.path().to_owned()],
+                cluster: "bench".to_owned(),
+                namespace: "default".to_owned(),
+            },
+            delivery: DeliveryConfig {
+                queue_capacity: args.queue_capacity.unwrap_or(args.events.max(1_000)),
+                max_in_flight: args.max_in_flight,
+                ..DeliveryConfig::default()
+            },
+            body_limit: herald::server::DEFAULT_BODY_LIMIT,
+            http: Default::default(),
+            state_file: None,
+            state_dir,
+            drain_timeout: Duration::from_secs(10),
+            reload_interval: Duration::from_secs(3600),
+        })
+    };
+    let memory = start(None).await.expect("Herald starts");
+    let durable = start(Some(state.path().to_owned()))
+        .await
+        .expect("Herald starts with a state dir");
+    let urls = [
+        format!("http://{}/events", memory.addr),
+        format!("http://{}/events", durable.addr),
+    ];
+    let client = client(args.concurrency);
+    let mut offset = 0u64;
+    let warm = args.events.min(2_000);
+    for url in &urls {
+        closed_loop(
+            &client,
+            &sink,
+            url,
+            warm,
+            args.concurrency,
+            offset,
+            args.canaries,
+        )
+        .await;
+        offset += warm as u64;
+    }
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let m = closed_loop(
+            &client,
+            &sink,
+            &urls[0],
+            args.events,
+            args.concurrency,
+            offset,
+            args.canaries,
+        )
+        .await;
+        offset += args.events as u64;
+        let d = closed_loop(
+            &client,
+            &sink,
+            &urls[1],
+            args.events,
+            args.concurrency,
+            offset,
+            args.canaries,
+        )
+        .await;
+        offset += args.events as u64;
+        println!(
+            "round {round}: in memory {:>6.0} ev/s (p50 {:.0} us, cpu {:.1} us/ev)   --state-dir {:>6.0} ev/s (p50 {:.0} us, cpu {:.1} us/ev)   ratio {:.2}",
+            m.rate(), m.p50_us, m.cpu_us_per_event(), d.rate(), d.p50_us, d.cpu_us_per_event(), d.rate() / m.rate()
+        );
+        off.push(m);
+        on.push(d);
+    }
+    let text = durable.state.metrics.encode();
+    let commits = metric(&text, "herald_state_commits_total");
+    let batches = metric(&text, "herald_state_commit_events_count");
+    let stored = metric(&text, "herald_state_commit_events_sum");
+    let rate = |phases: &[Phase]| median(&phases.iter().map(Phase::rate).collect::<Vec<_>>());
+    let cpu = |phases: &[Phase]| {
+        median(
+            &phases
+                .iter()
+                .map(Phase::cpu_us_per_event)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let p50 = |phases: &[Phase]| median(&phases.iter().map(|p| p.p50_us).collect::<Vec<_>>());
+    let (r_off, r_on) = (rate(&off), rate(&on));
+    println!();
+    println!("| | in memory | --state-dir | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| throughput (events/s, median) | {r_off:.0} | {r_on:.0} | {:.2} |",
+        r_on / r_off
+    );
+    println!(
+        "| CPU per event (us, median) | {:.1} | {:.1} | {:.2} |",
+        cpu(&off),
+        cpu(&on),
+        cpu(&on) / cpu(&off)
+    );
+    println!(
+        "| p50 latency POST to sink (us) | {:.0} | {:.0} | {:.2} |",
+        p50(&off),
+        p50(&on),
+        p50(&on) / p50(&off)
+    );
+    println!(
+        "| wall time per event (us) | {:.1} | {:.1} | +{:.1} |",
+        1e6 / r_off,
+        1e6 / r_on,
+        1e6 / r_on - 1e6 / r_off
+    );
+    println!(
+        "\ndurable queue: {stored:.0} events stored in {batches:.0} durable commits ({:.1} events per fsync, group commit); {commits:.0} transactions in all, removals included",
+        stored / batches.max(1.0)
+    );
+    let _ = memory.stop().await;
+    let _ = durable.stop().await;
+}
+
 async fn run(args: &Args) -> Report {
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -594,6 +738,7 @@ async fn run(args: &Args) -> Report {
         body_limit: herald::server::DEFAULT_BODY_LIMIT,
         http: Default::default(),
         state_file: None,
+        state_dir: None,
         drain_timeout: Duration::from_secs(10),
         reload_interval: Duration::from_secs(3600),
     })

@@ -112,6 +112,12 @@ pub struct ServeArgs {
     /// thread after a restart. Unset: kept in memory.
     #[arg(long, env = "HERALD_STATE_FILE")]
     pub state_file: Option<PathBuf>,
+    /// A directory for the durable queue: every event answered 202 is stored there first,
+    /// and what it still owes is sent after a restart (also a `kill -9`). Also keeps the
+    /// canaries' last phases (`herald_canary_status`) and, without --state-file, the Slack
+    /// threads (`threads.json`). Unset: the queue is in memory only.
+    #[arg(long, env = "HERALD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +300,7 @@ impl ServeArgs {
             drain_timeout: self.delivery.drain_timeout,
             reload_interval: self.reload_interval,
             state_file: self.state_file.clone(),
+            state_dir: self.state_dir.clone(),
             http: self.http.options(),
         }
     }

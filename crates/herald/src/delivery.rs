@@ -5,9 +5,18 @@
 //! hold up the others. Retries with exponential backoff and jitter, `Retry-After` honoured
 //! (pausing the whole destination), bounded attempts and queues.
 //!
-//! Every queued notification ends in exactly one counted outcome: delivered, failed, or
-//! dropped (queue full, or still queued when the shutdown deadline passed). A `Job` that is
-//! dropped without an outcome counts itself as dropped, so nothing is lost silently.
+//! An event's notifications are admitted together or not at all ([`Dispatcher::enqueue_all`]):
+//! when one of them finds its queue full (`queue_capacity`, or `queue_bytes` for all queues),
+//! none is queued and the intake answers `503` with `Retry-After`, so a `202` is a promise.
+//!
+//! Every queued notification ends in exactly one counted outcome: delivered, failed, timeout
+//! (the last attempt timed out after the request was sent), unknown (in flight at the
+//! shutdown deadline), deferred (kept in `--state-dir` at the shutdown deadline) or dropped
+//! (still queued at the shutdown deadline without a state dir). A `Job` that is dropped
+//! without an outcome counts itself, so nothing is lost silently.
+//!
+//! A job waiting out its retry backoff holds none of the destination's `max_in_flight`
+//! request slots; its canary stays busy, so the canary's later notifications wait behind it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,11 +49,11 @@ pub struct DeliveryConfig {
     pub max_backoff: Duration,
     /// The longest `Retry-After` Herald waits; longer requests are shortened to this.
     pub max_retry_after: Duration,
-    /// Notifications waiting per destination (not yet being sent) before new ones are
-    /// dropped.
+    /// Notifications per destination, queued or being delivered (retries included), before
+    /// new events are refused.
     pub queue_capacity: usize,
     /// Bytes of notifications queued or being delivered, all destinations together, before
-    /// new ones are dropped: bounds memory whatever the bodies' sizes.
+    /// new events are refused: bounds memory whatever the bodies' sizes.
     pub queue_bytes: usize,
     /// Requests in flight at once per destination, each for a different canary.
     pub max_in_flight: usize,
@@ -87,6 +96,11 @@ pub struct EventCompletion {
 }
 
 impl EventCompletion {
+    /// The event's notifications were not all queued: it does not count as handled.
+    pub fn abandon(&self) {
+        self.dropped.store(true, Ordering::Release);
+    }
+
     pub fn new(on_complete: impl FnOnce() + Send + 'static) -> Arc<Self> {
         Arc::new(EventCompletion {
             dropped: AtomicBool::new(false),
@@ -144,6 +158,9 @@ pub struct Job {
     /// Jobs with the same key (the canary, `namespace/name`) and destination are sent one
     /// at a time, in order; jobs with different keys may be sent concurrently.
     pub order_key: Arc<str>,
+    /// Set when the job is stored in the durable queue: it is sent only once its event is
+    /// on disk (`false`: it could not be stored, and is cancelled).
+    committed: Option<crate::durable::Committed>,
     ticket: Option<Ticket>,
 }
 
@@ -170,6 +187,7 @@ impl Job {
             received_at,
             completion: None,
             order_key: Arc::from(""),
+            committed: None,
             ticket: None,
         }
     }
@@ -186,6 +204,13 @@ impl Job {
     fn finish(&mut self, outcome: Outcome) {
         if let Some(mut ticket) = self.ticket.take() {
             ticket.resolve(outcome, self.received_at.elapsed());
+        }
+    }
+
+    /// Marks the request as on the wire (or not): a job dropped meanwhile counts as unknown.
+    fn sending(&self, on: bool) {
+        if let Some(ticket) = &self.ticket {
+            ticket.sending.store(on, Ordering::Release);
         }
     }
 }
@@ -338,11 +363,25 @@ struct Ticket {
     bytes: usize,
     queued_bytes: Arc<AtomicUsize>,
     logs: Arc<DropLogs>,
+    /// The destination's queue, which counts the job until it ends.
+    lane: Arc<LaneState>,
+    /// A request of the job is on the wire.
+    sending: AtomicBool,
+    /// Its place in the durable queue, removed when it reaches a final outcome.
+    durable: Option<crate::durable::DurableRef>,
 }
 
 impl Ticket {
     fn resolve(&mut self, outcome: Outcome, elapsed: Duration) {
         self.resolved = true;
+        if matches!(
+            outcome,
+            Outcome::Delivered | Outcome::Failed | Outcome::Timeout
+        ) {
+            if let Some(durable) = &self.durable {
+                durable.done();
+            }
+        }
         self.report(outcome);
         self.metrics
             .delivery_duration
@@ -356,7 +395,10 @@ impl Ticket {
 impl Ticket {
     fn report(&self, outcome: Outcome) {
         self.metrics.count_delivery(self.receiver_type, outcome);
-        if outcome == Outcome::Dropped {
+        if matches!(
+            outcome,
+            Outcome::Dropped | Outcome::Unknown | Outcome::Deferred
+        ) {
             if let Some(completion) = &self.completion {
                 completion.dropped.store(true, Ordering::Release);
             }
@@ -371,13 +413,64 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         self.metrics.queue_depth.dec();
         self.queued_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.lane.waiting.fetch_sub(1, Ordering::AcqRel);
         if !self.resolved {
-            self.report(Outcome::Dropped);
-            if let Some(suppressed) = self.logs.admit(&self.policy, &self.receiver, "stopped") {
-                warn!(policy = %self.policy, receiver = %self.receiver, suppressed, "notification dropped: Herald stopped before delivering it");
+            let (outcome, reason, message) = if self.sending.load(Ordering::Acquire) {
+                (
+                    Outcome::Unknown,
+                    "unknown",
+                    "notification in flight when Herald stopped: the receiver may have got it",
+                )
+            } else if self.durable.is_some() {
+                (
+                    Outcome::Deferred,
+                    "deferred",
+                    "notification not sent before Herald stopped: kept in the state dir, sent after the restart",
+                )
+            } else {
+                (
+                    Outcome::Dropped,
+                    "stopped",
+                    "notification dropped: Herald stopped before delivering it",
+                )
+            };
+            self.report(outcome);
+            if let Some(suppressed) = self.logs.admit(&self.policy, &self.receiver, reason) {
+                warn!(policy = %self.policy, receiver = %self.receiver, suppressed, "{message}");
             }
         }
     }
+}
+
+/// Why an event's notifications were not queued (the `reason` of `herald_events_refused`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A receiver's queue has no room for them (`queue_capacity`).
+    QueueFull,
+    /// `queue_bytes` would be exceeded.
+    QueueBytes,
+    /// Herald is shutting down.
+    Shutdown,
+    /// The durable queue could not store the event.
+    State,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "queue_full",
+            Refusal::QueueBytes => "queue_bytes",
+            Refusal::Shutdown => "shutdown",
+            Refusal::State => "state",
+        }
+    }
+}
+
+/// An event's notifications, all queued.
+pub struct Admitted {
+    pub queued: usize,
+    /// With a durable queue: resolves once the event is on disk (answer `202` only then).
+    pub committed: Option<crate::durable::Committed>,
 }
 
 /// Queues notifications and delivers them in the background.
@@ -401,6 +494,9 @@ struct Inner {
     /// Bytes held by jobs queued or being delivered (bounded by `queue_bytes`).
     queued_bytes: Arc<AtomicUsize>,
     logs: Arc<DropLogs>,
+    /// Held while an event's notifications are checked against the limits and queued, so
+    /// the check holds when they are queued (workers only ever free room meanwhile).
+    admission: std::sync::Mutex<()>,
 }
 
 /// Drop and failure log lines, at most one a second per receiver and reason, each with the
@@ -453,8 +549,11 @@ struct LaneState {
     /// The destination URL, parsed once (`None` if it does not parse: then each request
     /// reports the error).
     url: Option<reqwest::Url>,
-    /// Jobs queued and not yet being sent; bounded by `queue_capacity`.
+    /// Jobs queued or being sent (retries included); bounded by `queue_capacity`.
     waiting: AtomicUsize,
+    /// Requests on the wire at once (`max_in_flight`); a job waiting out its backoff gives
+    /// its slot back.
+    slots: tokio::sync::Semaphore,
     /// When the last request went out, for `min_interval`. Requests waiting for their turn
     /// queue on this lock (first come, first served).
     last_sent: tokio::sync::Mutex<Option<Instant>>,
@@ -538,74 +637,129 @@ impl Dispatcher {
                 closed: AtomicBool::new(false),
                 queued_bytes: Default::default(),
                 logs: Arc::new(DropLogs::new()),
+                admission: std::sync::Mutex::new(()),
             }),
         }
     }
 
-    /// Queues a job behind the earlier ones for the same URL (and canary). Returns false,
-    /// counting and logging the job as dropped, when that queue is full or Herald is shutting
-    /// down.
-    pub fn enqueue(&self, mut job: Job) -> bool {
+    /// Queues a job behind the earlier ones for the same URL (and canary). Returns false
+    /// when its queue is full or Herald is shutting down (nothing is queued then).
+    pub fn enqueue(&self, job: Job) -> bool {
+        self.enqueue_all(vec![job], None).is_ok()
+    }
+
+    /// Queues all of an event's jobs, or none of them when one does not fit (its
+    /// destination's `queue_capacity`, or `queue_bytes` for all of them together). With a
+    /// store, the event is written to the durable queue too, and its jobs are sent only once
+    /// it is on disk (see [`Admitted::committed`]).
+    pub fn enqueue_all(
+        &self,
+        jobs: Vec<Job>,
+        store: Option<(&crate::durable::Store, crate::durable::EventRecord)>,
+    ) -> Result<Admitted, Refusal> {
+        self.admit(jobs, store, None)
+    }
+
+    /// Queues jobs recovered from the durable queue at start-up, whatever the limits (they
+    /// were accepted before).
+    pub fn enqueue_recovered(&self, jobs: Vec<(Job, crate::durable::DurableRef)>) -> usize {
+        let (jobs, refs): (Vec<Job>, Vec<_>) = jobs.into_iter().unzip();
+        self.admit(jobs, None, Some(refs))
+            .map(|a| a.queued)
+            .unwrap_or(0)
+    }
+
+    fn admit(
+        &self,
+        mut jobs: Vec<Job>,
+        store: Option<(&crate::durable::Store, crate::durable::EventRecord)>,
+        recovered: Option<Vec<crate::durable::DurableRef>>,
+    ) -> Result<Admitted, Refusal> {
         let inner = &self.inner;
-        inner.metrics.queue_depth.inc();
-        let bytes = job_bytes(&job);
-        let before = inner.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-        job.ticket = Some(Ticket {
-            metrics: inner.metrics.clone(),
-            observer: inner.observer.clone(),
-            completion: job.completion.clone(),
-            receiver_type: job.receiver_type,
-            policy: job.policy.clone(),
-            receiver: job.receiver.clone(),
-            resolved: false,
-            bytes,
-            queued_bytes: inner.queued_bytes.clone(),
-            logs: inner.logs.clone(),
-        });
+        if jobs.is_empty() {
+            return Ok(Admitted {
+                queued: 0,
+                committed: None,
+            });
+        }
+        let force = recovered.is_some();
+        let _admission = inner.admission.lock().expect("admission lock poisoned");
         if inner.closed.load(Ordering::Acquire) {
-            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "shutdown") {
-                warn!(policy = %job.policy, receiver = %job.receiver, suppressed, "notification dropped: shutting down");
-            }
-            job.finish(Outcome::Dropped);
-            return false;
+            return Err(Refusal::Shutdown);
         }
-        if before.saturating_add(bytes) > inner.config.queue_bytes {
-            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "bytes") {
-                warn!(
-                    policy = %job.policy,
-                    receiver = %job.receiver,
-                    queue_bytes = inner.config.queue_bytes,
-                    suppressed,
-                    "notification dropped: the notifications queued take --queue-bytes already"
-                );
-            }
-            job.finish(Outcome::Dropped);
-            return false;
+        let sizes: Vec<usize> = jobs.iter().map(job_bytes).collect();
+        let total: usize = sizes.iter().sum();
+        if !force
+            && inner
+                .queued_bytes
+                .load(Ordering::Acquire)
+                .saturating_add(total)
+                > inner.config.queue_bytes
+        {
+            return Err(Refusal::QueueBytes);
         }
-        let lane = self.lane_for(&job.queue_key(), job.url.expose());
-        let waiting = lane.state.waiting.fetch_add(1, Ordering::AcqRel);
-        if waiting >= inner.config.queue_capacity {
-            lane.state.waiting.fetch_sub(1, Ordering::AcqRel);
-            if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "full") {
-                warn!(
-                    policy = %job.policy,
-                    receiver = %job.receiver,
-                    capacity = inner.config.queue_capacity,
-                    suppressed,
-                    "notification dropped: the receiver's queue is full"
-                );
+        let lanes: Vec<Lane> = jobs
+            .iter()
+            .map(|job| self.lane_for(&job.queue_key(), job.url.expose()))
+            .collect();
+        if !force {
+            let mut wanted: HashMap<&str, usize> = HashMap::new();
+            for lane in &lanes {
+                *wanted.entry(lane.state.key.as_str()).or_default() += 1;
             }
-            job.finish(Outcome::Dropped);
-            return false;
+            for lane in &lanes {
+                let more = wanted[lane.state.key.as_str()];
+                if lane.state.waiting.load(Ordering::Acquire) + more > inner.config.queue_capacity {
+                    return Err(Refusal::QueueFull);
+                }
+            }
         }
-        match lane.sender.send(job) {
-            Ok(()) => true,
-            Err(mpsc::error::SendError(mut job)) => {
-                lane.state.waiting.fetch_sub(1, Ordering::AcqRel);
+        // Everything fits: from here on, every job is queued.
+        let (mut refs, committed) = match (store, recovered) {
+            (_, Some(refs)) => (refs.into_iter().map(Some).collect::<Vec<_>>(), None),
+            (Some((store, record)), None) => {
+                let (event, committed) = store.append(&record);
+                let refs = (0..jobs.len() as u32)
+                    .map(|idx| {
+                        Some(crate::durable::DurableRef {
+                            event: event.clone(),
+                            idx,
+                        })
+                    })
+                    .collect();
+                (refs, Some(committed))
+            }
+            (None, None) => ((0..jobs.len()).map(|_| None).collect(), None),
+        };
+        let queued = jobs.len();
+        for (((mut job, bytes), lane), durable) in
+            jobs.drain(..).zip(sizes).zip(lanes).zip(refs.drain(..))
+        {
+            inner.metrics.queue_depth.inc();
+            inner.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+            lane.state.waiting.fetch_add(1, Ordering::AcqRel);
+            job.committed = committed.clone();
+            job.ticket = Some(Ticket {
+                metrics: inner.metrics.clone(),
+                observer: inner.observer.clone(),
+                completion: job.completion.clone(),
+                receiver_type: job.receiver_type,
+                policy: job.policy.clone(),
+                receiver: job.receiver.clone(),
+                resolved: false,
+                bytes,
+                queued_bytes: inner.queued_bytes.clone(),
+                logs: inner.logs.clone(),
+                lane: lane.state.clone(),
+                sending: AtomicBool::new(false),
+                durable,
+            });
+            if let Err(mpsc::error::SendError(mut job)) = lane.sender.send(job) {
+                // The worker is gone (shutting down): counted like a shutdown drop.
                 job.finish(Outcome::Dropped);
-                false
             }
         }
+        Ok(Admitted { queued, committed })
     }
 
     /// The queue for `key` (a URL, or for Slack bots the API URL and channel on two lines),
@@ -632,6 +786,7 @@ impl Dispatcher {
                     // Every job of this queue goes to this URL: parse it once, not per request.
                     url: reqwest::Url::parse(url).ok(),
                     waiting: AtomicUsize::new(0),
+                    slots: tokio::sync::Semaphore::new(self.inner.config.max_in_flight.max(1)),
                     last_sent: tokio::sync::Mutex::new(None),
                 });
                 self.inner
@@ -683,25 +838,23 @@ impl Dispatcher {
         .await
         .is_ok();
         if !finished {
-            warn!(deadline = ?deadline, "shutdown deadline passed with notifications still queued; dropping them");
+            warn!(deadline = ?deadline, "shutdown deadline passed with notifications still queued: those in flight count as unknown, the others as deferred (kept in --state-dir) or dropped");
             workers.shutdown().await;
         }
         DrainReport { complete: finished }
     }
 }
 
-/// Delivers one destination's jobs: each canary's in order, one at a time; up to
-/// `max_in_flight` canaries at once. Jobs whose canary already has a request in flight wait
-/// behind it here; the worker stops taking jobs from the channel while the limit is reached,
-/// so the others keep their order there.
+/// Delivers one destination's jobs: each canary's in order, one at a time. Requests on the
+/// wire are bounded by the lane's slots (`max_in_flight`); a job waiting out its backoff
+/// holds none, and its canary's later jobs wait behind it here.
 async fn run_queue(
     inner: Arc<Inner>,
     mut queue: mpsc::UnboundedReceiver<Job>,
     lane: Arc<LaneState>,
 ) {
-    let limit = inner.config.max_in_flight.max(1);
     let mut in_flight = FuturesUnordered::new();
-    // Canaries with a request in flight, each with the jobs queued behind it.
+    // Canaries with a job being delivered, each with the jobs queued behind it.
     let mut busy: HashMap<Arc<str>, VecDeque<Job>> = HashMap::new();
     let mut open = true;
     loop {
@@ -710,24 +863,28 @@ async fn run_queue(
             Some((mut job, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 // Names the type: the stream's item type is only inferred further down.
                 let job: &mut Job = &mut job;
-                job.finish(outcome);
-                match busy.get_mut(&job.order_key).and_then(VecDeque::pop_front) {
-                    Some(next) => {
-                        lane.waiting.fetch_sub(1, Ordering::AcqRel);
-                        in_flight.push(send_job(inner.clone(), lane.clone(), next));
+                match outcome {
+                    Some(outcome) => job.finish(outcome),
+                    None => {
+                        // Not stored: the event was refused, so are its notifications.
+                        if let Some(ticket) = &mut job.ticket {
+                            ticket.resolved = true;
+                        }
                     }
+                }
+                match busy.get_mut(&job.order_key).and_then(VecDeque::pop_front) {
+                    Some(next) => in_flight.push(send_job(inner.clone(), lane.clone(), next)),
                     None => {
                         busy.remove(&job.order_key);
                     }
                 }
             }
-            received = queue.recv(), if open && in_flight.len() < limit => match received {
+            received = queue.recv(), if open => match received {
                 None => open = false,
                 Some(job) => match busy.get_mut(&job.order_key) {
                     Some(behind) => behind.push_back(job),
                     None => {
                         busy.insert(job.order_key.clone(), VecDeque::new());
-                        lane.waiting.fetch_sub(1, Ordering::AcqRel);
                         in_flight.push(send_job(inner.clone(), lane.clone(), job));
                     }
                 },
@@ -737,8 +894,14 @@ async fn run_queue(
     }
 }
 
-/// Sends one job (with its retries) and hands it back with its outcome.
-async fn send_job(inner: Arc<Inner>, lane: Arc<LaneState>, job: Job) -> (Job, Outcome) {
+/// Sends one job (with its retries) and hands it back with its outcome; `None` when it was
+/// not stored in the durable queue (its event was refused).
+async fn send_job(inner: Arc<Inner>, lane: Arc<LaneState>, job: Job) -> (Job, Option<Outcome>) {
+    if let Some(committed) = job.committed.clone() {
+        if !crate::durable::committed(committed).await {
+            return (job, None);
+        }
+    }
     let target = Target {
         lane: &lane,
         parsed: lane.url.as_ref(),
@@ -749,7 +912,7 @@ async fn send_job(inner: Arc<Inner>, lane: Arc<LaneState>, job: Job) -> (Job, Ou
         (None, Some(thread)) => deliver_google_chat(&inner, &job, thread, target).await,
         (None, None) => deliver(&inner, &job, target, &job.body, "message").await.0,
     };
-    (job, outcome)
+    (job, Some(outcome))
 }
 
 /// Where a request goes: the queue's parsed URL when there is one, and the destination's
@@ -880,6 +1043,8 @@ enum AttemptError {
     Retry {
         detail: String,
         retry_after: Option<Duration>,
+        /// The request was sent and no answer came in time.
+        timed_out: bool,
     },
     Permanent {
         detail: String,
@@ -911,6 +1076,13 @@ async fn deliver(
         None => target.lane.key.as_str(),
     };
     for attempt in 1..=config.max_attempts {
+        // One of the destination's request slots, for this attempt only.
+        let _slot = target
+            .lane
+            .slots
+            .acquire()
+            .await
+            .expect("slots are never closed");
         inner.wait_to_send(target.lane, group).await;
         if !job.completion.as_ref().is_none_or(|c| c.may_send()) {
             warn!(
@@ -920,7 +1092,10 @@ async fn deliver(
             return (Outcome::Dropped, None);
         }
         inner.metrics.delivery_attempts.get_or_create(&labels).inc();
-        match attempt_once(inner, job, target, body).await {
+        job.sending(true);
+        let attempted = attempt_once(inner, job, target, body).await;
+        job.sending(false);
+        match attempted {
             Ok((status, posted)) => {
                 info!(
                     policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
@@ -940,16 +1115,24 @@ async fn deliver(
             Err(AttemptError::Retry {
                 detail,
                 retry_after,
+                timed_out,
             }) => {
                 if attempt == config.max_attempts {
                     if let Some(suppressed) = inner.logs.admit(&job.policy, &job.receiver, "failed")
                     {
                         error!(
                             policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
-                            request, attempt, error = %detail, suppressed, "notification failed after the last attempt"
+                            request, attempt, error = %detail, suppressed, timed_out,
+                            "notification failed after the last attempt"
                         );
                     }
-                    return (Outcome::Failed, None);
+                    // A request that timed out once sent may have reached the receiver.
+                    let outcome = if timed_out {
+                        Outcome::Timeout
+                    } else {
+                        Outcome::Failed
+                    };
+                    return (outcome, None);
                 }
                 let delay = match retry_after {
                     Some(asked) => asked.min(config.max_retry_after),
@@ -968,6 +1151,7 @@ async fn deliver(
                         "notification attempt failed; retrying"
                     );
                 }
+                drop(_slot);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -1029,6 +1213,7 @@ async fn attempt_once(
         .map_err(|e| AttemptError::Retry {
             detail: describe(&e),
             retry_after: None,
+            timed_out: e.is_timeout() && !e.is_connect(),
         })?;
     let status = response.status();
     if status.is_success() {
@@ -1051,6 +1236,7 @@ async fn attempt_once(
                     Err(AttemptError::Retry {
                         detail,
                         retry_after: None,
+                        timed_out: false,
                     })
                 } else {
                     Err(AttemptError::Permanent { detail })
@@ -1071,6 +1257,7 @@ async fn attempt_once(
         Err(AttemptError::Retry {
             detail,
             retry_after,
+            timed_out: false,
         })
     } else {
         debug!(

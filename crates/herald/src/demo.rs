@@ -126,6 +126,7 @@ pub async fn run(capture_port: u16, policies: Vec<PathBuf>) -> Result<ExitCode> 
         body_limit: crate::server::DEFAULT_BODY_LIMIT,
         http: Default::default(),
         state_file: None,
+        state_dir: None,
         drain_timeout: Duration::from_secs(15),
         reload_interval: Duration::from_secs(3600),
     })

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod controller;
 pub mod delivery;
 pub mod demo;
+pub mod durable;
 pub mod http;
 pub mod intake;
 pub mod metrics;
@@ -53,6 +54,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("leader election: {0}")]
     Leader(String),
+    #[error("state: {0}")]
+    State(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

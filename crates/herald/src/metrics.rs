@@ -37,8 +37,16 @@ pub enum Outcome {
     Delivered,
     /// Rejected by the receiver, or still failing after the last attempt.
     Failed,
-    /// Never sent: the receiver's queue was full, or Herald stopped first.
+    /// Never sent: Herald stopped first, or (controller) the lease was lost.
     Dropped,
+    /// The last attempt timed out after the request was sent: the receiver may have got it.
+    Timeout,
+    /// The request was in flight when the shutdown deadline passed: the receiver may have
+    /// got it. With `--state-dir` it is sent again after the restart.
+    Unknown,
+    /// Not sent before the shutdown deadline, and kept in `--state-dir`: sent after the
+    /// restart.
+    Deferred,
 }
 
 impl Outcome {
@@ -47,6 +55,9 @@ impl Outcome {
             Outcome::Delivered => "delivered",
             Outcome::Failed => "failed",
             Outcome::Dropped => "dropped",
+            Outcome::Timeout => "timeout",
+            Outcome::Unknown => "unknown",
+            Outcome::Deferred => "deferred",
         }
     }
 }
@@ -91,6 +102,9 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub events_unauthorized: Family<ReasonLabels, Counter>,
     pub canary_evictions: Family<ReasonLabels, Counter>,
+    pub events_refused: Family<ReasonLabels, Counter>,
+    pub state_commits: Counter,
+    pub state_commit_events: Histogram,
     tracked_canaries: Mutex<Tracked>,
     eviction_logs: crate::telemetry::LogLimiter,
 }
@@ -191,7 +205,7 @@ impl Metrics {
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register(
             "herald_deliveries",
-            "Notifications by final outcome: delivered, failed (after retries or on a non-retryable answer), dropped (queue full or shutdown)",
+            "Notifications by final outcome: delivered; failed (after retries or on a non-retryable answer); timeout (the last attempt timed out after the request was sent: may have reached the receiver); unknown (in flight at the shutdown deadline: may have reached the receiver); deferred (not sent by the shutdown deadline, kept in --state-dir for after the restart); dropped (not sent: shutdown without --state-dir, or a lost lease)",
             deliveries.clone(),
         );
         let delivery_attempts = Family::<ReceiverLabels, Counter>::default();
@@ -256,8 +270,29 @@ impl Metrics {
             "herald_canary_status series removed to make room (reason: finished, not_failed) or canaries refused a series because all tracked ones had failed (reason: refused)",
             canary_evictions.clone(),
         );
+        let events_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "herald_events_refused",
+            "Events answered 503 with none of their notifications queued (reason: queue_full, a receiver's queue has no room for them; queue_bytes, --queue-bytes reached; state, the durable queue could not store them; shutdown)",
+            events_refused.clone(),
+        );
+        let state_commits = Counter::default();
+        registry.register(
+            "herald_state_commits",
+            "Durable queue (--state-dir) transactions committed to disk",
+            state_commits.clone(),
+        );
+        let state_commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "herald_state_commit_events",
+            "Events stored per durable queue transaction (group commit)",
+            state_commit_events.clone(),
+        );
         Metrics {
             registry,
+            events_refused,
+            state_commits,
+            state_commit_events,
             events_unauthorized,
             canary_evictions,
             eviction_logs: crate::telemetry::LogLimiter::new(std::time::Duration::from_secs(10)),

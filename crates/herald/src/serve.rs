@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub reload_interval: Duration,
     /// Where Slack bots' thread parents are kept across restarts (`None`: in memory).
     pub state_file: Option<PathBuf>,
+    /// The durable queue's directory (`None`: the queue is in memory only).
+    pub state_dir: Option<PathBuf>,
     /// The event token and the connection limits.
     pub http: crate::http::HttpOptions,
 }
@@ -56,7 +58,19 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
             problems: rejected.problems,
         })?;
     metrics.policies_loaded.set(set.policies().len() as i64);
-    let threads: Arc<dyn ThreadStore> = match &options.state_file {
+    let thread_file = options.state_file.clone().or_else(|| {
+        options
+            .state_dir
+            .as_ref()
+            .map(|dir| dir.join("threads.json"))
+    });
+    let opened = match &options.state_dir {
+        Some(dir) => Some(crate::durable::Store::open(dir, metrics.clone()).map_err(
+            |message| Error::State(format!("cannot open the durable queue: {message}")),
+        )?),
+        None => None,
+    };
+    let threads: Arc<dyn ThreadStore> = match &thread_file {
         Some(path) => Arc::new(MemoryThreads::persisted(path.clone())),
         None => Arc::new(MemoryThreads::new()),
     };
@@ -83,7 +97,11 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         repeats: Default::default(),
         event_token,
         body_timeout: options.http.body_timeout(),
+        store: opened.as_ref().map(|o| o.store.clone()),
     };
+    if let Some(opened) = opened {
+        recover(&state, opened);
+    }
     let (stop, stopped) = watch::channel(false);
     let http = {
         let mut stopped = stopped.clone();
@@ -123,6 +141,88 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     })
 }
 
+/// Restores what the durable queue held at start-up: the canaries' phases, and every
+/// notification still owed, queued in event order before any new event is accepted.
+fn recover(state: &AppState, opened: crate::durable::Opened) {
+    use crate::durable::{DurableEvent, DurableRef, StoredJob};
+    use herald_core::{FlaggerEvent, MatchInput};
+    for (namespace, name, phase) in &opened.canaries {
+        state
+            .metrics
+            .observe_canary(name, namespace, herald_api::CanaryPhase::parse(phase));
+    }
+    let policies = state.policies.load_full();
+    let (mut events, mut queued, mut lost) = (0usize, 0usize, 0usize);
+    for recovered in opened.events {
+        let record = &recovered.record;
+        let parsed = FlaggerEvent::from_json(record.event.as_bytes());
+        let only = record.only.as_ref().map(|p| policies.find(&p.id()));
+        let (event, only) = match (parsed, only) {
+            (Ok(event), None) => (event, None),
+            (Ok(event), Some(Some(index))) => (event, Some(index)),
+            (parsed, _) => {
+                tracing::warn!(
+                    seq = recovered.seq, error = ?parsed.err().map(|e| e.to_string()),
+                    "a stored event cannot be sent again (unreadable, or its policy is gone); forgetting it"
+                );
+                let event =
+                    DurableEvent::new(&opened.store, recovered.seq, recovered.pending.len() as u32);
+                for idx in &recovered.pending {
+                    DurableRef {
+                        event: event.clone(),
+                        idx: *idx,
+                    }
+                    .done();
+                }
+                lost += recovered.pending.len();
+                continue;
+            }
+        };
+        let mut built: std::collections::HashMap<StoredJob, crate::delivery::Job> =
+            crate::server::build_jobs(
+                &policies,
+                &MatchInput::event(&event),
+                only,
+                std::time::Instant::now(),
+                None,
+                &state.metrics,
+            )
+            .into_iter()
+            .map(|(job, _, stored)| (stored, job))
+            .collect();
+        let durable =
+            DurableEvent::new(&opened.store, recovered.seq, recovered.pending.len() as u32);
+        let mut jobs = Vec::new();
+        for idx in &recovered.pending {
+            let reference = DurableRef {
+                event: durable.clone(),
+                idx: *idx,
+            };
+            let job = record
+                .jobs
+                .get(*idx as usize)
+                .and_then(|stored| built.remove(stored));
+            match job {
+                Some(job) => jobs.push((job, reference)),
+                None => {
+                    tracing::warn!(
+                        seq = recovered.seq, canary = %event.name, namespace = %event.namespace,
+                        "a stored notification's policy or receiver no longer matches the event; forgetting it"
+                    );
+                    lost += 1;
+                    reference.done();
+                }
+            }
+        }
+        events += 1;
+        queued += state.dispatcher.enqueue_recovered(jobs);
+    }
+    info!(
+        path = %opened.store.path().display(), events, notifications = queued, forgotten = lost,
+        canaries = opened.canaries.len(), "durable queue recovered"
+    );
+}
+
 impl Running {
     /// Stops accepting events, finishes the requests in flight, then delivers what is queued
     /// until the drain deadline.
@@ -136,6 +236,10 @@ impl Running {
         let _ = self.watcher.await;
         info!(deadline = ?self.drain_timeout, "stopped accepting events; delivering queued notifications");
         let report = self.state.dispatcher.drain(self.drain_timeout).await;
+        if let Some(store) = self.state.store.clone() {
+            // What finished during the drain is not owed any more: persist that, and close.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
         info!(complete = report.complete, "shut down");
         Ok(report)
     }

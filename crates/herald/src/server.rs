@@ -17,7 +17,8 @@ use herald_core::{FlaggerEvent, MatchInput, PolicyId, PolicySet};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::delivery::{Dispatcher, EventCompletion, Job, SlackJob};
+use crate::delivery::{Admitted, Dispatcher, EventCompletion, Job, Refusal, SlackJob};
+use crate::durable::{EventRecord, Store, StoredJob, StoredPolicy};
 use crate::intake::{gate, EventToken, Gate};
 use crate::metrics::{Metrics, SourceLabels};
 
@@ -42,6 +43,9 @@ pub struct AppState {
     pub event_token: Option<Arc<EventToken>>,
     /// How long an event body may take to arrive once its headers have (`408` after).
     pub body_timeout: Duration,
+    /// The durable queue (`--state-dir`): events received over HTTP are answered `202` only
+    /// once stored.
+    pub store: Option<Store>,
 }
 
 /// Default [`AppState::body_timeout`].
@@ -63,26 +67,9 @@ impl Default for Repeats {
 }
 
 impl Repeats {
-    /// Runs `send` unless the message `key` went out less than `interval_ms` ago (`None`);
-    /// a send that succeeds (returns true) starts a new interval.
-    fn send_unless_repeated(
-        &self,
-        key: u64,
-        interval_ms: u64,
-        send: impl FnOnce() -> bool,
-    ) -> Option<bool> {
-        let now_ms = self.started.elapsed().as_millis() as u64;
-        // Held while sending (queueing does not block), so two reports of one message
-        // arriving together cannot both pass.
-        let mut filter = self.filter.lock().expect("repeat filter lock poisoned");
-        if filter.is_held(key, now_ms) {
-            return None;
-        }
-        let sent = send();
-        if sent {
-            filter.mark_sent(key, interval_ms, now_ms);
-        }
-        Some(sent)
+    /// Milliseconds since Herald started.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 }
 
@@ -254,17 +241,33 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
     if event.known_phase().is_none() {
         warn!(canary = %event.name, namespace = %event.namespace, phase = %event.phase, "event has a phase Herald does not know; only policies without a phase filter match it");
     }
-    state
-        .metrics
-        .observe_canary(&event.name, &event.namespace, event.rollout_phase());
-    let queued = dispatch(
+    let admitted = dispatch(
         state,
         &policies,
         &MatchInput::event(&event),
         only_index,
         received_at,
         completion,
+        Some(&body),
     );
+    let queued = match admitted {
+        Ok(Admitted { queued, committed }) => {
+            if let Some(committed) = committed {
+                if !crate::durable::committed(committed).await {
+                    return refused(state, Refusal::State);
+                }
+            }
+            queued
+        }
+        Err(refusal) => return refused(state, refusal),
+    };
+    let phase = event.rollout_phase();
+    state
+        .metrics
+        .observe_canary(&event.name, &event.namespace, phase);
+    if let (Some(store), Some(phase)) = (&state.store, phase) {
+        store.canary(&event.namespace, &event.name, phase.as_str());
+    }
     info!(
         canary = %event.name, namespace = %event.namespace, phase = %event.phase,
         event_message = %event.message(), deliveries = queued, "event received"
@@ -272,17 +275,55 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
     (StatusCode::ACCEPTED, Json(json!({ "deliveries": queued }))).into_response()
 }
 
-/// Renders and queues every delivery for the event; returns how many were queued. Each job
-/// carries `completion`, so its owner learns when all of them have an outcome.
-pub fn dispatch(
-    state: &AppState,
+/// Seconds a refused sender is asked to wait (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// `503` with `Retry-After`: none of the event's notifications were queued.
+fn refused(state: &AppState, refusal: Refusal) -> Response {
+    state
+        .metrics
+        .events_refused
+        .get_or_create(&crate::metrics::ReasonLabels {
+            reason: refusal.as_str(),
+        })
+        .inc();
+    static LOGS: std::sync::OnceLock<crate::telemetry::LogLimiter> = std::sync::OnceLock::new();
+    let logs = LOGS.get_or_init(crate::telemetry::LogLimiter::per_second);
+    if let Some(suppressed) = logs.admit(refusal.as_str()) {
+        warn!(
+            reason = refusal.as_str(),
+            suppressed, "event refused with 503: its notifications cannot all be queued now"
+        );
+    }
+    let message = match refusal {
+        Refusal::QueueFull => "a receiver's queue is full; retry later",
+        Refusal::QueueBytes => "the notification queues are full (--queue-bytes); retry later",
+        Refusal::Shutdown => "Herald is shutting down; retry later",
+        Refusal::State => "the durable queue could not store the event; retry later",
+    };
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(RETRY_AFTER_SECONDS),
+    );
+    response
+}
+
+/// A rendered notification, its `repeatInterval` key and interval, and what the durable
+/// queue keeps of it.
+pub type BuiltJob = (Job, Option<(u64, u64)>, StoredJob);
+
+/// Renders every delivery for the event, with its `repeatInterval` key and what the durable
+/// queue keeps of it.
+pub fn build_jobs(
     policies: &PolicySet,
     input: &MatchInput<'_>,
     only: Option<u32>,
     received_at: Instant,
     completion: Option<Arc<EventCompletion>>,
-) -> usize {
-    let mut queued = 0;
+    metrics: &Metrics,
+) -> Vec<BuiltJob> {
+    let mut jobs = Vec::new();
     // The canary orders its notifications to each receiver; made once, shared by its jobs.
     let mut order_key: Option<Arc<str>> = None;
     for result in policies.deliveries(input, only) {
@@ -312,32 +353,20 @@ pub fn dispatch(
                         format!("{}/{}", input.event.namespace, input.event.name).into()
                     })
                     .clone();
-                let enqueued = match policy.repeat_interval_ms {
-                    None => state.dispatcher.enqueue(job),
-                    Some(interval) => {
-                        let key = repeat_key(&policy.id, &receiver.name, input.event);
-                        match state
-                            .repeats
-                            .send_unless_repeated(key, interval, || state.dispatcher.enqueue(job))
-                        {
-                            Some(enqueued) => enqueued,
-                            None => {
-                                state.metrics.repeats_held.inc();
-                                debug!(
-                                    policy = %policy.id, receiver = %receiver.name,
-                                    "repeated message held back (repeatInterval)"
-                                );
-                                false
-                            }
-                        }
-                    }
+                let repeat = policy.repeat_interval_ms.map(|interval| {
+                    (
+                        repeat_key(&policy.id, &receiver.name, input.event),
+                        interval,
+                    )
+                });
+                let stored = StoredJob {
+                    policy: StoredPolicy::from(&policy.id),
+                    receiver: receiver.name.clone(),
                 };
-                if enqueued {
-                    queued += 1;
-                }
+                jobs.push((job, repeat, stored));
             }
             Err(failure) => {
-                state.metrics.render_failures.inc();
+                metrics.render_failures.inc();
                 let policy = policies.policy(failure.policy);
                 warn!(
                     policy = %policy.id,
@@ -348,7 +377,81 @@ pub fn dispatch(
             }
         }
     }
-    queued
+    jobs
+}
+
+/// Renders and queues every delivery for the event, all or none: `Err` when one of them
+/// cannot be queued (nothing is queued then, and `completion` is abandoned). Each job
+/// carries `completion`, so its owner learns when all of them have an outcome. With `raw`
+/// (the event as received) and a durable queue, the event is stored too.
+pub fn dispatch(
+    state: &AppState,
+    policies: &PolicySet,
+    input: &MatchInput<'_>,
+    only: Option<u32>,
+    received_at: Instant,
+    completion: Option<Arc<EventCompletion>>,
+    raw: Option<&[u8]>,
+) -> Result<Admitted, Refusal> {
+    let built = build_jobs(
+        policies,
+        input,
+        only,
+        received_at,
+        completion.clone(),
+        &state.metrics,
+    );
+    // Held while queueing (queueing does not block), so two reports of one message
+    // arriving together cannot both pass.
+    let mut filter = state
+        .repeats
+        .filter
+        .lock()
+        .expect("repeat filter lock poisoned");
+    let now_ms = state.repeats.now_ms();
+    let mut jobs = Vec::with_capacity(built.len());
+    let mut stored = Vec::with_capacity(built.len());
+    let mut sent = Vec::new();
+    for (job, repeat, kept) in built {
+        if let Some((key, interval)) = repeat {
+            if filter.is_held(key, now_ms) {
+                state.metrics.repeats_held.inc();
+                debug!(
+                    policy = %job.policy, receiver = %job.receiver,
+                    "repeated message held back (repeatInterval)"
+                );
+                continue;
+            }
+            sent.push((key, interval));
+        }
+        jobs.push(job);
+        stored.push(kept);
+    }
+    let store = match (&state.store, raw) {
+        (Some(store), Some(raw)) if !jobs.is_empty() => Some((
+            store,
+            EventRecord {
+                event: String::from_utf8_lossy(raw).into_owned(),
+                only: only.map(|index| StoredPolicy::from(&policies.policy(index).id)),
+                jobs: stored,
+            },
+        )),
+        _ => None,
+    };
+    let admitted = state.dispatcher.enqueue_all(jobs, store);
+    match &admitted {
+        Ok(_) => {
+            for (key, interval) in sent {
+                filter.mark_sent(key, interval, now_ms);
+            }
+        }
+        Err(_) => {
+            if let Some(completion) = &completion {
+                completion.abandon();
+            }
+        }
+    }
+    admitted
 }
 
 /// `application/json`, in any case, with optional parameters (`; charset=utf-8`); not

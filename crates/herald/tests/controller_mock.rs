@@ -429,6 +429,7 @@ fn harness_with(
         repeats: Default::default(),
         event_token: None,
         body_timeout: herald::server::DEFAULT_BODY_TIMEOUT,
+        store: None,
     };
     let state = Arc::new(StateStore::new(
         Api::<ConfigMap>::namespaced(state_client, "herald"),

@@ -74,6 +74,10 @@ fn failure_note(receiver: &str, outcome: Outcome) -> (&'static str, String) {
             "DeliveryFailed",
             format!("notification to receiver {receiver} failed; see Herald's logs"),
         ),
+        Outcome::Timeout | Outcome::Unknown => (
+            "DeliveryUncertain",
+            format!("notification to receiver {receiver} timed out or was in flight at shutdown: it may have arrived; see Herald's logs"),
+        ),
         _ => (
             "DeliveryDropped",
             format!("notification to receiver {receiver} was dropped (queue full, shutdown or lost lease)"),

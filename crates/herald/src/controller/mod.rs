@@ -150,6 +150,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         repeats: Default::default(),
         event_token,
         body_timeout: options.http.body_timeout(),
+        store: None,
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::canaries::{
     announced_phase, canary_facts, flagger_event, observe_event, observe_phase, phase_change_event,
@@ -205,14 +205,32 @@ impl CanaryNotifier {
         };
         self.app.metrics.events_received.inc();
         let policies = self.app.policies.load_full();
-        let queued = dispatch(
+        let queued = match dispatch(
             &self.app,
             &policies,
             &input,
             None,
             Instant::now(),
             Some(completion),
-        );
+            None,
+        ) {
+            Ok(admitted) => admitted.queued,
+            Err(refusal) => {
+                // The event is not recorded as handled: it is sent again after a restart.
+                self.app
+                    .metrics
+                    .events_refused
+                    .get_or_create(&crate::metrics::ReasonLabels {
+                        reason: refusal.as_str(),
+                    })
+                    .inc();
+                warn!(
+                    canary = %canary_ref.key(), reason = refusal.as_str(),
+                    "canary event not sent: its notifications cannot all be queued now"
+                );
+                0
+            }
+        };
         info!(
             canary = %canary_ref.key(), phase = %event.phase, event_message = %event.message(),
             deliveries = queued, "canary event"

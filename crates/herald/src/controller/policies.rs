@@ -241,7 +241,9 @@ impl ReceiverStats {
             match outcome {
                 Outcome::Delivered => "Delivered",
                 Outcome::Failed => "Failed",
-                Outcome::Dropped => "Dropped",
+                Outcome::Dropped | Outcome::Deferred => "Dropped",
+                Outcome::Timeout => "Timeout",
+                Outcome::Unknown => "Unknown",
             }
             .to_owned(),
         );

@@ -239,6 +239,7 @@ pub fn options(policies: PathBuf) -> ServeOptions {
             namespace: "default".to_owned(),
         },
         state_file: None,
+        state_dir: None,
         delivery: DeliveryConfig {
             max_attempts: 4,
             timeout: Duration::from_secs(5),
