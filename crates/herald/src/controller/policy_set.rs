@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_api::{ClusterNotificationPolicy, NotificationPolicy};
 use herald_core::{PolicyObject, PolicySet, PolicySetBuilder};
@@ -24,7 +24,15 @@ pub struct PoliciesKnown {
     pub(super) cluster: Arc<WatchHealth>,
     /// The lists (of both watches together) the current set was built after.
     built_after: std::sync::atomic::AtomicU64,
+    /// When every policy disappeared at once (the set became empty after holding some).
+    emptied_at: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long watched Events wait after every policy disappeared at once. That is what
+/// re-creating Herald's CRDs looks like (deleting a CRD deletes its objects; they are
+/// applied again moments later), and Events of that window would otherwise match nothing.
+/// A first install with no policy yet does not wait: nothing disappeared.
+pub const EMPTIED_GRACE: Duration = Duration::from_secs(60);
 
 impl PoliciesKnown {
     fn lists(&self) -> u64 {
@@ -36,7 +44,21 @@ impl PoliciesKnown {
     }
 
     pub fn known(&self) -> bool {
-        self.synced() && self.built_after.load(Ordering::Acquire) == self.lists()
+        let emptied = *self.emptied_at.lock().expect("policies lock");
+        self.synced()
+            && self.built_after.load(Ordering::Acquire) == self.lists()
+            && emptied.is_none_or(|at| at.elapsed() >= EMPTIED_GRACE)
+    }
+
+    /// Follows the sizes of the sets built.
+    fn built(&self, before: usize, now: usize) {
+        let mut emptied = self.emptied_at.lock().expect("policies lock");
+        if now > 0 {
+            *emptied = None;
+        } else if before > 0 {
+            warn!(grace = ?EMPTIED_GRACE, "every policy disappeared at once (Herald's CRDs re-created?): watched Events wait for them to come back");
+            *emptied = Some(Instant::now());
+        }
     }
 }
 
@@ -90,6 +112,9 @@ pub(super) async fn rebuild_policy_set(
                 invalid = set.problems().len(),
                 "policies in effect"
             );
+            let before =
+                app.policies.load().policies().len() + app.policies.load().problems().len();
+            known.built(before, set.policies().len() + set.problems().len());
             app.policies.store(Arc::new(set));
             built_from = Some(inputs);
             known.built_after.store(lists, Ordering::Release);
