@@ -139,10 +139,17 @@ pub async fn run(
                 if let Input::Event(event) = &input {
                     // An Event handled now would match nothing or the wrong policies and be
                     // recorded as handled: wait until the policies are known.
-                    while !policies_known() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Both, again after waiting for the Canary: its CRD and Herald's may be
+                    // re-created together.
+                    loop {
+                        while !policies_known() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        wait_for_canary(&notifier, event, &canaries_synced, &mut gave_up_waiting).await;
+                        if policies_known() {
+                            break;
+                        }
                     }
-                    wait_for_canary(&notifier, event, &canaries_synced, &mut gave_up_waiting).await;
                     notifier.app.dispatcher.wait_for_room().await;
                 }
                 notifier.handle(input, &inputs);
