@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Build Herald's container image (image/Containerfile, FROM scratch) from the one release build
+# and smoke-test it with buildah, as CI does:
+#
+#   tests/image/build-and-test.sh [IMAGE_NAME]     default IMAGE_NAME: localhost/herald:ci
+#
+#   1. cargo build --release -p herald   (a no-op when it is built; the only release build)
+#   2. image/stage.sh                    (the image's root filesystem, in target/image)
+#   3. buildah bud                       (in a private vfs store under target/, removed after)
+#   4. inside the image (buildah run --isolation chroot): `herald --version` names this
+#      commit; `herald check` accepts examples/policies; `herald demo` plays the example
+#      rollouts through the real server to a loopback capture server; `herald crd --dir`
+#      into a mounted directory writes files owned by 65532 (the process is not root);
+#      the image's configured user is 65532:65532, its size under MAX_MB (default 60).
+#
+# Needs root (buildah with --storage-driver vfs, chroot isolation); installs Debian's buildah
+# when it is missing. IMAGE_ARCHIVE=path also writes the image as an OCI archive.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT_DIR="$PWD"
+TARGET="${CARGO_TARGET_DIR:-$ROOT_DIR/target}"
+IMAGE="${1:-localhost/herald:ci}"
+MAX_MB="${MAX_MB:-60}"
+t0=$(date +%s%N)
+ms() { echo $(( ($(date +%s%N) - t0) / 1000000 )); }
+step() { echo "[image $(ms) ms] $*"; }
+fail() { printf 'FAIL: %b\n' "$*" >&2; exit 1; }
+
+if ! command -v buildah >/dev/null; then
+  step "apt-get install buildah"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
+fi
+
+step "release binary (cargo build --release -p herald)"
+cargo build --release -q -p herald
+BIN="$TARGET/release/herald"
+VERSION="$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "herald"))')"
+REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
+step "stage the root filesystem"
+CONTEXT="$TARGET/image"
+bash image/stage.sh "$BIN" "$CONTEXT"
+
+# A private store: nothing of other buildah users on this machine is touched, and all of it
+# goes when the test ends.
+WORK="$(mktemp -d "$TARGET/image-test.XXXXXX")"
+B=(buildah --root "$WORK/storage" --runroot "$WORK/run" --storage-driver vfs)
+CTR=""
+cleanup() {
+  [ -n "$CTR" ] && "${B[@]}" rm "$CTR" >/dev/null 2>&1 || true
+  "${B[@]}" rmi -a -f >/dev/null 2>&1 || true
+  rm -rf "$WORK" 2>/dev/null || { chmod -R u+w "$WORK" 2>/dev/null; rm -rf "$WORK"; }
+}
+trap cleanup EXIT
+
+step "buildah bud $IMAGE"
+"${B[@]}" bud -q --layers=false \
+  --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" \
+  --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  -t "$IMAGE" -f "$CONTEXT/Containerfile" "$CONTEXT" >/dev/null
+
+step "check the image's configuration"
+user="$("${B[@]}" inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")"
+[ "$user" = "65532:65532" ] || fail "image user is '$user', expected 65532:65532"
+labels="$("${B[@]}" inspect --type image --format '{{json .OCIv1.Config.Labels}}' "$IMAGE")"
+python3 - "$labels" "$VERSION" "$REVISION" <<'EOF' || fail "OCI labels: $labels"
+import json, sys
+labels, version, revision = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+want = {
+    "org.opencontainers.image.source": "https://github.com/herald-dev/herald",
+    "org.opencontainers.image.version": version,
+    "org.opencontainers.image.revision": revision,
+    "org.opencontainers.image.licenses": "Apache-2.0",
+}
+bad = {k: (v, labels.get(k)) for k, v in want.items() if labels.get(k) != v}
+assert not bad, bad
+EOF
+size_bytes="$("${B[@]}" inspect --type image --format '{{.ImageSize}}' "$IMAGE" 2>/dev/null || true)"
+if ! [[ "$size_bytes" =~ ^[0-9]+$ ]] || [ "$size_bytes" -eq 0 ]; then
+  size_bytes="$(du -sb "$CONTEXT/rootfs" | cut -f1)"
+fi
+size_mb="$(python3 -c "print(f'{$size_bytes / 1e6:.1f}')")"
+echo "image $IMAGE: $size_mb MB uncompressed ($size_bytes bytes), user $user"
+python3 -c "import sys; sys.exit(0 if $size_bytes <= $MAX_MB * 1e6 else 1)" \
+  || fail "the image is $size_mb MB, more than MAX_MB=$MAX_MB"
+if [ -n "${IMAGE_ARCHIVE:-}" ]; then
+  "${B[@]}" push -q "$IMAGE" "oci-archive:$IMAGE_ARCHIVE:$IMAGE" >/dev/null
+  echo "image archive: $IMAGE_ARCHIVE ($(du -h "$IMAGE_ARCHIVE" | cut -f1))"
+fi
+
+CTR="$("${B[@]}" from -q "$IMAGE")"
+# Read-only bind mounts of the examples; the one writable directory is the test's own.
+POLICIES="$WORK/policies"
+OUT="$WORK/out"
+mkdir -p "$POLICIES" "$OUT"
+chmod 0777 "$OUT"
+chmod 0755 "$WORK"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT="$(free_port)"
+# The example Secrets point at the demo's capture port 9099: another port here, so a demo
+# running elsewhere on this machine cannot collide with this one.
+for f in examples/policies/*.yaml; do sed "s/127\.0\.0\.1:9099/127.0.0.1:$PORT/g; s/localhost:9099/localhost:$PORT/g" "$f" >"$POLICIES/$(basename "$f")"; done
+chmod -R a+rX "$POLICIES"
+run() {
+  "${B[@]}" run --isolation chroot --network host \
+    -v "$POLICIES:/policies:ro" -v "$OUT:/out" "$CTR" -- /usr/local/bin/herald "$@"
+}
+
+step "herald --version"
+out="$(run --version)"
+echo "  $out"
+[ "$out" = "herald $VERSION (commit $REVISION)" ] || fail "--version printed '$out', expected 'herald $VERSION (commit $REVISION)'"
+
+step "herald check --policies /policies (examples/policies)"
+out="$(run check --policies /policies)"
+echo "  $(echo "$out" | tail -1)"
+echo "$out" | tail -1 | grep -q '^ok: ' || fail "herald check: $out"
+
+step "herald demo (the real server, a loopback capture server on port $PORT)"
+out="$(run demo --capture-port "$PORT" --policies /policies)" || fail "herald demo failed: $out"
+summary="$(echo "$out" | grep '^== What each receiver got' || true)"
+echo "  $summary"
+n="$(echo "$summary" | sed -n 's/.*(\([0-9]*\) notifications)/\1/p')"
+[ -n "$n" ] && [ "$n" -ge 10 ] || fail "herald demo: expected at least 10 notifications; output:\n$out"
+if echo "$out" | grep -E -- '-> [45][0-9][0-9] ' >/dev/null; then fail "herald demo: an event was refused:\n$out"; fi
+echo "$out" | grep -q '^-- POST ' || fail "herald demo: no receiver got a POST"
+
+step "the process runs as 65532 (files it writes into a mounted directory)"
+run crd --dir /out >/dev/null
+owners="$(stat -c '%u:%g' "$OUT"/*.yaml | sort -u)"
+[ "$owners" = "65532:65532" ] || fail "files written inside the image belong to $owners, expected 65532:65532"
+echo "  $(ls "$OUT" | wc -l) CRD files written by 65532:65532"
+
+step "done: image $IMAGE, $size_mb MB; the image step took $(ms) ms"
