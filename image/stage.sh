@@ -49,7 +49,7 @@ while read -r lib; do
   pkg="$(dpkg -S "$real" 2>/dev/null | head -1 | cut -d: -f1 || true)"
   [ -z "$pkg" ] && pkg="$(dpkg -S "$lib" 2>/dev/null | head -1 | cut -d: -f1 || true)"
   [ -n "$pkg" ] && packages+=("$pkg")
-done < <(ldd "$BIN" | awk '/=> \// { print $3; next } /^\s*\// { print $1 }')
+done < <(ldd "$BIN" | awk '/=> \// { print $3; next } /^[ \t]*\// { print $1 }')
 
 for pkg in $(printf '%s\n' "${packages[@]}" | sort -u); do
   if [ -e "/usr/share/doc/$pkg/copyright" ]; then
