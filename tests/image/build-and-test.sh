@@ -10,7 +10,8 @@
 #   4. inside the image (buildah run --isolation chroot): `herald --version` names this
 #      commit; `herald check` accepts examples/policies; `herald demo` plays the example
 #      rollouts through the real server to a loopback capture server; `herald crd --dir`
-#      into a mounted directory writes files owned by 65532 (the process is not root);
+#      into a mounted directory writes files owned by 65532 (the process is not root); all of
+#      it with nothing else writable (read-only mounts over /tmp and /home/nonroot);
 #      the image's configured user is 65532:65532, its size under MAX_MB (default 60).
 #
 # Needs root (buildah with --storage-driver vfs, chroot isolation); installs Debian's buildah
@@ -101,8 +102,18 @@ PORT="$(free_port)"
 # running elsewhere on this machine cannot collide with this one.
 for f in examples/policies/*.yaml; do sed "s/127\.0\.0\.1:9099/127.0.0.1:$PORT/g; s/localhost:9099/localhost:$PORT/g" "$f" >"$POLICIES/$(basename "$f")"; done
 chmod -R a+rX "$POLICIES"
+# A read-only root filesystem, as the chart runs it: every file of the image belongs to root
+# (not writable by 65532), and the two directories 65532 could write (/tmp, /home/nonroot)
+# are covered by an empty read-only mount. The only writable place is /out.
+EMPTY="$WORK/empty"
+mkdir -p "$EMPTY"
+MNT="$("${B[@]}" mount "$CTR")"
+writable="$(cd "$MNT" && find . \( -user 65532 -o -perm -0002 \) ! -type l ! -path ./tmp ! -path ./home/nonroot | sort)"
+"${B[@]}" umount "$CTR" >/dev/null
+[ -z "$writable" ] || fail "files in the image that 65532 can write: $writable"
 run() {
   "${B[@]}" run --isolation chroot --network host \
+    -v "$EMPTY:/tmp:ro" -v "$EMPTY:/home/nonroot:ro" \
     -v "$POLICIES:/policies:ro" -v "$OUT:/out" "$CTR" -- /usr/local/bin/herald "$@"
 }
 
