@@ -22,14 +22,15 @@ fn main() {
             // Rebuild when HEAD moves: HEAD itself (a branch switch, a detached checkout), the
             // branch it points at (a commit), and packed-refs (a ref packed by gc). `--git-path`
             // finds them in worktrees too.
-            for path in ["HEAD", "packed-refs"] {
-                if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-                    println!("cargo:rerun-if-changed={p}");
-                }
-            }
-            if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                if let Some(p) = git(&["rev-parse", "--git-path", &branch]) {
-                    println!("cargo:rerun-if-changed={p}");
+            // Only files that exist: cargo reruns a build script on every build while a path it
+            // was told to watch is missing (and then rebuilds the crate each time).
+            let mut watch = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+            watch.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+            for path in watch {
+                if let Some(p) = git(&["rev-parse", "--git-path", &path]) {
+                    if std::path::Path::new(&p).exists() {
+                        println!("cargo:rerun-if-changed={p}");
+                    }
                 }
             }
             git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into())
