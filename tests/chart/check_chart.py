@@ -487,7 +487,7 @@ def deployment() -> None:
     )
     assert version, "Cargo.toml: no [workspace.package] version"
     expect_equal(app_version, version.group(1), "Chart.yaml appVersion (Herald's version in Cargo.toml)")
-    expect_equal(c["image"], f"herald:{app_version}", "image (tag defaults to appVersion)")
+    expect_equal(c["image"], f"ghcr.io/herald-dev/herald:{app_version}", "image: the published one, tag defaults to appVersion")
     expect_equal(c["imagePullPolicy"], "IfNotPresent", "imagePullPolicy")
     expect_equal(c["ports"], [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], "ports")
     sc = c["securityContext"]

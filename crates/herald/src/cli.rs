@@ -13,10 +13,19 @@ use crate::serve::ServeOptions;
 use crate::telemetry::LogFormat;
 use crate::{commands, demo, serve, Result};
 
+/// `herald --version`: the crate's version and the git commit it was built from (build.rs;
+/// "unknown" when built outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HERALD_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "herald",
-    version,
+    version = VERSION,
     about = "Flagger canary events to Slack, Teams, Discord, Google Chat, Rocket.Chat and webhooks, routed by NotificationPolicy"
 )]
 pub struct Cli {

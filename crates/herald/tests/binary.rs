@@ -19,6 +19,30 @@ fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
+/// `herald --version`: the version and the commit (build.rs), e.g. `herald 0.1.0 (commit 1a2b3c4)`.
+#[test]
+fn version_names_the_commit() {
+    let out = herald().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let expected_commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let commit = std::env::var("HERALD_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or(expected_commit);
+    assert_eq!(
+        stdout.trim_end(),
+        format!("herald {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn check_accepts_the_examples() {
     let out = herald()
