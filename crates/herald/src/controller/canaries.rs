@@ -152,8 +152,9 @@ pub fn observe_phase(record: &mut super::state::CanaryRecord, phase: &str) -> Op
 }
 
 /// The event Herald sends for a phase change no Flagger Event announced. Its message starts
-/// like Flagger's own, so message patterns written for Flagger's messages match it.
-pub fn phase_change_event(canary: &Canary, phase: &str, now_ms: i64) -> (FlaggerEvent, String) {
+/// like Flagger's own, so message patterns written for Flagger's messages match it. (It is
+/// recorded as the canary's `announced` phase, not in the Event watermark.)
+pub fn phase_change_event(canary: &Canary, phase: &str, now_ms: i64) -> FlaggerEvent {
     let target = format!(
         "{}.{}",
         canary.name_any(),
@@ -174,10 +175,6 @@ pub fn phase_change_event(canary: &Canary, phase: &str, now_ms: i64) -> (Flagger
         ),
     };
     let status = canary.status.clone().unwrap_or_default();
-    let key = format!(
-        "phase:{phase}:{}",
-        status.last_transition_time.unwrap_or_default()
-    );
     let mut event = FlaggerEvent::new(
         canary.name_any(),
         canary.namespace().unwrap_or_default(),
@@ -189,7 +186,7 @@ pub fn phase_change_event(canary: &Canary, phase: &str, now_ms: i64) -> (Flagger
     if let Some(revision) = status.last_applied_spec {
         event = event.with_checksum(revision);
     }
-    (event, key)
+    event
 }
 
 #[cfg(test)]

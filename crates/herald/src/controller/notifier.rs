@@ -184,7 +184,7 @@ impl CanaryNotifier {
         self.state
             .update(canary_ref, |r| r.announced = Some(phase.to_owned()));
         let now = jiff::Timestamp::now().as_millisecond();
-        let (event, _) = phase_change_event(&canary, phase, now);
+        let event = phase_change_event(&canary, phase, now);
         let completion = EventCompletion::fenced(self.fence.checker(), || {});
         self.deliver(canary_ref, &event, Some(&canary), completion);
     }

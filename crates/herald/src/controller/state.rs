@@ -296,15 +296,6 @@ impl StateStore {
         }
     }
 
-    /// Every record's size as saved, in bytes (key and value), for the state's metrics.
-    pub fn saved_bytes(&self) -> usize {
-        let records = self.records.lock().expect("state lock");
-        records
-            .iter()
-            .map(|(c, r)| c.key().len() + r.to_json().len())
-            .sum()
-    }
-
     /// Writes the changes: one JSON merge patch per ConfigMap that has any.
     pub async fn flush(&self) -> Result<()> {
         if !self.fence.holds() {
