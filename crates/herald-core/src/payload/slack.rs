@@ -1,9 +1,13 @@
 //! Slack incoming webhooks.
 
 use super::json::{push_escaped, push_pairs, push_str, push_u64};
-use super::{buffer, Message, SlackOptions};
+use super::{buffer, limit_chars, Message, SlackOptions};
 use crate::escape::Markup;
 use crate::event::Severity;
+
+/// Slack truncates a message's text past 40,000 characters, silently; Herald cuts it there
+/// itself, saying so, as it does for every other receiver's limits.
+pub const SLACK_TEXT_LIMIT: usize = 40_000;
 
 /// A Slack incoming-webhook body in Flagger's layout (one attachment, coloured by outcome),
 /// plus a `fallback` for notifications and the event time.
@@ -20,6 +24,7 @@ pub(crate) fn slack_as(
     message: &Message<'_>,
     severity: Severity,
 ) -> Vec<u8> {
+    let text = limit_chars(message.text, SLACK_TEXT_LIMIT);
     let mut out = buffer(message);
     out.push(b'{');
     for (key, value) in [
@@ -45,11 +50,11 @@ pub(crate) fn slack_as(
     out.extend_from_slice(b",\"fallback\":\"");
     push_escaped(&mut out, message.title);
     out.push(b' ');
-    push_escaped(&mut out, message.text);
+    push_escaped(&mut out, &text);
     out.extend_from_slice(b"\",\"author_name\":");
     push_str(&mut out, message.title);
     out.extend_from_slice(b",\"text\":");
-    push_str(&mut out, message.text);
+    push_str(&mut out, &text);
     out.extend_from_slice(b",\"mrkdwn_in\":[\"text\"],\"fields\":[");
     push_pairs(
         &mut out,
@@ -106,6 +111,7 @@ mod reference {
     }
 
     pub fn slack(options: &SlackOptions, message: &Message<'_>) -> Vec<u8> {
+        let text = super::super::limit_chars(message.text, super::SLACK_TEXT_LIMIT);
         let body = SlackBody {
             channel: options.channel.as_deref(),
             username: options.username.as_deref(),
@@ -118,9 +124,9 @@ mod reference {
                     Severity::Warning => "warning",
                     Severity::Error => "danger",
                 },
-                fallback: format!("{} {}", message.title, message.text),
+                fallback: format!("{} {text}", message.title),
                 author_name: message.title,
-                text: message.text,
+                text: &text,
                 mrkdwn_in: ["text"],
                 fields: message
                     .facts_in(Markup::Slack)
@@ -210,6 +216,33 @@ mod tests {
                 }]
             })
         );
+    }
+
+    /// Slack cuts a text past 40,000 characters without saying so: Herald cuts it, saying so.
+    #[test]
+    fn a_text_past_slacks_limit_is_cut_with_the_note() {
+        let ev = event("Failed", "x", EventType::Warning);
+        let long = "é".repeat(45_015);
+        let msg = Message {
+            title: "podinfo.default",
+            text: &long,
+            event: &ev,
+            cluster: "prod",
+        };
+        let body = parse(slack(&SlackOptions::default(), &msg));
+        let text = body["attachments"][0]["text"].as_str().unwrap();
+        assert_eq!(text.chars().count(), super::SLACK_TEXT_LIMIT);
+        assert!(text.ends_with(super::super::TRUNCATION_NOTE));
+        assert_eq!(
+            body["attachments"][0]["fallback"].as_str().unwrap(),
+            format!("podinfo.default {text}")
+        );
+        let short = Message {
+            text: "fits",
+            ..msg
+        };
+        let body = parse(slack(&SlackOptions::default(), &short));
+        assert_eq!(body["attachments"][0]["text"], "fits");
     }
 
     #[test]
