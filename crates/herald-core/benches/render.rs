@@ -8,7 +8,8 @@ mod fixtures;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use herald_core::payload::{self, Message, SlackOptions};
+use herald_core::receivers::slack::{self, SlackOptions};
+use herald_core::receivers::Message;
 use herald_core::template::{self, TemplateEngine};
 use herald_core::{load_sources, FlaggerEvent, MatchInput, PolicyId};
 
@@ -79,7 +80,7 @@ fn bench_render(c: &mut Criterion) {
         icon_url: None,
     };
     group.bench_function("slack_payload", |b| {
-        b.iter(|| payload::slack(&slack, std::hint::black_box(&message)))
+        b.iter(|| slack::slack(&slack, std::hint::black_box(&message)))
     });
     group.finish();
 }

@@ -8,9 +8,7 @@
 
 use std::borrow::Cow;
 
-use herald_api::TeamsFormat;
 
-use crate::payload::ReceiverKind;
 
 /// The zero-width space Rocket.Chat gets after each `@` of a value, so `@all`, `@here` or
 /// `@user` in an event is shown as written but is not a mention: Rocket.Chat's mention
@@ -45,20 +43,6 @@ const TEAMS_SPECIALS: &[u8] = b"\\`*_~[]()<>#|";
 const DISCORD_SPECIALS: &[u8] = TEAMS_SPECIALS;
 
 impl Markup {
-    /// The markup of a receiver's title and text.
-    pub fn for_kind(kind: &ReceiverKind) -> Markup {
-        match kind {
-            ReceiverKind::Slack(_) => Markup::Slack,
-            ReceiverKind::RocketChat(_) => Markup::RocketChat,
-            ReceiverKind::Teams(TeamsFormat::AdaptiveCard | TeamsFormat::MessageCard) => {
-                Markup::Teams
-            }
-            ReceiverKind::Discord(_) => Markup::Discord,
-            ReceiverKind::GoogleChat { .. } => Markup::Html,
-            ReceiverKind::Webhook(_) => Markup::Plain,
-        }
-    }
-
     fn is_special(self, b: u8) -> bool {
         match self {
             Markup::Plain => false,

@@ -177,7 +177,7 @@ impl FlaggerEvent {
     /// Written directly, keys as literal text (see [`crate::payload::json`]): the bytes are
     /// those of `serde_json` over the [`Serialize`] impl below, which the tests check.
     pub fn to_json(&self) -> Vec<u8> {
-        use crate::payload::json::push_str;
+        use crate::receivers::json::push_str;
         // Sized for a typical event, so the buffer is not grown a few bytes at a time.
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(b"{\"name\":");

@@ -7,10 +7,9 @@ pub mod escape;
 pub mod event;
 mod labels;
 pub mod loader;
-pub mod payload;
 pub mod policy;
+pub mod receivers;
 pub mod repeats;
-pub mod request;
 pub mod secret;
 pub mod template;
 mod unclosed_block;
@@ -18,7 +17,7 @@ mod unclosed_block;
 pub use escape::Markup;
 pub use event::{CanaryFacts, FlaggerEvent, Severity};
 pub use loader::{load_documents, load_sources, Document, LoadProblem, Loaded, Origin};
-pub use payload::ReceiverKind;
+pub use receivers::ReceiverKind;
 pub use policy::{
     Delivery, MatchInput, PolicyId, PolicyObject, PolicySet, PolicySetBuilder, Problem, Reason,
     RenderFailure,

@@ -530,13 +530,13 @@ fn render_pieces(
                     // As `serde_json::to_string` of the string (what the `json` helper does),
                     // written in place when there is nothing to escape.
                     Form::Json if markup == Markup::Plain => match value {
-                        Some(value) => crate::payload::json::push_str(out, value),
+                        Some(value) => crate::receivers::json::push_str(out, value),
                         None => out.push_str("null"),
                     },
                     Form::Json => {
                         let mut json = String::new();
                         match value {
-                            Some(value) => crate::payload::json::push_str(&mut json, value),
+                            Some(value) => crate::receivers::json::push_str(&mut json, value),
                             None => json.push_str("null"),
                         }
                         markup.push_escaped(out, &json);

@@ -177,7 +177,7 @@ fn examples_check_clean_and_resolve_their_secrets() {
         .flat_map(|p| {
             p.receivers
                 .iter()
-                .map(|r| (r.name.clone(), r.kind.type_name(), r.url.expose()))
+                .map(|r| (r.name.clone(), r.type_name, r.url.expose()))
         })
         .collect();
     assert_eq!(
@@ -581,7 +581,7 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
             ),
             (
                 "X-Signature".to_owned(),
-                herald_core::request::sign(b"demo-signing-key", exact)
+                herald_core::receivers::http::sign(b"demo-signing-key", exact)
             ),
         ]
     );

@@ -528,7 +528,7 @@ fn deliveries_are_ordered_by_policy_id_then_receiver_order() {
         let d = result.unwrap();
         let receiver = set.receiver(d.policy, d.receiver);
         assert_eq!(
-            receiver.kind.type_name(),
+            receiver.type_name,
             if receiver.name == "mm" {
                 "slack"
             } else {

@@ -8,7 +8,10 @@ use std::fmt;
 use std::sync::LazyLock;
 
 use herald_api::EventType;
-use herald_core::payload::{self, DiscordOptions, Message, RocketChatOptions, SlackOptions};
+use herald_core::receivers::discord::{self, DiscordOptions};
+use herald_core::receivers::rocketchat::{self, RocketChatOptions};
+use herald_core::receivers::slack::{self, SlackOptions};
+use herald_core::receivers::{googlechat, msteams, Message};
 use herald_core::{load_sources, FlaggerEvent, MatchInput, PolicySet};
 use proptest::prelude::*;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -181,7 +184,7 @@ fn check_chat_body(kind: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
         }
         "teams" => {
             prop_assert!(
-                bytes.len() <= payload::TEAMS_PAYLOAD_LIMIT,
+                bytes.len() <= msteams::TEAMS_PAYLOAD_LIMIT,
                 "{}",
                 bytes.len()
             );
@@ -189,8 +192,8 @@ fn check_chat_body(kind: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
         "discord" => {
             prop_assert_eq!(&body["allowed_mentions"], &serde_json::json!({"parse": []}));
             let embed = &body["embeds"][0];
-            prop_assert!(chars(&embed["title"]) <= payload::DISCORD_TITLE_LIMIT);
-            prop_assert!(chars(&embed["description"]) <= payload::DISCORD_DESCRIPTION_LIMIT);
+            prop_assert!(chars(&embed["title"]) <= discord::DISCORD_TITLE_LIMIT);
+            prop_assert!(chars(&embed["description"]) <= discord::DISCORD_DESCRIPTION_LIMIT);
             let mut total = chars(&embed["title"]) + chars(&embed["description"]);
             for part in ["title", "description"] {
                 if let Some(v) = embed.get(part) {
@@ -199,22 +202,22 @@ fn check_chat_body(kind: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
             }
             for field in embed["fields"].as_array().unwrap() {
                 let value = chars(&field["value"]);
-                prop_assert!(value > 0 && value <= payload::DISCORD_FIELD_LIMIT);
+                prop_assert!(value > 0 && value <= discord::DISCORD_FIELD_LIMIT);
                 total += chars(&field["name"]) + value;
             }
-            prop_assert!(total <= payload::DISCORD_EMBED_LIMIT, "{}", total);
+            prop_assert!(total <= discord::DISCORD_EMBED_LIMIT, "{}", total);
         }
         "googlechat" => {
             prop_assert!(
                 bytes.len()
-                    <= payload::GOOGLE_CHAT_MESSAGE_LIMIT - payload::GOOGLE_CHAT_THREAD_ALLOWANCE,
+                    <= googlechat::GOOGLE_CHAT_MESSAGE_LIMIT - googlechat::GOOGLE_CHAT_THREAD_ALLOWANCE,
                 "{}",
                 bytes.len()
             );
         }
         "rocketchat" => {
             let text = body["text"].as_str().unwrap();
-            prop_assert!(text.chars().count() <= payload::ROCKET_CHAT_TEXT_LIMIT);
+            prop_assert!(text.chars().count() <= rocketchat::ROCKET_CHAT_TEXT_LIMIT);
             // No `@` from the event is followed by a username character: no mention.
             let all = String::from_utf8_lossy(bytes).into_owned();
             let at_user = all
@@ -253,7 +256,7 @@ proptest! {
             match result {
                 Ok(delivery) => {
                     let receiver = set.receiver(delivery.policy, delivery.receiver);
-                    check_chat_body(receiver.kind.type_name(), &delivery.body)?;
+                    check_chat_body(receiver.type_name, &delivery.body)?;
                 }
                 // Only the naive body may fail: invalid JSON, or a key added twice.
                 Err(failure) => {
@@ -285,16 +288,16 @@ proptest! {
         // The writers escape the facts, not the title and text: the Slack and Rocket.Chat
         // markup checks only hold for templates' output, so they are checked above.
         for (kind, bytes) in [
-            ("", payload::slack(&SlackOptions::default(), &message)),
-            ("teams", payload::teams_message_card(&message)),
-            ("teams", payload::teams_adaptive_card(&message)),
-            ("discord", payload::discord(&DiscordOptions::default(), &message)),
-            ("googlechat", payload::google_chat(&message)),
-            ("", payload::rocket_chat(&RocketChatOptions::default(), &message)),
+            ("", slack::slack(&SlackOptions::default(), &message)),
+            ("teams", msteams::teams_message_card(&message)),
+            ("teams", msteams::teams_adaptive_card(&message)),
+            ("discord", discord::discord(&DiscordOptions::default(), &message)),
+            ("googlechat", googlechat::google_chat(&message)),
+            ("", rocketchat::rocket_chat(&RocketChatOptions::default(), &message)),
         ] {
             check_chat_body(kind, &bytes)?;
         }
-        let body = parse_unique(&payload::rocket_chat(&RocketChatOptions::default(), &message)).unwrap();
-        prop_assert!(body["text"].as_str().unwrap().chars().count() <= payload::ROCKET_CHAT_TEXT_LIMIT);
+        let body = parse_unique(&rocketchat::rocket_chat(&RocketChatOptions::default(), &message)).unwrap();
+        prop_assert!(body["text"].as_str().unwrap().chars().count() <= rocketchat::ROCKET_CHAT_TEXT_LIMIT);
     }
 }

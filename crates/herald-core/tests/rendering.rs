@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use herald_api::EventType;
 use herald_api::TeamsFormat;
-use herald_core::{load_sources, FlaggerEvent, MatchInput, ReceiverKind};
+use herald_core::receivers::msteams::Teams;
+use herald_core::{load_sources, FlaggerEvent, MatchInput};
 use serde_json::{json, Value};
 
 fn json_of(body: &[u8]) -> Value {
@@ -235,12 +236,15 @@ spec:
 "#;
     let set = build_ok(yaml);
     let policy = &set.policies()[0];
-    let formats: Vec<(&str, ReceiverKind)> = policy
+    let formats: Vec<(&str, TeamsFormat)> = policy
         .receivers
         .iter()
-        .map(|r| (r.name.as_str(), r.kind.clone()))
+        .map(|r| {
+            let teams = r.kind.as_any().downcast_ref::<Teams>().unwrap();
+            (r.name.as_str(), teams.format)
+        })
         .collect();
-    let teams = ReceiverKind::Teams;
+    let teams = |format: TeamsFormat| format;
     assert_eq!(
         formats,
         [
@@ -385,7 +389,7 @@ spec:
     let types: Vec<&str> = set.policies()[0]
         .receivers
         .iter()
-        .map(|r| r.kind.type_name())
+        .map(|r| r.type_name)
         .collect();
     assert_eq!(types, ["discord", "googlechat", "rocketchat"]);
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use herald_core::receivers::slack::SlackBot;
 use herald_core::{LoadProblem, Origin, PolicyId, Reason};
 
 fn origin(source: &str, document: usize) -> Origin {
@@ -1198,7 +1199,8 @@ fn a_slack_bot_compiles_to_the_web_api() {
         receiver.url.expose(),
         "https://slack.com/api/chat.postMessage"
     );
-    let api = receiver.request.slack_api.as_ref().unwrap();
+    let bot = receiver.kind.as_any().downcast_ref::<SlackBot>().unwrap();
+    let api = &bot.api;
     assert_eq!(api.update_url, "https://slack.com/api/chat.update");
     assert!(api.threads);
     // The trailing newline a `kubectl create secret --from-file` leaves is not sent.

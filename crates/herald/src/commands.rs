@@ -154,7 +154,7 @@ pub fn render(files: &PolicyFiles, event_path: &Path) -> Result<ExitCode> {
                     let line = RenderedDelivery {
                         policy: policy.id.to_string(),
                         receiver: &receiver.name,
-                        kind: receiver.kind.type_name(),
+                        kind: receiver.type_name,
                         method: (method != HttpMethod::Post).then(|| method.as_str()),
                         headers,
                         thread: delivery.thread.as_ref().map(|t| RenderedThread {

@@ -334,7 +334,7 @@ pub fn build_jobs(
                 let mut job = Job::new(
                     Arc::new(policy.id.clone()),
                     Arc::from(receiver.name.as_str()),
-                    receiver.kind.type_name(),
+                    receiver.type_name,
                     receiver.url.clone(),
                     receiver.request.headers_for(&delivery.body),
                     Bytes::from(delivery.body),

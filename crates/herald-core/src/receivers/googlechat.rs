@@ -1,8 +1,114 @@
 //! Google Chat incoming webhooks: one `cardsV2` card.
 
+use std::any::Any;
+
+use herald_api::GoogleChatReceiver;
 use serde::Serialize;
 
-use super::{fit_body, limit, rgb, to_json, Message};
+use super::threads::{thread_action, with_field, ThreadAction};
+use super::{
+    chat_body, fit_body, limit, rgb, to_json, Compiled, KeepThread, Message, Plan, ReceiverKind,
+    Render, Request, RequestSpec, ThreadParent, ThreadRef,
+};
+use crate::escape::Markup;
+use crate::policy::Compiler;
+use crate::secret::Redacted;
+use crate::template::TemplateError;
+
+/// A Google Chat incoming webhook. With threads, each message carries its rollout's thread
+/// key: Chat threads by a key Herald chooses, so a new rollout gets a new key
+/// (`<namespace>/<canary>/<event ms>`), kept like a Slack thread's parent.
+#[derive(Debug)]
+pub struct GoogleChat {
+    /// Set with threads: `googlechat/<fingerprint of the URL>`.
+    pub thread_scope: Option<String>,
+}
+
+impl ReceiverKind for GoogleChat {
+    fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
+        // The thread is added when the message is sent: it depends on the canary's current
+        // thread.
+        chat_body(render, Markup::Html, |message, _| google_chat(message))
+    }
+
+    fn thread_scope(&self) -> Option<&str> {
+        self.thread_scope.as_deref()
+    }
+
+    fn plan(&self, body: &[u8], thread: Option<&ThreadRef>, current: Option<&ThreadParent>) -> Plan {
+        let Some(thread) = thread else {
+            return Plan::post("message");
+        };
+        let action = thread_action(thread, current);
+        let (key, keep) = match &action {
+            ThreadAction::Start => (thread_key(thread), true),
+            ThreadAction::Reply { parent, bind } => (parent.ts.clone(), *bind),
+        };
+        Plan {
+            // Chat names threads by key alone: there is no channel to keep.
+            keep: match keep {
+                true => KeepThread::Parent(thread.parent_at(String::new(), key.clone())),
+                false => KeepThread::Nothing,
+            },
+            request: Request {
+                name: "message",
+                url: None,
+                body: Some(in_thread(body, &key)),
+            },
+            follow_up: None,
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+pub(crate) fn compile(
+    spec: &GoogleChatReceiver,
+    path: &str,
+    cx: &mut Compiler<'_>,
+) -> Option<Compiled> {
+    let url = cx.resolve_address(herald_api::ReceiverSpec::address(spec), path)?;
+    let threads = spec.threads.unwrap_or(true);
+    let (url, thread_scope) = match threads {
+        true => {
+            let url = with_reply_option(url);
+            // Of the URL as sent: threads kept in the state are named by it.
+            let scope = format!("googlechat/{}", super::http::fingerprint(url.expose()));
+            (url, Some(scope))
+        }
+        false => (url, None),
+    };
+    Some(Compiled {
+        type_name: "",
+        kind: std::sync::Arc::new(GoogleChat { thread_scope }),
+        url,
+        request: RequestSpec::default(),
+    })
+}
+
+/// A Google Chat webhook URL that replies in the thread a message names (by default Chat
+/// starts a new thread and ignores the key). Left as it is if it already says.
+fn with_reply_option(url: Redacted) -> Redacted {
+    let address = url.expose();
+    if address.contains("messageReplyOption=") {
+        return url;
+    }
+    let (base, fragment) = match address.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (address, None),
+    };
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let mut out =
+        format!("{base}{separator}messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    Redacted::new(out)
+}
+
 
 /// Google Chat rejects messages (text and cards together) over this many bytes.
 pub const GOOGLE_CHAT_MESSAGE_LIMIT: usize = 32_000;
@@ -61,7 +167,7 @@ enum Widget<'a> {
 /// plus `fallbackText`, the plain text Chat shows where the card cannot be (notifications).
 /// The text is card text, so Chat's card HTML subset (`<b>`, `<a href>`, ...) applies to it.
 /// Cut to Google's 32,000-byte message limit, leaving room for the rollout's thread, which is
-/// added when the message is sent (`request::google_chat_in_thread`).
+/// added when the message is sent ([`in_thread`]).
 pub fn google_chat(message: &Message<'_>) -> Vec<u8> {
     let title = limit(message.title, PART_LIMIT);
     let fallback = format!("{} {}", message.title, message.text);
@@ -106,6 +212,16 @@ pub fn google_chat(message: &Message<'_>) -> Vec<u8> {
     )
 }
 
+/// A Google Chat body put in the thread `key`.
+pub fn in_thread(body: &[u8], key: &str) -> Vec<u8> {
+    with_field(body, "thread", &serde_json::json!({ "threadKey": key }))
+}
+
+/// The key of a new Google Chat thread for this rollout: `<namespace>/<canary>/<event ms>`.
+pub fn thread_key(thread: &ThreadRef) -> String {
+    format!("{}/{}/{}", thread.namespace, thread.canary, thread.at_ms)
+}
+
 /// Escapes text for Google Chat's card HTML.
 fn escape_html(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains(['&', '<', '>', '"']) {
@@ -131,6 +247,14 @@ mod tests {
     use super::*;
     use herald_api::EventType;
     use serde_json::json;
+
+    #[test]
+    fn a_body_is_put_in_its_thread() {
+        assert_eq!(
+            String::from_utf8(super::in_thread(br#"{"a":1}"#, "default/podinfo/9")).unwrap(),
+            r#"{"a":1,"thread":{"threadKey":"default/podinfo/9"}}"#
+        );
+    }
 
     #[test]
     fn card_with_header_text_facts_and_fallback() {

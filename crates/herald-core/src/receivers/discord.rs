@@ -1,11 +1,85 @@
 //! Discord channel webhooks (Execute Webhook): one native embed.
 
+use std::any::Any;
+
+use herald_api::DiscordReceiver;
 use serde::Serialize;
 
 use std::borrow::Cow;
 
-use super::{limit_chars, rgb, to_json, utf16_len, DiscordOptions, Message};
+use super::{
+    chat_body, compile_plain, limit_chars, rgb, to_json, utf16_len, Compiled, Message,
+    ReceiverKind, Render,
+};
 use crate::escape::Markup;
+use crate::policy::Compiler;
+use crate::template::TemplateError;
+
+/// `discord`: the settings that shape its body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiscordOptions {
+    pub username: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// A Discord channel webhook.
+#[derive(Debug)]
+pub struct Discord {
+    pub options: DiscordOptions,
+}
+
+impl ReceiverKind for Discord {
+    fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
+        chat_body(render, Markup::Discord, |message, _| {
+            discord(&self.options, message)
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+pub(crate) fn compile(
+    spec: &DiscordReceiver,
+    path: &str,
+    cx: &mut Compiler<'_>,
+) -> Option<Compiled> {
+    check_user(spec, path, cx);
+    let options = DiscordOptions {
+        username: spec.username.clone(),
+        avatar_url: spec.avatar_url.clone(),
+    };
+    compile_plain(spec, path, cx, Discord { options })
+}
+
+/// The user name and avatar Discord accepts.
+fn check_user(discord: &DiscordReceiver, path: &str, cx: &mut Compiler<'_>) {
+    if let Some(username) = &discord.username {
+        let lower = username.to_lowercase();
+        let length = username.chars().count();
+        let why = if length == 0 || length > 80 {
+            Some(format!("must be 1 to 80 characters, not {length}"))
+        } else if let Some(word) = ["discord", "clyde"].into_iter().find(|w| lower.contains(w)) {
+            Some(format!("Discord refuses user names containing {word:?}"))
+        } else if lower == "everyone" || lower == "here" {
+            Some(format!("Discord refuses the user name {username:?}"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            cx.invalid(&format!("{path}.username"), why);
+        }
+    }
+    if let Some(avatar) = &discord.avatar_url {
+        if !crate::policy::is_http_url(avatar) {
+            cx.invalid(
+                &format!("{path}.avatarUrl"),
+                "must be an http:// or https:// URL with a host",
+            );
+        }
+    }
+}
 
 /// Discord's embed limits, in characters. Herald counts UTF-16 code units, which is never
 /// less than the number of characters, so a cut body is always within them.
@@ -103,7 +177,8 @@ pub fn discord(options: &DiscordOptions, message: &Message<'_>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{event, parse};
-    use super::super::{DiscordOptions, Message, TRUNCATION_NOTE};
+    use super::super::{Message, TRUNCATION_NOTE};
+    use super::DiscordOptions;
     use super::*;
     use herald_api::EventType;
     use serde_json::json;

@@ -1,12 +1,53 @@
 //! Microsoft Teams: Adaptive Cards for Workflows webhooks, MessageCards for legacy Office 365
 //! connectors.
 
-use super::json::{push_escaped, push_pairs, push_str};
+use std::any::Any;
 use std::borrow::Cow;
 
-use super::{buffer, fit_body, limit, limit_cow, Message};
+use herald_api::{TeamsFormat, TeamsReceiver};
+
+use super::json::{push_escaped, push_pairs, push_str};
+use super::{
+    buffer, chat_body, fit_body, limit, limit_cow, Compiled, Message, ReceiverKind, Render,
+    RequestSpec,
+};
 use crate::escape::Markup;
 use crate::event::Severity;
+use crate::policy::Compiler;
+use crate::template::TemplateError;
+
+/// A Teams webhook, in the format resolved when the policy was compiled (explicit, or
+/// detected from the URL's host).
+#[derive(Debug)]
+pub struct Teams {
+    pub format: TeamsFormat,
+}
+
+impl ReceiverKind for Teams {
+    fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
+        chat_body(render, Markup::Teams, |message, severity| match self.format {
+            TeamsFormat::MessageCard => teams_message_card_as(message, severity),
+            TeamsFormat::AdaptiveCard => teams_adaptive_card_as(message, severity),
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+pub(crate) fn compile(spec: &TeamsReceiver, path: &str, cx: &mut Compiler<'_>) -> Option<Compiled> {
+    let url = cx.resolve_address(herald_api::ReceiverSpec::address(spec), path)?;
+    let format = spec
+        .format
+        .unwrap_or_else(|| TeamsFormat::detect(url.expose()));
+    Some(Compiled {
+        type_name: "",
+        kind: std::sync::Arc::new(Teams { format }),
+        url,
+        request: RequestSpec::default(),
+    })
+}
 
 /// Teams rejects payloads over about 28 KB; text beyond this many bytes is cut.
 pub const TEAMS_TEXT_LIMIT: usize = 20_000;

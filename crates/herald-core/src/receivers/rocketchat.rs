@@ -1,9 +1,60 @@
 //! Rocket.Chat incoming webhook integrations.
 
+use std::any::Any;
+
+use herald_api::RocketChatReceiver;
 use serde::Serialize;
 
-use super::{limit_chars, rgb, to_json, Message, RocketChatOptions};
+use super::{
+    chat_body, compile_plain, limit_chars, rgb, to_json, Compiled, Message, ReceiverKind, Render,
+};
 use crate::escape::Markup;
+use crate::policy::Compiler;
+use crate::template::TemplateError;
+
+/// `rocketchat`: the settings that shape its body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RocketChatOptions {
+    pub channel: Option<String>,
+    /// Sent as `alias`.
+    pub username: Option<String>,
+    /// Sent as `emoji`.
+    pub icon_emoji: Option<String>,
+    /// Sent as `avatar`.
+    pub icon_url: Option<String>,
+}
+
+/// A Rocket.Chat incoming webhook.
+#[derive(Debug)]
+pub struct RocketChat {
+    pub options: RocketChatOptions,
+}
+
+impl ReceiverKind for RocketChat {
+    fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
+        chat_body(render, Markup::RocketChat, |message, _| {
+            rocket_chat(&self.options, message)
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+pub(crate) fn compile(
+    spec: &RocketChatReceiver,
+    path: &str,
+    cx: &mut Compiler<'_>,
+) -> Option<Compiled> {
+    let options = RocketChatOptions {
+        channel: spec.channel.clone(),
+        username: spec.username.clone(),
+        icon_emoji: spec.icon_emoji.clone(),
+        icon_url: spec.icon_url.clone(),
+    };
+    compile_plain(spec, path, cx, RocketChat { options })
+}
 
 /// Rocket.Chat refuses a message text longer than its `Message_MaxAllowedSize` setting
 /// (5000 characters by default); the title, sent as the message text, is cut to it.
@@ -71,7 +122,8 @@ pub fn rocket_chat(options: &RocketChatOptions, message: &Message<'_>) -> Vec<u8
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{event, parse};
-    use super::super::{Message, RocketChatOptions, TRUNCATION_NOTE};
+    use super::super::{Message, TRUNCATION_NOTE};
+    use super::RocketChatOptions;
     use super::*;
     use herald_api::EventType;
     use serde_json::json;

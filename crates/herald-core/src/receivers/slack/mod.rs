@@ -1,8 +1,80 @@
-//! Slack incoming webhooks.
+//! Slack: incoming webhooks here, bots (the Web API) in [`bot`]. Both send the same body.
+
+use std::any::Any;
+
+use herald_api::SlackReceiver;
 
 use super::json::{push_escaped, push_pairs, push_str, push_u64};
-use super::{buffer, limit_chars, Message, SlackOptions};
+use super::{buffer, chat_body, compile_plain, limit_chars, Compiled, Message, ReceiverKind, Render};
 use crate::escape::Markup;
+use crate::policy::Compiler;
+use crate::template::TemplateError;
+
+pub mod bot;
+
+pub use bot::{SlackAnswer, SlackApi, SlackBot};
+
+/// `slack`: the settings that shape its body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlackOptions {
+    pub channel: Option<String>,
+    pub username: Option<String>,
+    pub icon_emoji: Option<String>,
+    pub icon_url: Option<String>,
+}
+
+/// A Slack incoming webhook.
+#[derive(Debug)]
+pub struct SlackWebhook {
+    pub options: SlackOptions,
+}
+
+impl ReceiverKind for SlackWebhook {
+    fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
+        chat_body(render, Markup::Slack, |message, severity| {
+            slack_as(&self.options, message, severity)
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A Slack receiver's address: an incoming webhook (inline or from a Secret) or a bot token.
+const ONE_ADDRESS: &str = "set exactly one of url, secretRef, tokenSecretRef";
+
+pub(crate) fn compile(spec: &SlackReceiver, path: &str, cx: &mut Compiler<'_>) -> Option<Compiled> {
+    let options = SlackOptions {
+        channel: spec.channel.clone(),
+        username: spec.username.clone(),
+        icon_emoji: spec.icon_emoji.clone(),
+        icon_url: spec.icon_url.clone(),
+    };
+    if let Some(token) = &spec.token_secret_ref {
+        return bot::compile(spec, token, options, path, cx);
+    }
+    for (set, option) in [
+        (spec.api_url.is_some(), "apiUrl"),
+        (spec.threads.is_some(), "threads"),
+    ] {
+        if set {
+            cx.invalid(
+                &format!("{path}.{option}"),
+                "only applies to a bot token (tokenSecretRef); an incoming webhook cannot thread",
+            );
+        }
+    }
+    if matches!(
+        herald_api::ReceiverSpec::address(spec),
+        herald_api::AddressRef::Invalid
+    ) {
+        // Slack has a third address, the bot token: name it too.
+        cx.invalid(path, ONE_ADDRESS);
+        return None;
+    }
+    compile_plain(spec, path, cx, SlackWebhook { options })
+}
 use crate::event::Severity;
 
 /// Slack truncates a message's text past 40,000 characters, silently; Herald cuts it there
@@ -75,7 +147,8 @@ mod reference {
 
     use serde::Serialize;
 
-    use super::super::{Message, SlackOptions};
+    use super::super::Message;
+    use super::SlackOptions;
     use crate::escape::Markup;
     use crate::event::Severity;
 
@@ -147,7 +220,8 @@ mod reference {
 mod tests {
     use super::super::test_support::messages;
     use super::super::test_support::{event, parse};
-    use super::super::{Message, SlackOptions};
+    use super::super::Message;
+    use super::SlackOptions;
     use super::{reference, slack};
     use herald_api::EventType;
     use serde_json::json;
