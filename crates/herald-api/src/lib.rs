@@ -240,7 +240,6 @@ impl EventType {
     }
 }
 
-
 impl PolicyRules<'_> {
     /// Every receiver's kind, in order, joined by commas: `PolicyStatus::receiver_kinds`. A
     /// receiver that sets several kinds shows them joined by `+`, one that sets none as `?`.
@@ -256,7 +255,6 @@ impl PolicyRules<'_> {
         kinds.join(",")
     }
 }
-
 
 /// Handlebars templates for a notification. Unset parts use Herald's defaults.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

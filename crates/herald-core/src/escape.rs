@@ -8,8 +8,6 @@
 
 use std::borrow::Cow;
 
-
-
 /// The zero-width space Rocket.Chat gets after each `@` of a value, so `@all`, `@here` or
 /// `@user` in an event is shown as written but is not a mention: Rocket.Chat's mention
 /// pattern needs a username character right after the `@`.

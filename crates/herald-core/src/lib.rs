@@ -17,11 +17,11 @@ mod unclosed_block;
 pub use escape::Markup;
 pub use event::{CanaryFacts, FlaggerEvent, Severity};
 pub use loader::{load_documents, load_sources, Document, LoadProblem, Loaded, Origin};
-pub use receivers::ReceiverKind;
 pub use policy::{
     Delivery, MatchInput, PolicyId, PolicyObject, PolicySet, PolicySetBuilder, Problem, Reason,
     RenderFailure,
 };
+pub use receivers::ReceiverKind;
 pub use secret::{Redacted, SecretError, SecretSource, SecretStore};
 
 /// A Flagger event body that cannot be accepted. `field` is the JSON path of the culprit.

@@ -210,7 +210,8 @@ fn check_chat_body(kind: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
         "googlechat" => {
             prop_assert!(
                 bytes.len()
-                    <= googlechat::GOOGLE_CHAT_MESSAGE_LIMIT - googlechat::GOOGLE_CHAT_THREAD_ALLOWANCE,
+                    <= googlechat::GOOGLE_CHAT_MESSAGE_LIMIT
+                        - googlechat::GOOGLE_CHAT_THREAD_ALLOWANCE,
                 "{}",
                 bytes.len()
             );

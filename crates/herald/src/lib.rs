@@ -15,6 +15,7 @@ pub mod http;
 pub mod intake;
 pub mod metrics;
 pub mod metrics_text;
+pub mod pipeline;
 pub mod policy_files;
 pub mod serve;
 pub mod server;

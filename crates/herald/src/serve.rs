@@ -179,7 +179,7 @@ fn recover(state: &AppState, opened: crate::durable::Opened) {
             }
         };
         let mut built: std::collections::HashMap<StoredJob, crate::delivery::Job> =
-            crate::server::build_jobs(
+            crate::pipeline::build_jobs(
                 &policies,
                 &MatchInput::event(&event),
                 only,

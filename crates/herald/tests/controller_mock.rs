@@ -783,7 +783,8 @@ async fn events_of_other_kinds_and_unmatched_canaries_send_nothing() {
 async fn rollout_threads_are_saved_in_the_state_configmap_and_found_after_a_restart() {
     use herald::controller::state::{parse_records, StateThreads};
     use herald::delivery::{MemoryThreads, ThreadStore};
-    use herald_core::request::{thread_ref, ThreadParent};
+    use herald_core::receivers::threads::thread_ref;
+    use herald_core::receivers::ThreadParent;
     use herald_core::FlaggerEvent;
     use std::sync::Mutex;
 

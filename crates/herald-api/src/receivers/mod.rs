@@ -101,7 +101,10 @@ fn exactly_one_kind_rule() -> String {
 
 /// Said when a receiver sets no kind or several: by the CRD's rule and by `herald check`.
 pub fn exactly_one_kind_message() -> String {
-    format!("a receiver sets exactly one of {}", RECEIVER_KINDS.join(", "))
+    format!(
+        "a receiver sets exactly one of {}",
+        RECEIVER_KINDS.join(", ")
+    )
 }
 
 /// What every kind's settings have in common: where the URL comes from, and which Secret keys
@@ -206,11 +209,12 @@ pub enum AddressRef<'a> {
     Invalid,
 }
 
-
 /// An optional string enum as Kubernetes' structural schemas spell it: the names, without
 /// the `null` enum member schemars adds for `Option` (an API server rejects a CRD whose enum
 /// lists `null`), and not nullable (see `openapi`).
-pub(crate) fn optional_enum<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn optional_enum<T: JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
     let names = T::json_schema(generator)
         .get("enum")
         .cloned()

@@ -85,7 +85,9 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        let ours = crate::receivers::optional_enum::<TeamsFormat>(&mut schemars::SchemaGenerator::default());
+        let ours = crate::receivers::optional_enum::<TeamsFormat>(
+            &mut schemars::SchemaGenerator::default(),
+        );
         assert_eq!(ours.get("enum").unwrap(), &serde_json::json!(names));
         assert_eq!(names, ["AdaptiveCard", "MessageCard"]);
     }

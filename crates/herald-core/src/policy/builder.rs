@@ -9,7 +9,9 @@ use regex::Regex;
 use super::compiled::{event_type_bit, phase_bit, Bucket, CompiledPolicy, CompiledReceiver};
 use super::names::NameFilter;
 use super::set::PolicySet;
-use super::{check_label_keys, is_dns_label, one_line, Compiler, PolicyId, PolicyObject, Problem, Reason};
+use super::{
+    check_label_keys, is_dns_label, one_line, Compiler, PolicyId, PolicyObject, Problem, Reason,
+};
 use crate::secret::SecretSource;
 use crate::template::{self, TemplateEngine, TemplateId};
 
@@ -131,8 +133,7 @@ impl<'s> PolicySetBuilder<'s> {
                         None
                     }
                 });
-        let policy_template =
-            template_pair(&mut cx, rules.template, None, "spec.template");
+        let policy_template = template_pair(&mut cx, rules.template, None, "spec.template");
         if rules.receivers.is_empty() {
             cx.problems.push(Problem::new(
                 Reason::InvalidSpec,
@@ -250,20 +251,20 @@ fn template_pair(
     inherited: Option<(TemplateId, TemplateId)>,
     path: &str,
 ) -> Option<(TemplateId, TemplateId)> {
-    let mut part =
-        |source: Option<&String>, inherited: Option<TemplateId>, default: &str, field: &str| {
-            match (source, inherited) {
-                (Some(source), _) => {
-                    cx.checked_template(source, &format!("{path}.{field}"))
-                }
-                (None, Some(id)) => Some(id),
-                (None, None) => Some(
-                    cx.engine
-                        .compile(default)
-                        .expect("default templates compile"),
-                ),
-            }
-        };
+    let mut part = |source: Option<&String>,
+                    inherited: Option<TemplateId>,
+                    default: &str,
+                    field: &str| {
+        match (source, inherited) {
+            (Some(source), _) => cx.checked_template(source, &format!("{path}.{field}")),
+            (None, Some(id)) => Some(id),
+            (None, None) => Some(
+                cx.engine
+                    .compile(default)
+                    .expect("default templates compile"),
+            ),
+        }
+    };
     let title = part(
         template.and_then(|t| t.title.as_ref()),
         inherited.map(|p| p.0),

@@ -79,8 +79,7 @@ impl Compiler<'_> {
     /// one): it must be one non-empty line of visible ASCII.
     pub fn token_value(&mut self, secret: &SecretKeyRef, path: &str) -> Option<Redacted> {
         let token = self.secret_value(secret, herald_api::DEFAULT_TOKEN_KEY, path)?;
-        if token.expose().is_empty() || !crate::receivers::http::is_header_value(token.expose())
-        {
+        if token.expose().is_empty() || !crate::receivers::http::is_header_value(token.expose()) {
             self.invalid(path, "the token must be one line of visible ASCII");
             return None;
         }
@@ -106,7 +105,8 @@ impl Compiler<'_> {
                     SecretError::NotText { .. } => Reason::InvalidSpec,
                     _ => Reason::SecretNotFound,
                 };
-                self.problems.push(Problem::new(reason, path, e.to_string()));
+                self.problems
+                    .push(Problem::new(reason, path, e.to_string()));
                 None
             }
         }

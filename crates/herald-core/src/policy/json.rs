@@ -169,4 +169,3 @@ impl<'de> serde::de::Visitor<'de> for AnyJsonVisitor {
         Ok(AnyJson)
     }
 }
-

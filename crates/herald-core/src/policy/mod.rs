@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use herald_api::{
-    ClusterNotificationPolicy, NamespaceSelector, NotificationPolicy, PolicyRules,
-};
+use herald_api::{ClusterNotificationPolicy, NamespaceSelector, NotificationPolicy, PolicyRules};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::template::TemplateError;
@@ -160,7 +158,11 @@ impl fmt::Display for Problem {
     }
 }
 
-pub(crate) fn check_label_keys(labels: &BTreeMap<String, String>, path: &str, problems: &mut Vec<Problem>) {
+pub(crate) fn check_label_keys(
+    labels: &BTreeMap<String, String>,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) {
     for key in labels.keys() {
         if let Some(why) = crate::labels::label_key_error(key) {
             problems.push(Problem::new(Reason::InvalidSpec, path, why));

@@ -19,7 +19,11 @@ pub(super) struct NameFilter {
 }
 
 impl NameFilter {
-    pub(super) fn build(patterns: &[String], path: &str, problems: &mut Vec<Problem>) -> NameFilter {
+    pub(super) fn build(
+        patterns: &[String],
+        path: &str,
+        problems: &mut Vec<Problem>,
+    ) -> NameFilter {
         let mut filter = NameFilter::default();
         let mut builder = GlobSetBuilder::new();
         let mut complex = false;

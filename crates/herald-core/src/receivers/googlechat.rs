@@ -35,7 +35,12 @@ impl ReceiverKind for GoogleChat {
         self.thread_scope.as_deref()
     }
 
-    fn plan(&self, body: &[u8], thread: Option<&ThreadRef>, current: Option<&ThreadParent>) -> Plan {
+    fn plan(
+        &self,
+        body: &[u8],
+        thread: Option<&ThreadRef>,
+        current: Option<&ThreadParent>,
+    ) -> Plan {
         let Some(thread) = thread else {
             return Plan::post("message");
         };
@@ -108,7 +113,6 @@ fn with_reply_option(url: Redacted) -> Redacted {
     }
     Redacted::new(out)
 }
-
 
 /// Google Chat rejects messages (text and cards together) over this many bytes.
 pub const GOOGLE_CHAT_MESSAGE_LIMIT: usize = 32_000;

@@ -91,7 +91,11 @@ pub(crate) fn limit(text: &str, max: usize) -> Cow<'_, str> {
 /// `text_len`) whose body is at most `max_body` bytes. JSON escaping can make one byte of
 /// text up to six bytes of body, so the cut is found by bisection (only for texts near the
 /// limit; otherwise the first build is the answer).
-pub(crate) fn fit_body(max_body: usize, text_len: usize, build: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
+pub(crate) fn fit_body(
+    max_body: usize,
+    text_len: usize,
+    build: impl Fn(usize) -> Vec<u8>,
+) -> Vec<u8> {
     let whole = build(text_len);
     if whole.len() <= max_body {
         return whole;

@@ -31,12 +31,12 @@ pub mod threads;
 pub mod webhook;
 
 pub use http::{Header, RequestSpec, Signature};
-pub use message::{Message, TRUNCATION_NOTE};
 #[cfg(test)]
 pub(crate) use message::test_support;
 pub(crate) use message::{
     buffer, fit_body, limit, limit_chars, limit_cow, rgb, to_json, utf16_len,
 };
+pub use message::{Message, TRUNCATION_NOTE};
 pub use threads::{ThreadAction, ThreadParent, ThreadRef};
 
 /// One receiver kind, compiled from a receiver's settings.

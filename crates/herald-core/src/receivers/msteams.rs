@@ -25,9 +25,11 @@ pub struct Teams {
 
 impl ReceiverKind for Teams {
     fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
-        chat_body(render, Markup::Teams, |message, severity| match self.format {
-            TeamsFormat::MessageCard => teams_message_card_as(message, severity),
-            TeamsFormat::AdaptiveCard => teams_adaptive_card_as(message, severity),
+        chat_body(render, Markup::Teams, |message, severity| {
+            match self.format {
+                TeamsFormat::MessageCard => teams_message_card_as(message, severity),
+                TeamsFormat::AdaptiveCard => teams_adaptive_card_as(message, severity),
+            }
         })
     }
 

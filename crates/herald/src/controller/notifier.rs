@@ -22,7 +22,8 @@ use super::sources::{EventSources, WatchedEvent};
 use super::state::{CanaryRef, StateStore};
 use crate::delivery::EventCompletion;
 use crate::metrics::SourceLabels;
-use crate::server::{dispatch, AppState};
+use crate::pipeline::dispatch;
+use crate::server::AppState;
 
 /// Turns cluster observations into deliveries.
 pub struct CanaryNotifier {

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use herald_core::request::ThreadParent;
+use herald_core::receivers::ThreadParent;
 use serde::{Deserialize, Serialize};
 
 /// Keys kept in `seen` at most (reached only while many Events wait behind a stuck one);

@@ -28,7 +28,7 @@ use super::leader::Fence;
 pub use super::record::CanaryRecord;
 use crate::delivery::{MemoryThreads, ThreadStore};
 use crate::Result;
-use herald_core::request::{ThreadParent, ThreadRef};
+use herald_core::receivers::{ThreadParent, ThreadRef};
 
 /// ConfigMaps the state is spread over. Fixed: the chart's RBAC names each of them.
 pub const SHARDS: usize = 8;

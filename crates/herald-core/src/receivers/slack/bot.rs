@@ -40,7 +40,12 @@ impl ReceiverKind for SlackBot {
         self.thread_scope.as_deref()
     }
 
-    fn plan(&self, body: &[u8], thread: Option<&ThreadRef>, current: Option<&ThreadParent>) -> Plan {
+    fn plan(
+        &self,
+        body: &[u8],
+        thread: Option<&ThreadRef>,
+        current: Option<&ThreadParent>,
+    ) -> Plan {
         let Some(thread) = thread else {
             return Plan::post("chat.postMessage");
         };

@@ -5,7 +5,9 @@ use std::any::Any;
 use herald_api::SlackReceiver;
 
 use super::json::{push_escaped, push_pairs, push_str, push_u64};
-use super::{buffer, chat_body, compile_plain, limit_chars, Compiled, Message, ReceiverKind, Render};
+use super::{
+    buffer, chat_body, compile_plain, limit_chars, Compiled, Message, ReceiverKind, Render,
+};
 use crate::escape::Markup;
 use crate::policy::Compiler;
 use crate::template::TemplateError;
