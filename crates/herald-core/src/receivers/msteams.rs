@@ -152,11 +152,16 @@ pub(crate) fn teams_adaptive_card_as(message: &Message<'_>, severity: Severity) 
     push_str(&mut head, &title);
     head.extend_from_slice(b",\"weight\":\"Bolder\",\"size\":\"Medium\"");
     head.extend_from_slice(color);
-    head.extend_from_slice(b",\"wrap\":true},{\"type\":\"TextBlock\",\"text\":");
     let mut tail = Vec::with_capacity(192 + message.event.phase.len() + message.cluster.len());
     tail.extend_from_slice(b",\"wrap\":true},{\"type\":\"FactSet\",\"facts\":[");
     push_pairs(&mut tail, facts(message), "title", "");
     tail.extend_from_slice(b"]}]}}]}");
+    if message.text.is_empty() {
+        // Flagger can send an empty message: the card then has no (empty) TextBlock for it.
+        head.extend_from_slice(&tail);
+        return head;
+    }
+    head.extend_from_slice(b",\"wrap\":true},{\"type\":\"TextBlock\",\"text\":");
     fit_body(
         TEAMS_PAYLOAD_LIMIT,
         message.text.len().min(TEAMS_TEXT_LIMIT),
@@ -350,6 +355,11 @@ mod reference {
                         },
                     }],
                 };
+                let mut body = body;
+                // No TextBlock for an empty text.
+                if text.is_empty() {
+                    body.attachments[0].content.body.remove(1);
+                }
                 serde_json::to_vec(&body).unwrap()
             },
         )
@@ -445,6 +455,22 @@ mod tests {
                 }]
             })
         );
+    }
+
+    #[test]
+    fn an_empty_text_has_no_text_block() {
+        let ev = event("Progressing", "", herald_api::EventType::Normal);
+        let message = Message {
+            title: "podinfo.default",
+            text: "",
+            event: &ev,
+            cluster: "",
+        };
+        let body = parse(teams_adaptive_card(&message));
+        let blocks = body["attachments"][0]["content"]["body"].as_array().unwrap();
+        let types: Vec<&str> = blocks.iter().map(|b| b["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["TextBlock", "FactSet"]);
+        assert_eq!(blocks[0]["text"], "podinfo.default");
     }
 
     #[test]
