@@ -8,9 +8,9 @@
 
 use std::borrow::Cow;
 
-/// The zero-width space Rocket.Chat gets after each `@` of a value, so `@all`, `@here` or
-/// `@user` in an event is shown as written but is not a mention: Rocket.Chat's mention
-/// pattern needs a username character right after the `@`.
+/// The zero-width space Rocket.Chat and Mattermost get after each `@` of a value, so
+/// `@all`, `@here` or `@user` in an event is shown as written but is not a mention: their
+/// mention patterns need a username character right after the `@`.
 pub const ZERO_WIDTH_SPACE: char = '\u{200B}';
 
 /// How values are escaped for one receiver's markup.
@@ -32,6 +32,10 @@ pub enum Markup {
     Discord,
     /// Google Chat card text, a small HTML subset: `&`, `<`, `>` and `"` as entities.
     Html,
+    /// CommonMark in a service with `@`-mentions (Mattermost): Teams' backslash escapes, and
+    /// a zero-width space after each `@`, so `@channel` or `@all` is shown but mentions no
+    /// one.
+    MarkdownWithMentions,
 }
 
 /// The characters Teams' and Discord's markdown give a meaning to: emphasis, code, links,
@@ -49,6 +53,7 @@ impl Markup {
             Markup::Teams => TEAMS_SPECIALS.contains(&b),
             Markup::Discord => DISCORD_SPECIALS.contains(&b),
             Markup::Html => matches!(b, b'&' | b'<' | b'>' | b'"'),
+            Markup::MarkdownWithMentions => b == b'@' || TEAMS_SPECIALS.contains(&b),
         }
     }
 
@@ -85,7 +90,11 @@ impl Markup {
             out.push_str(&text[start..i]);
             start = i + 1;
             match (self, b) {
-                (Markup::Teams | Markup::Discord, _) => {
+                (Markup::MarkdownWithMentions, b'@') => {
+                    out.push('@');
+                    out.push(ZERO_WIDTH_SPACE);
+                }
+                (Markup::Teams | Markup::Discord | Markup::MarkdownWithMentions, _) => {
                     out.push('\\');
                     out.push(char::from(b));
                 }
@@ -133,6 +142,10 @@ mod tests {
             Markup::Html.escape(HOSTILE),
             "&lt;!channel&gt; &lt;@U123&gt; &lt;http://evil.example|approve&gt; @all [click](http://evil) &lt;a href=x&gt; @everyone &amp; *b* _i_ ~s~ `c` # h \\ &quot;q&quot;"
         );
+        assert_eq!(
+            Markup::MarkdownWithMentions.escape(HOSTILE),
+            "\\<!channel\\> \\<@\u{200B}U123\\> \\<http://evil.example\\|approve\\> @\u{200B}all \\[click\\]\\(http://evil\\) \\<a href=x\\> @\u{200B}everyone & \\*b\\* \\_i\\_ \\~s\\~ \\`c\\` \\# h \\\\ \"q\""
+        );
     }
 
     #[test]
@@ -144,6 +157,7 @@ mod tests {
             Markup::Teams,
             Markup::Discord,
             Markup::Html,
+            Markup::MarkdownWithMentions,
         ] {
             let text = "New revision detected! Scaling up podinfo.default é 🚀";
             assert!(

@@ -36,6 +36,7 @@ fn example_policies() -> PolicySet {
             "audit-webhook.yaml",
             "discord-releases.yaml",
             "googlechat-team.yaml",
+            "mattermost-frontend.yaml",
             "oncall-failures.yaml",
             "rocketchat-oncall.yaml",
             "secrets.yaml",
@@ -163,6 +164,7 @@ fn examples_check_clean_and_resolve_their_secrets() {
             "oncall-failures",
             "oncall-rocketchat",
             "default/audit",
+            "default/frontend-mattermost",
             "default/releases",
             "default/team-gchat",
             "default/team-payments",
@@ -202,6 +204,11 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "audit-summary".to_owned(),
                 "webhook",
                 "http://127.0.0.1:9099/audit"
+            ),
+            (
+                "frontend-channel".to_owned(),
+                "mattermost",
+                "http://127.0.0.1:9099/mattermost/frontend"
             ),
             (
                 "releases-discord".to_owned(),

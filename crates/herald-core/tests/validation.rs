@@ -51,8 +51,10 @@ fn paths_and_messages(problems: &[LoadProblem]) -> Vec<(&str, &str)> {
 }
 
 const DEFAULT_X: fn() -> Option<PolicyId> = || Some(PolicyId::namespaced("default", "x"));
-const ONE_KIND: &str =
-    "a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat";
+/// The one-kind message, from the list of kinds.
+fn one_kind() -> String {
+    herald_api::exactly_one_kind_message()
+}
 
 fn slack_policy(receiver: &str) -> String {
     format!(
@@ -145,7 +147,7 @@ fn receiver_with_two_kinds() {
             1,
             DEFAULT_X(),
             "spec.receivers[0]",
-            ONE_KIND
+            &one_kind()
         )]
     );
     assert_eq!(
@@ -165,7 +167,7 @@ fn receiver_with_no_kind() {
             1,
             DEFAULT_X(),
             "spec.receivers[0]",
-            ONE_KIND
+            &one_kind()
         )]
     );
 }
@@ -183,12 +185,15 @@ fn receiver_with_two_of_the_chat_kinds() {
             1,
             DEFAULT_X(),
             "spec.receivers[1]",
-            ONE_KIND
+            &one_kind()
         )]
     );
     assert_eq!(
         problems[0].to_string(),
-        "p.yaml (document 1) NotificationPolicy default/x: spec.receivers[1]: a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat"
+        format!(
+            "p.yaml (document 1) NotificationPolicy default/x: spec.receivers[1]: {}",
+            one_kind()
+        )
     );
     assert_eq!(
         reasons,

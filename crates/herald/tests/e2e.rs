@@ -422,14 +422,7 @@ async fn controller_end_to_end() {
 async fn published_openapi_shows_every_receiver_kinds_fields() {
     let client = client().await;
     install_crds(&client).await;
-    let receiver_kinds = [
-        "slack",
-        "msteams",
-        "webhook",
-        "discord",
-        "googlechat",
-        "rocketchat",
-    ];
+    let receiver_kinds = herald_api::RECEIVER_KINDS;
     // The server publishes a new CRD's OpenAPI a moment after it is established.
     let deadline = Instant::now() + WAIT;
     for kind in ["NotificationPolicy", "ClusterNotificationPolicy"] {

@@ -604,7 +604,7 @@ fn check_reports_chat_receivers_by_field_path_without_urls() {
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         [
-            format!("error: {f} (document 1) NotificationPolicy default/chat: spec.receivers[0]: a receiver sets exactly one of slack, msteams, webhook, discord, googlechat, rocketchat"),
+            format!("error: {f} (document 1) NotificationPolicy default/chat: spec.receivers[0]: {}", herald_api::exactly_one_kind_message()),
             format!("error: {f} (document 1) NotificationPolicy default/chat: spec.receivers[1].rocketchat.url: must be an http:// or https:// URL with a host"),
             "2 problem(s) found".to_owned(),
         ]

@@ -11,6 +11,7 @@ use crate::MessageTemplate;
 
 mod discord;
 mod googlechat;
+mod mattermost;
 mod msteams;
 mod rocketchat;
 mod slack;
@@ -18,6 +19,7 @@ mod webhook;
 
 pub use discord::DiscordReceiver;
 pub use googlechat::GoogleChatReceiver;
+pub use mattermost::MattermostReceiver;
 pub use msteams::{TeamsFormat, TeamsReceiver};
 pub use rocketchat::RocketChatReceiver;
 pub use slack::{SlackReceiver, SLACK_API_URL};
@@ -88,6 +90,7 @@ receiver_kinds! {
     discord: DiscordReceiver as Discord,
     googlechat: GoogleChatReceiver as GoogleChat,
     rocketchat: RocketChatReceiver as RocketChat,
+    mattermost: MattermostReceiver as Mattermost,
 }
 
 /// The CRD's rule: exactly one kind is set.

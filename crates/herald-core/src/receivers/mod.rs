@@ -23,6 +23,7 @@ pub mod discord;
 pub mod googlechat;
 pub mod http;
 pub(crate) mod json;
+pub mod mattermost;
 mod message;
 pub mod msteams;
 pub mod rocketchat;
@@ -221,6 +222,7 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::Discord(spec) => discord::compile(spec, &path, cx),
         ReceiverKindSpec::GoogleChat(spec) => googlechat::compile(spec, &path, cx),
         ReceiverKindSpec::RocketChat(spec) => rocketchat::compile(spec, &path, cx),
+        ReceiverKindSpec::Mattermost(spec) => mattermost::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,

@@ -467,7 +467,9 @@ mod tests {
             cluster: "",
         };
         let body = parse(teams_adaptive_card(&message));
-        let blocks = body["attachments"][0]["content"]["body"].as_array().unwrap();
+        let blocks = body["attachments"][0]["content"]["body"]
+            .as_array()
+            .unwrap();
         let types: Vec<&str> = blocks.iter().map(|b| b["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["TextBlock", "FactSet"]);
         assert_eq!(blocks[0]["text"], "podinfo.default");
