@@ -584,7 +584,7 @@ async fn compare_durable(args: &Args) {
                 max_in_flight: args.max_in_flight,
                 ..DeliveryConfig::default()
             },
-            body_limit: herald::server::DEFAULT_BODY_LIMIT,
+            body_limit: herald::api::DEFAULT_BODY_LIMIT,
             http: Default::default(),
             state_file: None,
             state_dir,
@@ -735,7 +735,7 @@ async fn run(args: &Args) -> Report {
             max_in_flight: args.max_in_flight,
             ..DeliveryConfig::default()
         },
-        body_limit: herald::server::DEFAULT_BODY_LIMIT,
+        body_limit: herald::api::DEFAULT_BODY_LIMIT,
         http: Default::default(),
         state_file: None,
         state_dir: None,

@@ -30,10 +30,10 @@ fn bench_policy(c: &mut Criterion) {
     let single = MatchInput::event(&single);
     for (_, set) in &sets {
         assert_eq!(set.matching(&input).len(), fixtures::HOT_POLICIES);
-        let deliveries = set.deliveries(&input, None);
+        let deliveries = set.notifications(&input, None);
         assert_eq!(deliveries.len(), fixtures::HOT_POLICIES);
         assert!(deliveries.iter().all(Result::is_ok));
-        assert_eq!(set.deliveries(&single, None).len(), 1);
+        assert_eq!(set.notifications(&single, None).len(), 1);
     }
 
     let mut group = c.benchmark_group("matching");
@@ -50,7 +50,7 @@ fn bench_policy(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (n, set) in &sets {
         group.bench_with_input(BenchmarkId::from_parameter(n), set, |b, set| {
-            b.iter(|| set.deliveries(std::hint::black_box(&input), None))
+            b.iter(|| set.notifications(std::hint::black_box(&input), None))
         });
     }
     group.finish();
@@ -60,7 +60,7 @@ fn bench_policy(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (n, set) in &sets {
         group.bench_with_input(BenchmarkId::from_parameter(n), set, |b, set| {
-            b.iter(|| set.deliveries(std::hint::black_box(&single), None))
+            b.iter(|| set.notifications(std::hint::black_box(&single), None))
         });
     }
     group.finish();

@@ -37,10 +37,10 @@ fn bench_render(c: &mut Criterion) {
         ("webhook_body_template", PolicyId::cluster("hot-body")),
     ] {
         let index = set.find(&id).expect("hot policy loaded");
-        let once = set.deliveries(&input, Some(index));
+        let once = set.notifications(&input, Some(index));
         assert!(matches!(once.as_slice(), [Ok(_)]), "{kind}: {once:?}");
         group.bench_function(kind, |b| {
-            b.iter(|| set.deliveries(std::hint::black_box(&input), Some(index)))
+            b.iter(|| set.notifications(std::hint::black_box(&input), Some(index)))
         });
     }
     group.finish();

@@ -18,7 +18,7 @@ pub use escape::Markup;
 pub use event::{CanaryFacts, FlaggerEvent, Severity};
 pub use loader::{load_documents, load_sources, Document, LoadProblem, Loaded, Origin};
 pub use policy::{
-    Delivery, MatchInput, PolicyId, PolicyObject, PolicySet, PolicySetBuilder, Problem, Reason,
+    MatchInput, Notification, PolicyId, PolicyObject, PolicySet, PolicySetBuilder, Problem, Reason,
     RenderFailure,
 };
 pub use receivers::ReceiverKind;

@@ -499,7 +499,7 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
             .as_bytes(),
         )
         .unwrap();
-        let rendered = set.deliveries(&MatchInput::event(&ev), None);
+        let rendered = set.notifications(&MatchInput::event(&ev), None);
         rendered
             .into_iter()
             .map(|d| d.unwrap())

@@ -214,7 +214,7 @@ fn unknown_phase_from_the_wire_matches_only_policies_without_phases() {
     );
     let listed = index_of(&set, &PolicyId::namespaced("default", "listed"));
     assert!(set
-        .deliveries(&MatchInput::event(&ev), Some(listed))
+        .notifications(&MatchInput::event(&ev), Some(listed))
         .is_empty());
 }
 
@@ -300,7 +300,7 @@ fn suspended_policy_never_fires() {
         pairs(&[("default/active", "hook")])
     );
     // Not even when asked for by index (`herald render --policy`, a replay).
-    assert!(set.deliveries(&input, Some(paused)).is_empty());
+    assert!(set.notifications(&input, Some(paused)).is_empty());
     let active = index_of(&set, &PolicyId::namespaced("default", "active"));
     assert_eq!(
         delivery_pairs(&set, &input, Some(active)),
@@ -333,7 +333,7 @@ fn namespaced_policy_fires_only_for_its_own_namespace() {
     let mine = index_of(&set, &PolicyId::namespaced("team-a", "mine"));
     let other = progressing("podinfo", "team-b");
     assert!(set
-        .deliveries(&MatchInput::event(&other), Some(mine))
+        .notifications(&MatchInput::event(&other), Some(mine))
         .is_empty());
 }
 
@@ -524,7 +524,7 @@ fn deliveries_are_ordered_by_policy_id_then_receiver_order() {
         ])
     );
     // The indices in each delivery point at that policy and receiver.
-    for result in set.deliveries(&input, None) {
+    for result in set.notifications(&input, None) {
         let d = result.unwrap();
         let receiver = set.receiver(d.policy, d.receiver);
         assert_eq!(
@@ -566,7 +566,7 @@ fn deliveries_for_one_policy_only() {
         pairs(&[("default/two", "hook")])
     );
     let elsewhere = index_of(&set, &PolicyId::namespaced("default", "elsewhere"));
-    assert!(set.deliveries(&input, Some(elsewhere)).is_empty());
+    assert!(set.notifications(&input, Some(elsewhere)).is_empty());
 }
 
 #[test]

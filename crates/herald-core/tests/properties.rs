@@ -253,7 +253,7 @@ proptest! {
             return Ok(());
         };
         let set = &*SET;
-        for result in set.deliveries(&MatchInput::event(&event), None) {
+        for result in set.notifications(&MatchInput::event(&event), None) {
             match result {
                 Ok(delivery) => {
                     let receiver = set.receiver(delivery.policy, delivery.receiver);

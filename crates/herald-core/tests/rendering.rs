@@ -130,7 +130,7 @@ fn body_that_breaks_json_for_one_event_fails_only_that_delivery() {
         r#"Halt advancement no values found for metric "request-success-rate""#,
         EventType::Warning,
     );
-    let results = set.deliveries(&MatchInput::event(&quoted), None);
+    let results = set.notifications(&MatchInput::event(&quoted), None);
     assert_eq!(results.len(), 2);
     let failure = results[0].as_ref().unwrap_err();
     assert_eq!(set.receiver(failure.policy, failure.receiver).name, "naive");
@@ -435,7 +435,7 @@ spec:
     // thread); the rendered delivery says which canary's thread and with which revision.
     let with_revision = progressing("podinfo", "default").with_checksum("7c4d5e6f8");
     let threads: Vec<Option<(bool, String, Option<String>)>> = set
-        .deliveries(&MatchInput::event(&with_revision), None)
+        .notifications(&MatchInput::event(&with_revision), None)
         .into_iter()
         .map(|d| {
             let d = d.unwrap();
@@ -464,6 +464,6 @@ spec:
         canary: Some(&canary),
         ..MatchInput::event(&no_checksum)
     };
-    let first = set.deliveries(&input, None).remove(0).unwrap();
+    let first = set.notifications(&input, None).remove(0).unwrap();
     assert_eq!(first.thread.unwrap().revision.as_deref(), Some("rev-9"));
 }

@@ -254,7 +254,7 @@ pub struct DeliveryArgs {
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub min_interval: Duration,
     /// Largest accepted event body, in bytes.
-    #[arg(long, default_value_t = crate::server::DEFAULT_BODY_LIMIT)]
+    #[arg(long, default_value_t = crate::api::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
     /// On SIGTERM/SIGINT, how long to keep delivering queued notifications.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]

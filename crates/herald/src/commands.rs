@@ -138,7 +138,7 @@ pub fn render(files: &PolicyFiles, event_path: &Path) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut failed = false;
     for event in &events {
-        for result in set.deliveries(&MatchInput::event(event), None) {
+        for result in set.notifications(&MatchInput::event(event), None) {
             match result {
                 Ok(delivery) => {
                     let policy = set.policy(delivery.policy);

@@ -19,7 +19,7 @@ use crate::policy_files::PolicyFiles;
 use crate::serve::{self, ServeOptions};
 use crate::{Error, Result};
 
-const EXAMPLE_POLICIES: [(&str, &str); 10] = [
+const EXAMPLE_POLICIES: [(&str, &str); 11] = [
     (
         "secrets.yaml",
         include_str!("../../../examples/policies/secrets.yaml"),
@@ -59,6 +59,10 @@ const EXAMPLE_POLICIES: [(&str, &str); 10] = [
     (
         "signed-webhook.yaml",
         include_str!("../../../examples/policies/signed-webhook.yaml"),
+    ),
+    (
+        "mattermost-frontend.yaml",
+        include_str!("../../../examples/policies/mattermost-frontend.yaml"),
     ),
 ];
 const ROLLOUT: &str = include_str!("../../../examples/events/rollout.jsonl");
@@ -123,7 +127,7 @@ pub async fn run(capture_port: u16, policies: Vec<PathBuf>) -> Result<ExitCode> 
             timeout: Duration::from_secs(5),
             ..DeliveryConfig::default()
         },
-        body_limit: crate::server::DEFAULT_BODY_LIMIT,
+        body_limit: crate::api::DEFAULT_BODY_LIMIT,
         http: Default::default(),
         state_file: None,
         state_dir: None,

@@ -197,7 +197,7 @@ impl HttpOptions {
 
     pub fn body_timeout(&self) -> Duration {
         self.body_timeout
-            .unwrap_or(crate::server::DEFAULT_BODY_TIMEOUT)
+            .unwrap_or(crate::api::DEFAULT_BODY_TIMEOUT)
     }
 }
 

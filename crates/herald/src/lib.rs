@@ -1,10 +1,12 @@
 //! Herald: Flagger canary events to Slack, Teams, Discord, Google Chat, Rocket.Chat and
 //! webhooks, chosen by NotificationPolicy.
 //!
-//! The binary's commands live in [`cli`]; the standalone server in [`serve`]; delivery in
-//! [`delivery`]. The pure parts (event model, matching, templating, payloads) are in
+//! The binary's commands live in [`cli`]; the standalone server's lifecycle in [`serve`], its
+//! HTTP API in [`api`]; the one path from an event to queued notifications in [`pipeline`];
+//! delivery in [`delivery`]. The pure parts (event model, matching, templating, payloads) are in
 //! `herald-core`, the CRD types in `herald-api`.
 
+pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod controller;
@@ -18,7 +20,6 @@ pub mod metrics_text;
 pub mod pipeline;
 pub mod policy_files;
 pub mod serve;
-pub mod server;
 pub mod telemetry;
 
 use std::path::PathBuf;

@@ -10,10 +10,10 @@ use herald_core::repeats::{repeat_key, RepeatFilter};
 use herald_core::{MatchInput, PolicySet};
 use tracing::{debug, warn};
 
+use crate::api::AppState;
 use crate::delivery::{Admitted, EventCompletion, Job, Refusal};
 use crate::durable::{EventRecord, StoredJob, StoredPolicy};
 use crate::metrics::Metrics;
-use crate::server::AppState;
 
 /// When repeated messages may next be sent, on a clock started with Herald.
 pub struct Repeats {
@@ -54,7 +54,7 @@ pub fn build_jobs(
     let mut jobs = Vec::new();
     // The canary orders its notifications to each receiver; made once, shared by its jobs.
     let mut order_key: Option<Arc<str>> = None;
-    for result in policies.deliveries(input, only) {
+    for result in policies.notifications(input, only) {
         match result {
             Ok(delivery) => {
                 let policy = policies.policy(delivery.policy);

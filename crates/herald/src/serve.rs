@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::api::{router, AppState};
 use crate::delivery::{DeliveryConfig, Dispatcher, DrainReport, MemoryThreads, ThreadStore};
 use crate::metrics::Metrics;
 use crate::policy_files::{self, PolicyFiles};
-use crate::server::{router, AppState};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]

@@ -62,7 +62,7 @@ fn check_accepts_the_examples() {
             .lines()
             .last()
             .unwrap(),
-        "ok: 9 policies, 6 secrets in 10 files"
+        "ok: 10 policies, 6 secrets in 11 files"
     );
 }
 

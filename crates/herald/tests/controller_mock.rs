@@ -13,13 +13,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use common::mock::*;
 use common::*;
+use herald::api::AppState;
 use herald::controller::canaries::{CanaryNotifier, Input};
 use herald::controller::policies::{self, Context, ReceiverStats};
 use herald::controller::sources::EventSources;
 use herald::controller::state::{CanaryRecord, CanaryRef, StateStore};
 use herald::delivery::{DeliveryConfig, Dispatcher};
 use herald::metrics::{Metrics, Outcome};
-use herald::server::AppState;
 use herald_api::flagger::Canary;
 use herald_api::NotificationPolicy;
 use herald_core::{PolicyObject, PolicySetBuilder, SecretStore};
@@ -387,7 +387,7 @@ impl Harness {
     async fn serve_http(&self) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = herald::server::router(self.app.clone());
+        let router = herald::api::router(self.app.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         addr
     }
@@ -428,7 +428,7 @@ fn harness_with(
         incoming: None,
         repeats: Default::default(),
         event_token: None,
-        body_timeout: herald::server::DEFAULT_BODY_TIMEOUT,
+        body_timeout: herald::api::DEFAULT_BODY_TIMEOUT,
         store: None,
     };
     let state = Arc::new(StateStore::new(

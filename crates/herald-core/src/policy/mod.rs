@@ -22,7 +22,7 @@ pub use builder::PolicySetBuilder;
 pub use compiled::{CompiledPolicy, CompiledReceiver, MatchInput};
 pub use compiler::Compiler;
 pub use json::minify_json;
-pub use set::{Delivery, PolicySet, RenderFailure};
+pub use set::{Notification, PolicySet, RenderFailure};
 
 /// A policy's identity: `namespace/name` for a NotificationPolicy, `name` for a
 /// ClusterNotificationPolicy.

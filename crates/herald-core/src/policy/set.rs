@@ -13,7 +13,7 @@ use crate::template::{self, TemplateEngine, TemplateError, TemplateId};
 
 /// One notification to send: which policy and receiver, and the exact body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub struct Notification {
     pub policy: u32,
     pub receiver: u32,
     pub body: Vec<u8>,
@@ -88,11 +88,11 @@ impl PolicySet {
 
     /// Renders the deliveries for an event: through every matching policy, or only through
     /// `only` (a policy index) when given.
-    pub fn deliveries(
+    pub fn notifications(
         &self,
         input: &MatchInput<'_>,
         only: Option<u32>,
-    ) -> Vec<Result<Delivery, RenderFailure>> {
+    ) -> Vec<Result<Notification, RenderFailure>> {
         let matched = match only {
             Some(index) => {
                 let policy = &self.policies[index as usize];
@@ -126,7 +126,7 @@ impl PolicySet {
                 out.push(
                     render
                         .receiver(&policy.display, receiver)
-                        .map(|body| Delivery {
+                        .map(|body| Notification {
                             policy: policy_index,
                             receiver: receiver_index as u32,
                             body,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use herald_api::EventType;
 use herald_core::{
-    load_sources, CanaryFacts, Delivery, FlaggerEvent, LoadProblem, Loaded, MatchInput, PolicyId,
-    PolicySet,
+    load_sources, CanaryFacts, FlaggerEvent, LoadProblem, Loaded, MatchInput, Notification,
+    PolicyId, PolicySet,
 };
 
 /// The cluster name templates see in these tests.
@@ -113,10 +113,10 @@ pub fn deliveries(
     input: &MatchInput<'_>,
     only: Option<u32>,
 ) -> Vec<(String, String, Vec<u8>)> {
-    set.deliveries(input, only)
+    set.notifications(input, only)
         .into_iter()
         .map(|d| {
-            let Delivery {
+            let Notification {
                 policy,
                 receiver,
                 body,

@@ -15,7 +15,7 @@ use super::policy_set::PoliciesKnown;
 use super::sources::EventSources;
 use super::state::StateStore;
 use super::{stopped, ControllerOptions};
-use crate::server::AppState;
+use crate::api::AppState;
 
 /// This replica's standing: whether it leads, and until when it may act.
 pub(super) struct Leaders {

@@ -42,9 +42,9 @@ use self::policy_set::{rebuild_policy_set, PoliciesKnown};
 use self::sources::EventSources;
 use self::state::{StateStore, StateThreads};
 use self::watches::WatchHealth;
+use crate::api::{router, AppState};
 use crate::delivery::{DeliveryConfig, Dispatcher, MemoryThreads};
 use crate::metrics::Metrics;
-use crate::server::{router, AppState};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]

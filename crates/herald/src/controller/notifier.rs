@@ -20,10 +20,10 @@ use super::canaries::{
 use super::leader::Fence;
 use super::sources::{EventSources, WatchedEvent};
 use super::state::{CanaryRef, StateStore};
+use crate::api::AppState;
 use crate::delivery::EventCompletion;
 use crate::metrics::SourceLabels;
 use crate::pipeline::dispatch;
-use crate::server::AppState;
 
 /// Turns cluster observations into deliveries.
 pub struct CanaryNotifier {

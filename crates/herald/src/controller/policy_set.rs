@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::policies::{self, Context, PolicyResource};
 use super::watches::WatchHealth;
-use crate::server::AppState;
+use crate::api::AppState;
 
 /// Whether the PolicySet reflects the cluster's policies: both policy watches are synced,
 /// and the set was built after their latest (re-)list.

@@ -19,8 +19,8 @@ use tracing::debug;
 
 use super::canaries::announced_phase;
 use super::state::{CanaryRef, StateStore};
+use crate::api::{Admission, IncomingEvents};
 use crate::delivery::EventCompletion;
-use crate::server::{Admission, IncomingEvents};
 
 /// A watched Event, as the delivery state records it.
 #[derive(Clone, Debug)]

@@ -74,7 +74,7 @@ pub fn controller_options(namespace: &str) -> ControllerOptions {
             max_backoff: Duration::from_millis(50),
             ..DeliveryConfig::default()
         },
-        body_limit: herald::server::DEFAULT_BODY_LIMIT,
+        body_limit: herald::api::DEFAULT_BODY_LIMIT,
         http: Default::default(),
         drain_timeout: Duration::from_secs(5),
         phase_grace: Duration::from_millis(500),

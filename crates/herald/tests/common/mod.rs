@@ -247,7 +247,7 @@ pub fn options(policies: PathBuf) -> ServeOptions {
             max_backoff: Duration::from_millis(50),
             ..DeliveryConfig::default()
         },
-        body_limit: herald::server::DEFAULT_BODY_LIMIT,
+        body_limit: herald::api::DEFAULT_BODY_LIMIT,
         http: Default::default(),
         drain_timeout: Duration::from_secs(10),
         reload_interval: Duration::from_secs(3600),
