@@ -16,9 +16,6 @@
 //!
 //! Every loop is bounded in count and time; the program exits by itself.
 
-#[path = "../../herald-core/benches/fixtures/mod.rs"]
-mod fixtures;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -37,6 +34,7 @@ use clap::Parser;
 use herald::delivery::DeliveryConfig;
 use herald::policy_files::PolicyFiles;
 use herald::serve::ServeOptions;
+use herald_core::bench_fixtures as fixtures;
 
 /// How long any one phase may take before the benchmark gives up on it.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(120);

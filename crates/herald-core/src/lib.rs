@@ -2,6 +2,8 @@
 //! payload building. No I/O: everything here is a function of its inputs, so it is
 //! unit-tested and benchmarked without a network or a cluster.
 
+#[cfg(feature = "bench-fixtures")]
+pub mod bench_fixtures;
 pub mod dedup;
 pub mod escape;
 pub mod event;
