@@ -1060,9 +1060,9 @@ def rbac() -> None:
         assert re.search(
             r'default_value = "%s"\)\]\s*pub %s: String' % (default, flag), cli
         ), f"cli.rs: --{flag.replace('_', '-')} no longer defaults to {default}"
-    # One resourceName per state shard (crates/herald/src/controller/state.rs).
-    state_rs = (ROOT / "crates" / "herald" / "src" / "controller" / "state.rs").read_text()
-    assert re.search(r"pub const SHARDS: usize = 8;", state_rs), "state.rs: SHARDS is no longer 8"
+    # One resourceName per state shard (crates/herald/src/controller/state/mod.rs).
+    state_rs = (ROOT / "crates" / "herald" / "src" / "controller" / "state" / "mod.rs").read_text()
+    assert re.search(r"pub const SHARDS: usize = 8;", state_rs), "state/mod.rs: SHARDS is no longer 8"
     off = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}})
     expect_equal(sorted(k for k, _ in kinds(off)), ["Deployment", "Secret", "Service"], "objects without RBAC")
     expect_equal(
