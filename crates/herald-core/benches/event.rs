@@ -2,11 +2,10 @@
 //!
 //! `cargo bench -p herald-core --bench event`
 
-mod fixtures;
-
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use herald_core::bench_fixtures as fixtures;
 use herald_core::FlaggerEvent;
 
 fn bench_event(c: &mut Criterion) {

@@ -3,11 +3,10 @@
 //!
 //! `cargo bench -p herald-core --bench policy`
 
-mod fixtures;
-
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use herald_core::bench_fixtures as fixtures;
 use herald_core::{load_sources, FlaggerEvent, MatchInput, PolicySet};
 
 fn policy_set(n: usize) -> PolicySet {

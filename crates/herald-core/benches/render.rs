@@ -3,11 +3,10 @@
 //!
 //! `cargo bench -p herald-core --bench render`
 
-mod fixtures;
-
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use herald_core::bench_fixtures as fixtures;
 use herald_core::receivers::slack::{self, SlackOptions};
 use herald_core::receivers::Message;
 use herald_core::template::{self, TemplateEngine};

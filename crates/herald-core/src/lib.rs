@@ -2,6 +2,8 @@
 //! payload building. No I/O: everything here is a function of its inputs, so it is
 //! unit-tested and benchmarked without a network or a cluster.
 
+#[cfg(feature = "bench-fixtures")]
+pub mod bench_fixtures;
 pub mod dedup;
 pub mod escape;
 pub mod event;
@@ -15,7 +17,8 @@ pub mod template;
 mod unclosed_block;
 
 pub use escape::Markup;
-pub use event::{CanaryFacts, FlaggerEvent, Severity};
+pub(crate) use event::json_error_reason;
+pub use event::{CanaryFacts, EventError, FlaggerEvent, Severity};
 pub use loader::{load_documents, load_sources, Document, LoadProblem, Loaded, Origin};
 pub use policy::{
     MatchInput, Notification, PolicyId, PolicyObject, PolicySet, PolicySetBuilder, Problem, Reason,
@@ -23,41 +26,3 @@ pub use policy::{
 };
 pub use receivers::ReceiverKind;
 pub use secret::{Redacted, SecretError, SecretSource, SecretStore};
-
-/// A Flagger event body that cannot be accepted. `field` is the JSON path of the culprit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EventError {
-    #[error("invalid JSON at line {line}, column {column}: {reason}")]
-    Syntax {
-        line: usize,
-        column: usize,
-        reason: String,
-    },
-    #[error("{}", if field.is_empty() { reason.clone() } else { format!("{field}: {reason}") })]
-    Field { field: String, reason: String },
-}
-
-impl EventError {
-    pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        EventError::Field {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// The JSON path of the offending field, if the error is about one.
-    pub fn field_path(&self) -> Option<&str> {
-        match self {
-            EventError::Field { field, .. } if !field.is_empty() => Some(field),
-            _ => None,
-        }
-    }
-}
-
-/// serde_json's message without its " at line L column C" suffix (callers report the
-/// position themselves).
-pub(crate) fn json_error_reason(e: &serde_json::Error) -> String {
-    let full = e.to_string();
-    full.rfind(" at line ")
-        .map_or(full.clone(), |i| full[..i].to_owned())
-}

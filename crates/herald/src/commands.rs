@@ -8,22 +8,16 @@ use herald_api::HttpMethod;
 use herald_core::{FlaggerEvent, MatchInput};
 use serde_json::value::RawValue;
 
-use crate::policy_files::PolicyFiles;
+use crate::policy_files::{Compiled, PolicyFiles};
 use crate::{Error, Result};
 
 /// Validates policy files; prints every problem; exit code 1 on any.
 pub fn check(files: &PolicyFiles) -> Result<ExitCode> {
-    let paths = files.files()?;
-    let mut texts = Vec::new();
-    for path in &paths {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        texts.push((path.display().to_string(), text));
-    }
-    let mut loaded = herald_core::load_sources(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())));
-    let set = loaded.build(&files.cluster, &files.namespace);
+    let Compiled {
+        files: file_count,
+        loaded,
+        set,
+    } = files.compile()?;
     let mut out = std::io::stdout().lock();
     for problem in &loaded.problems {
         let _ = writeln!(out, "error: {problem}");
@@ -38,7 +32,7 @@ pub fn check(files: &PolicyFiles) -> Result<ExitCode> {
         let _ = writeln!(
             out,
             "error: no policies in {} files: Herald would send nothing (a running server keeps its policies on such a reload)",
-            paths.len()
+            file_count
         );
         Ok(ExitCode::FAILURE)
     } else if loaded.problems.is_empty() {
@@ -47,7 +41,7 @@ pub fn check(files: &PolicyFiles) -> Result<ExitCode> {
             "ok: {} policies, {} secrets in {} files",
             set.policies().len(),
             loaded.secrets.len(),
-            paths.len()
+            file_count
         );
         Ok(ExitCode::SUCCESS)
     } else {

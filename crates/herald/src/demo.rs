@@ -19,52 +19,7 @@ use crate::policy_files::PolicyFiles;
 use crate::serve::{self, ServeOptions};
 use crate::{Error, Result};
 
-const EXAMPLE_POLICIES: [(&str, &str); 11] = [
-    (
-        "secrets.yaml",
-        include_str!("../../../examples/policies/secrets.yaml"),
-    ),
-    (
-        "team-slack.yaml",
-        include_str!("../../../examples/policies/team-slack.yaml"),
-    ),
-    (
-        "oncall-failures.yaml",
-        include_str!("../../../examples/policies/oncall-failures.yaml"),
-    ),
-    (
-        "audit-webhook.yaml",
-        include_str!("../../../examples/policies/audit-webhook.yaml"),
-    ),
-    (
-        "teams-messagecard.yaml",
-        include_str!("../../../examples/policies/teams-messagecard.yaml"),
-    ),
-    (
-        "discord-releases.yaml",
-        include_str!("../../../examples/policies/discord-releases.yaml"),
-    ),
-    (
-        "googlechat-team.yaml",
-        include_str!("../../../examples/policies/googlechat-team.yaml"),
-    ),
-    (
-        "rocketchat-oncall.yaml",
-        include_str!("../../../examples/policies/rocketchat-oncall.yaml"),
-    ),
-    (
-        "slack-bot-threads.yaml",
-        include_str!("../../../examples/policies/slack-bot-threads.yaml"),
-    ),
-    (
-        "signed-webhook.yaml",
-        include_str!("../../../examples/policies/signed-webhook.yaml"),
-    ),
-    (
-        "mattermost-frontend.yaml",
-        include_str!("../../../examples/policies/mattermost-frontend.yaml"),
-    ),
-];
+include!(concat!(env!("OUT_DIR"), "/example_policies.rs"));
 const ROLLOUT: &str = include_str!("../../../examples/events/rollout.jsonl");
 const ROLLBACK: &str = include_str!("../../../examples/events/rollback.jsonl");
 const PAYMENTS: &str = include_str!("../../../examples/events/payments-rollback.jsonl");

@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// `herald_canary_status` tracks at most this many canaries, so that events posted with made-up
 /// names cannot grow the metric without bound. When full, a new canary takes the place of the
@@ -175,6 +175,23 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
+/// Registers metrics and hands them back: a metric is a handle on shared values, so the
+/// registry (which encodes them) and [`Metrics`] (which updates them) hold the same one.
+struct Registrar<'a>(&'a mut Registry);
+
+impl Registrar<'_> {
+    /// A new metric of the type asked for, registered.
+    fn metric<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        self.register(name, help, M::default())
+    }
+
+    /// `metric` registered, for metrics made otherwise than by `Default` (histograms).
+    fn register<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -184,131 +201,89 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let events_received = Counter::default();
-        registry.register(
-            "herald_events_received",
-            "Flagger events accepted",
-            events_received.clone(),
-        );
-        let events_rejected = Counter::default();
-        registry.register(
-            "herald_events_rejected",
-            "Event bodies rejected as invalid",
-            events_rejected.clone(),
-        );
-        let events_duplicate = Family::<SourceLabels, Counter>::default();
-        registry.register(
-            "herald_events_duplicate",
-            "Events not sent because the other source had already reported the same Flagger action (source: the report not sent, webhook or watch)",
-            events_duplicate.clone(),
-        );
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
-            "herald_deliveries",
-            "Notifications by final outcome: delivered; failed (after retries or on a non-retryable answer); timeout (the last attempt timed out after the request was sent: may have reached the receiver); unknown (in flight at the shutdown deadline: may have reached the receiver); deferred (not sent by the shutdown deadline, kept in --state-dir for after the restart); dropped (not sent: shutdown without --state-dir, or a lost lease)",
-            deliveries.clone(),
-        );
-        let delivery_attempts = Family::<ReceiverLabels, Counter>::default();
-        registry.register(
-            "herald_delivery_attempts",
-            "HTTP requests made to receivers, retries included",
-            delivery_attempts.clone(),
-        );
-        let delivery_duration = Family::<ReceiverLabels, Histogram>::new_with_constructor(
-            duration_histogram as fn() -> Histogram,
-        );
-        registry.register(
-            "herald_delivery_duration_seconds",
-            "Time from receiving an event to the final outcome of one of its notifications",
-            delivery_duration.clone(),
-        );
-        let render_failures = Counter::default();
-        registry.register(
-            "herald_render_failures",
-            "Notifications whose template failed for an event",
-            render_failures.clone(),
-        );
-        let repeats_held = Counter::default();
-        registry.register(
-            "herald_repeats_held",
-            "Notifications not sent because the same message went to the receiver within its policy's repeatInterval",
-            repeats_held.clone(),
-        );
-        let queue_depth = Gauge::default();
-        registry.register(
-            "herald_queue_depth",
-            "Notifications queued or being delivered",
-            queue_depth.clone(),
-        );
-        let canary_status = Family::<CanaryLabels, Gauge>::default();
-        registry.register(
-            "herald_canary_status",
-            "Last known canary status, as Flagger's flagger_canary_status: 0 progressing, 1 otherwise, 2 failed",
-            canary_status.clone(),
-        );
-        let policies_loaded = Gauge::default();
-        registry.register(
-            "herald_policies",
-            "Valid policies in effect",
-            policies_loaded.clone(),
-        );
-        let policy_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "herald_policy_reloads",
-            "Policy reloads by result (success or failure)",
-            policy_reloads.clone(),
-        );
-        let events_unauthorized = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "herald_events_unauthorized",
-            "Event requests refused for a missing or invalid event token (reason: missing, invalid)",
-            events_unauthorized.clone(),
-        );
-        let canary_evictions = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "herald_canary_status_evictions",
-            "herald_canary_status series removed to make room (reason: finished, not_failed) or canaries refused a series because all tracked ones had failed (reason: refused)",
-            canary_evictions.clone(),
-        );
-        let events_refused = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "herald_events_refused",
-            "Events answered 503 with none of their notifications queued (reason: queue_full, a receiver's queue has no room for them; queue_bytes, --queue-bytes reached; state, the durable queue could not store them; shutdown)",
-            events_refused.clone(),
-        );
-        let state_commits = Counter::default();
-        registry.register(
-            "herald_state_commits",
-            "Durable queue (--state-dir) transactions committed to disk",
-            state_commits.clone(),
-        );
-        let state_commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register(
-            "herald_state_commit_events",
-            "Events stored per durable queue transaction (group commit)",
-            state_commit_events.clone(),
-        );
+        let mut add = Registrar(&mut registry);
+        // Registered in this order, which is the order of `/metrics`.
         Metrics {
-            registry,
-            events_refused,
-            state_commits,
-            state_commit_events,
-            events_unauthorized,
-            canary_evictions,
-            eviction_logs: crate::telemetry::LogLimiter::new(std::time::Duration::from_secs(10)),
-            events_received,
-            events_rejected,
-            events_duplicate,
-            deliveries,
-            delivery_attempts,
-            delivery_duration,
-            render_failures,
-            repeats_held,
-            queue_depth,
-            canary_status,
-            policies_loaded,
-            policy_reloads,
+            events_received: add.metric("herald_events_received", "Flagger events accepted"),
+            events_rejected: add
+                .metric("herald_events_rejected", "Event bodies rejected as invalid"),
+            events_duplicate: add.metric(
+                "herald_events_duplicate",
+                "Events not sent because the other source had already reported the same Flagger \
+                action (source: the report not sent, webhook or watch)",
+            ),
+            deliveries: add.metric(
+                "herald_deliveries",
+                "Notifications by final outcome: delivered; failed (after retries or on a \
+                non-retryable answer); timeout (the last attempt timed out after the request was \
+                sent: may have reached the receiver); unknown (in flight at the shutdown \
+                deadline: may have reached the receiver); deferred (not sent by the shutdown \
+                deadline, kept in --state-dir for after the restart); dropped (not sent: shutdown \
+                without --state-dir, or a lost lease)",
+            ),
+            delivery_attempts: add.metric(
+                "herald_delivery_attempts",
+                "HTTP requests made to receivers, retries included",
+            ),
+            delivery_duration: add.register(
+                "herald_delivery_duration_seconds",
+                "Time from receiving an event to the final outcome of one of its notifications",
+                Family::<ReceiverLabels, Histogram>::new_with_constructor(
+                    duration_histogram as fn() -> Histogram,
+                ),
+            ),
+            render_failures: add.metric(
+                "herald_render_failures",
+                "Notifications whose template failed for an event",
+            ),
+            repeats_held: add.metric(
+                "herald_repeats_held",
+                "Notifications not sent because the same message went to the receiver within its \
+                policy's repeatInterval",
+            ),
+            queue_depth: add.metric(
+                "herald_queue_depth",
+                "Notifications queued or being delivered",
+            ),
+            canary_status: add.metric(
+                "herald_canary_status",
+                "Last known canary status, as Flagger's flagger_canary_status: 0 progressing, 1 \
+                otherwise, 2 failed",
+            ),
+            policies_loaded: add.metric("herald_policies", "Valid policies in effect"),
+            policy_reloads: add.metric(
+                "herald_policy_reloads",
+                "Policy reloads by result (success or failure)",
+            ),
+            events_unauthorized: add.metric(
+                "herald_events_unauthorized",
+                "Event requests refused for a missing or invalid event token (reason: missing, \
+                invalid)",
+            ),
+            canary_evictions: add.metric(
+                "herald_canary_status_evictions",
+                "herald_canary_status series removed to make room (reason: finished, not_failed) \
+                or canaries refused a series because all tracked ones had failed (reason: \
+                refused)",
+            ),
+            events_refused: add.metric(
+                "herald_events_refused",
+                "Events answered 503 with none of their notifications queued (reason: queue_full, \
+                a receiver's queue has no room for them; queue_bytes, --queue-bytes reached; \
+                state, the durable queue could not store them; shutdown)",
+            ),
+            state_commits: add.metric(
+                "herald_state_commits",
+                "Durable queue (--state-dir) transactions committed to disk",
+            ),
+            state_commit_events: add.register(
+                "herald_state_commit_events",
+                "Events stored per durable queue transaction (group commit)",
+                Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            ),
             tracked_canaries: Mutex::new(Tracked::default()),
+            eviction_logs: crate::telemetry::LogLimiter::new(std::time::Duration::from_secs(10)),
+            registry,
         }
     }
 

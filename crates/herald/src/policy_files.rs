@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use herald_core::{load_sources, LoadProblem, PolicySet};
+use herald_core::{load_sources, LoadProblem, Loaded, PolicySet};
 use tracing::{error, info};
 
 use crate::metrics::{Metrics, ResultLabels};
@@ -27,6 +27,16 @@ pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 #[derive(Debug)]
 pub struct Rejected {
     pub problems: Vec<LoadProblem>,
+}
+
+/// The policy files read and compiled.
+pub struct Compiled {
+    /// How many files were read.
+    pub files: usize,
+    /// Every document found: policies, Secrets, problems, skipped documents.
+    pub loaded: Loaded,
+    /// The valid policies.
+    pub set: PolicySet,
 }
 
 impl PolicyFiles {
@@ -64,6 +74,19 @@ impl PolicyFiles {
     /// Reads and compiles every policy. Any problem rejects the whole set, so a bad edit
     /// never half-applies.
     pub fn load(&self) -> Result<std::result::Result<PolicySet, Rejected>> {
+        let Compiled { loaded, set, .. } = self.compile()?;
+        if loaded.problems.is_empty() {
+            Ok(Ok(set))
+        } else {
+            Ok(Err(Rejected {
+                problems: loaded.problems,
+            }))
+        }
+    }
+
+    /// Reads and compiles every policy, keeping all that was found on the way: `herald check`
+    /// reports it, [`Self::load`] keeps only the set, and only when nothing is wrong.
+    pub fn compile(&self) -> Result<Compiled> {
         let files = self.files()?;
         let mut texts = Vec::with_capacity(files.len());
         for file in &files {
@@ -79,13 +102,11 @@ impl PolicyFiles {
                 .map(|(name, text)| (name.as_str(), text.as_str())),
         );
         let set = loaded.build(&self.cluster, &self.namespace);
-        if loaded.problems.is_empty() {
-            Ok(Ok(set))
-        } else {
-            Ok(Err(Rejected {
-                problems: loaded.problems,
-            }))
-        }
+        Ok(Compiled {
+            files: files.len(),
+            loaded,
+            set,
+        })
     }
 
     /// What identifies the current state of the files: paths, sizes and modification times.

@@ -147,12 +147,14 @@ macro_rules! chart_checks {
     };
 }
 
+// In the order `check_chart.py --list` gives: by module (tests/chart/checks_*.py).
 chart_checks! {
     lint,
     default_render,
     core_objects_valid,
     deployment,
     controller_args,
+    notes,
     flagger_values,
     receiver_variants,
     existing_secret,
@@ -161,11 +163,10 @@ chart_checks! {
     slack_bot_errors,
     schema_rejects_typos,
     crds_match,
+    policies_match_crd,
     rbac,
     service,
     monitoring,
-    policies_match_crd,
-    notes,
     event_token,
 }
 

@@ -37,7 +37,7 @@ RELEASE = "herald"
 # The Lease and state ConfigMap the chart's Role allows (Herald's defaults).
 LEASE = "herald-leader"
 STATE_CONFIGMAP = "herald-state"
-# The state is spread over eight ConfigMaps (crates/herald/src/controller/state.rs: SHARDS).
+# The state is spread over eight ConfigMaps (crates/herald/src/controller/state/mod.rs: SHARDS).
 STATE_CONFIGMAPS = [STATE_CONFIGMAP] + [f"{STATE_CONFIGMAP}-{i}" for i in range(1, 8)]
 CLUSTER_NAME = "e2e"
 # The chart's default messagePattern.
