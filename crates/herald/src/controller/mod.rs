@@ -5,6 +5,7 @@
 
 pub mod canaries;
 mod failures;
+mod gate;
 pub mod leader;
 mod leading;
 pub mod notifier;

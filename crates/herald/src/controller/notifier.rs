@@ -14,11 +14,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::canaries::{
-    announced_phase, canary_facts, flagger_event, observe_event, observe_phase, phase_change_event,
-    ObservedEvent,
+    canary_facts, flagger_event, observe_event, observe_phase, phase_change_event, ObservedEvent,
 };
+use super::gate::{EventGate, Verdict};
 use super::leader::Fence;
-use super::sources::{EventSources, WatchedEvent};
+use super::sources::EventSources;
 use super::state::{CanaryRef, StateStore};
 use crate::api::AppState;
 use crate::delivery::EventCompletion;
@@ -42,7 +42,10 @@ pub struct CanaryNotifier {
 
 /// What the notifier reacts to.
 pub enum Input {
+    /// A Kubernetes Event, as the API server sent it.
     Event(Box<Event>),
+    /// A Kubernetes Event about a Canary, already read (the watch reads each one once).
+    Observed(Box<ObservedEvent>),
     Canary(Box<Canary>),
     /// The grace period of a phase change ended.
     PhaseDue(CanaryRef, String),
@@ -91,54 +94,38 @@ impl CanaryNotifier {
                     self.handle_event(observed);
                 }
             }
+            Input::Observed(observed) => self.handle_event(*observed),
             Input::Canary(canary) => self.handle_canary(&canary, later),
             Input::PhaseDue(canary, phase) => self.handle_phase_due(&canary, &phase),
         }
     }
 
     pub fn handle_event(&self, observed: ObservedEvent) {
-        if self
-            .state
-            .is_settled(&observed.canary, &observed.key, observed.time_ms)
-            || self.sources.awaits(&observed.canary, &observed.key)
-        {
-            debug!(canary = %observed.canary.key(), key = %observed.key, "event already handled");
-            return;
-        }
-        if let Some(phase) = announced_phase(&observed.message) {
-            self.state
-                .update(&observed.canary, |r| r.announced = Some(phase.to_owned()));
-        }
         let canary = self.canary(&observed.canary);
-        let event = flagger_event(&observed, canary.as_deref());
-        let watched = WatchedEvent {
-            canary: observed.canary.clone(),
-            key: observed.key.clone(),
-            time_ms: observed.time_ms,
+        let gate = EventGate {
+            state: &self.state,
+            sources: &self.sources,
+            fence: &self.fence,
         };
-        if !self.sources.watched(&event, watched) {
-            self.app
-                .metrics
-                .events_duplicate
-                .get_or_create(&SourceLabels { source: "watch" })
-                .inc();
-            info!(
-                canary = %observed.canary.key(), event_message = %observed.message,
-                "event already sent from Flagger's webhook; not sending it again"
-            );
-            return;
+        match gate.admit(&observed, || flagger_event(&observed, canary.as_deref())) {
+            Verdict::Handled => {
+                debug!(canary = %observed.canary.key(), key = %observed.key, "event already handled");
+            }
+            Verdict::SentByWebhook => {
+                self.app
+                    .metrics
+                    .events_duplicate
+                    .get_or_create(&SourceLabels { source: "watch" })
+                    .inc();
+                info!(
+                    canary = %observed.canary.key(), event_message = %observed.message,
+                    "event already sent from Flagger's webhook; not sending it again"
+                );
+            }
+            Verdict::Send { event, completion } => {
+                self.deliver(&observed.canary, &event, canary.as_deref(), completion);
+            }
         }
-        self.state
-            .begin(&observed.canary, &observed.key, observed.time_ms);
-        let completion = {
-            let state = self.state.clone();
-            let canary_ref = observed.canary.clone();
-            let (key, time_ms) = (observed.key.clone(), observed.time_ms);
-            EventCompletion::fenced(self.fence.checker(), move || {
-                state.complete(&canary_ref, &key, time_ms);
-            })
-        };
-        self.deliver(&observed.canary, &event, canary.as_deref(), completion);
     }
 
     fn handle_canary(&self, canary: &Canary, later: &mpsc::UnboundedSender<Input>) {

@@ -21,7 +21,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::canaries::observe_event;
+use super::canaries::{observe_event, ObservedEvent};
 use super::notifier::{CanaryNotifier, Input};
 use super::state::{CanaryRef, StateStore};
 
@@ -136,7 +136,7 @@ pub async fn run(
             let _ = namespace_reader.wait_until_ready().await;
             let mut gave_up_waiting: HashSet<CanaryRef> = HashSet::new();
             while let Some(input) = received.recv().await {
-                if let Input::Event(event) = &input {
+                if let Input::Observed(observed) = &input {
                     // An Event handled now would match nothing or the wrong policies and be
                     // recorded as handled: wait until the policies are known.
                     // Both, again after waiting for the Canary: its CRD and Herald's may be
@@ -145,7 +145,7 @@ pub async fn run(
                         while !policies_known() {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
-                        wait_for_canary(&notifier, event, &canaries_synced, &mut gave_up_waiting).await;
+                        wait_for_canary(&notifier, observed, &canaries_synced, &mut gave_up_waiting).await;
                         if policies_known() {
                             break;
                         }
@@ -210,14 +210,11 @@ fn keep_what_herald_reads(canary: &mut Canary) {
 /// so the Event goes out with the Canary's phase, labels and revision.
 async fn wait_for_canary(
     notifier: &CanaryNotifier,
-    event: &Event,
+    observed: &ObservedEvent,
     synced: &WatchHealth,
     gave_up: &mut HashSet<CanaryRef>,
 ) {
-    let Some(observed) = observe_event(event) else {
-        return;
-    };
-    let canary = observed.canary;
+    let canary = observed.canary.clone();
     if notifier.canary(&canary).is_some() {
         gave_up.remove(&canary);
         return;
@@ -268,11 +265,6 @@ where
     })
 }
 
-/// The time an Event happened, for ordering a list (unix ms; unknown sorts first).
-fn happened_at(event: &Event) -> i64 {
-    observe_event(event).map_or(i64::MIN, |o| o.time_ms)
-}
-
 /// Forwards the Event watch: changes as they come, each (re-)list sorted by time.
 fn forward_events_in_order<S>(
     stream: S,
@@ -283,21 +275,22 @@ where
 {
     tokio::spawn(async move {
         let mut stream = Box::pin(stream);
-        let mut listing: Vec<Event> = Vec::new();
+        let mut listing: Vec<ObservedEvent> = Vec::new();
         while let Some(item) = stream.next().await {
+            // Each Event is read once, here; those about no Canary go no further.
             let ready = match item {
-                Ok(watcher::Event::Apply(event)) => vec![event],
+                Ok(watcher::Event::Apply(event)) => observe_event(&event).into_iter().collect(),
                 Ok(watcher::Event::Init) => {
                     listing.clear();
                     Vec::new()
                 }
                 Ok(watcher::Event::InitApply(event)) => {
-                    listing.push(event);
+                    listing.extend(observe_event(&event));
                     Vec::new()
                 }
                 Ok(watcher::Event::InitDone) => {
                     let mut list = std::mem::take(&mut listing);
-                    list.sort_by_key(happened_at);
+                    list.sort_by_key(|observed| observed.time_ms);
                     list
                 }
                 Ok(watcher::Event::Delete(_)) => Vec::new(),
@@ -306,8 +299,8 @@ where
                     Vec::new()
                 }
             };
-            for event in ready {
-                if inputs.send(Input::Event(Box::new(event))).is_err() {
+            for observed in ready {
+                if inputs.send(Input::Observed(Box::new(observed))).is_err() {
                     return;
                 }
             }
