@@ -16,6 +16,7 @@ pub mod intake;
 pub mod metrics;
 pub mod metrics_text;
 pub mod policy_files;
+pub mod requeue;
 pub mod serve;
 pub mod server;
 pub mod telemetry;

@@ -5,6 +5,7 @@
 
 pub mod canaries;
 mod failures;
+mod intake;
 pub mod leader;
 mod leading;
 pub mod notifier;
@@ -16,6 +17,7 @@ pub mod state;
 pub mod watches;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -66,6 +68,8 @@ pub struct ControllerOptions {
     pub identity: String,
     /// The event token and the HTTP connection limits.
     pub http: crate::http::HttpOptions,
+    /// The durable queue for events received over HTTP (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs until SIGTERM/SIGINT, then stops taking events, drains and saves its state.
@@ -98,6 +102,10 @@ impl Running {
             let _ = task.await;
         }
         self.app.dispatcher.drain(self.drain_timeout).await;
+        if let Some(store) = self.app.store.clone() {
+            // What finished during the drain is not owed any more: persist that, and close.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
         let state = self.state.lock().expect("state slot").clone();
         let saved = match state {
             Some(state) => state.flush().await,
@@ -140,6 +148,10 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         options.pairing_window,
         state_slot.clone(),
     ));
+    let opened = match &options.state_dir {
+        Some(dir) => Some(intake::open(dir, metrics.clone())?),
+        None => None,
+    };
     let app = AppState {
         policies: Arc::new(ArcSwap::from_pointee(PolicySet::empty())),
         dispatcher,
@@ -150,7 +162,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         repeats: Default::default(),
         event_token,
         body_timeout: options.http.body_timeout(),
-        store: None,
+        store: opened.as_ref().map(|o| o.store.clone()),
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -182,7 +194,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
     {
-        let app_router = router(app.clone());
+        let app_router = intake::gate(router(app.clone()), sources.clone(), app.metrics.clone());
         let stop = stopped(stop_rx.clone());
         let limits = options.http.limits;
         tasks.push(tokio::spawn(async move {
@@ -236,6 +248,16 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         stopped(stop_rx.clone()),
     )));
 
+    tasks.push(tokio::spawn(intake::open_when_ready(
+        intake::Opening {
+            app: app.clone(),
+            stored: opened.map(|o| (o.store, o.events)),
+            sources: sources.clone(),
+            known: known.clone(),
+            leading: leader.clone(),
+        },
+        stopped(stop_rx.clone()),
+    )));
     tasks.push(tokio::spawn(lead(
         client,
         options.clone(),
