@@ -167,6 +167,7 @@ chart_checks! {
     policies_match_crd,
     notes,
     event_token,
+    state_dir,
 }
 
 #[test]
