@@ -184,25 +184,33 @@ impl Running {
 
 /// Serves until SIGTERM or SIGINT, then drains and exits 0.
 pub async fn run_until_signal(options: ServeOptions) -> Result<ExitCode> {
+    let signal = shutdown_signal();
     let running = start(options).await?;
-    shutdown_signal().await;
+    signal.await;
     running.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are in place once this returns (not once the
+/// future is first polled): call it before starting, so that a SIGTERM that comes as soon as
+/// Herald logs that it serves still drains instead of killing the process.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+        async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("SIGINT received"),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

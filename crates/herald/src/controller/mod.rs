@@ -74,9 +74,10 @@ pub struct ControllerOptions {
 
 /// Runs until SIGTERM/SIGINT, then stops taking events, drains and saves its state.
 pub async fn run(options: ControllerOptions) -> Result<ExitCode> {
+    let signal = crate::serve::shutdown_signal();
     let client = Client::try_default().await?;
     let running = start(client, options).await?;
-    crate::serve::shutdown_signal().await;
+    signal.await;
     running.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
