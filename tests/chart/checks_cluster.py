@@ -9,8 +9,12 @@ from common import (
     FULLNAME,
     NAMESPACE,
     ROOT,
+    STATE_ARG,
+    STATE_MOUNT,
     TOKEN_ARG,
+    TOKEN_MOUNT,
     TOKEN_SECRET,
+    TOKEN_VOLUME,
     check,
     container,
     expect_equal,
@@ -21,7 +25,7 @@ from common import (
     render_error,
     render_files,
 )
-from structure import check_references
+from structure import check_references, validate_structure
 
 
 @check
@@ -184,15 +188,9 @@ def event_token() -> None:
     assert other != token, "each fresh install gets its own token"
     c = container(docs)
     assert TOKEN_ARG in c["args"], c["args"]
-    expect_equal(
-        c["volumeMounts"], [{"name": "event-token", "mountPath": "/etc/herald/event-token", "readOnly": True}], "mount"
-    )
+    expect_equal(c["volumeMounts"], [TOKEN_MOUNT, STATE_MOUNT], "mounts")
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    expect_equal(
-        pod["volumes"],
-        [{"name": "event-token", "secret": {"secretName": TOKEN_SECRET, "items": [{"key": "token", "path": "token"}]}}],
-        "volumes",
-    )
+    expect_equal(pod["volumes"], [TOKEN_VOLUME, {"name": "state", "emptyDir": {}}], "volumes")
 
     existing = render({"eventToken": {"existingSecret": {"name": "my-token", "key": "value"}}})
     assert not [d for d in objects(existing, "Secret") if d["metadata"]["name"] == TOKEN_SECRET], "no chart token"
@@ -206,7 +204,10 @@ def event_token() -> None:
     assert not objects(off, "Secret"), "no token Secret when disabled"
     c = container(off)
     assert not any(a.startswith("--event-token-file") for a in c["args"]), c["args"]
-    assert "volumeMounts" not in c and "volumes" not in one(off, "Deployment")["spec"]["template"]["spec"]
+    expect_equal(c["volumeMounts"], [STATE_MOUNT], "mounts without the token")
+    expect_equal(
+        [v["name"] for v in one(off, "Deployment")["spec"]["template"]["spec"]["volumes"]], ["state"], "volumes"
+    )
 
     text = render_files()["herald/templates/NOTES.txt"]
     assert (
@@ -246,3 +247,47 @@ def event_token() -> None:
     )
     render_error({"eventToken": {"enabled": True, "secret": "x"}})
     render_error({"networkPolicy": {"enabled": True, "namespaces": ["x"]}})
+
+
+@check
+def state_dir() -> None:
+    """By default --state-dir points at an emptyDir (kept across container restarts) mounted
+    writable at /var/lib/herald, with Herald's group owning volumes; a sizeLimit, an existing
+    PersistentVolumeClaim (one replica only) or no state directory at all on request."""
+    docs = render()
+    c = container(docs)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert STATE_ARG in c["args"], c["args"]
+    expect_equal([m for m in c["volumeMounts"] if m["name"] == "state"], [STATE_MOUNT], "the state mount (writable)")
+    expect_equal([v for v in pod["volumes"] if v["name"] == "state"], [{"name": "state", "emptyDir": {}}], "emptyDir")
+    expect_equal(pod["securityContext"].get("fsGroup"), 65532, "pod fsGroup")
+    # The root filesystem stays read-only: the mount is the only place Herald writes.
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+    def state_volume(values: dict) -> list[dict]:
+        spec = one(render(values), "Deployment")["spec"]["template"]["spec"]
+        return [v for v in spec.get("volumes", []) if v["name"] == "state"]
+
+    expect_equal(
+        state_volume({"stateDir": {"sizeLimit": "512Mi"}}),
+        [{"name": "state", "emptyDir": {"sizeLimit": "512Mi"}}],
+        "emptyDir with a sizeLimit",
+    )
+    expect_equal(
+        state_volume({"stateDir": {"existingClaim": "herald-queue"}}),
+        [{"name": "state", "persistentVolumeClaim": {"claimName": "herald-queue"}}],
+        "an existing PersistentVolumeClaim",
+    )
+    off = render({"stateDir": {"enabled": False}})
+    assert not any(a.startswith("--state-dir") for a in container(off)["args"]), container(off)["args"]
+    assert not state_volume({"stateDir": {"enabled": False}}), "no state volume when disabled"
+    both_off = render({"stateDir": {"enabled": False}, "eventToken": {"enabled": False}})
+    assert "volumeMounts" not in container(both_off), container(both_off)
+    assert "volumes" not in one(both_off, "Deployment")["spec"]["template"]["spec"]
+    # Two replicas: each pod has its own emptyDir; one claim cannot serve two processes.
+    expect_equal(state_volume({"replicaCount": 2}), [{"name": "state", "emptyDir": {}}], "two replicas")
+    error = render_error({"replicaCount": 2, "stateDir": {"existingClaim": "herald-queue"}})
+    assert "stateDir.existingClaim needs replicaCount 1" in error, error
+    for values in ({"stateDir": {"sizeLimit": "512Mi"}}, {"stateDir": {"existingClaim": "herald-queue"}}):
+        problems = validate_structure(render(values))
+        assert not problems, "\n".join(problems)

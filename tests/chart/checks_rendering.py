@@ -17,6 +17,7 @@ from common import (
     RELEASE,
     ROOT,
     SLACK_BOT_VALUES,
+    STATE_ARG,
     TEAMS_URL,
     TOKEN_ARG,
     TOKEN_SECRET,
@@ -132,7 +133,7 @@ def deployment() -> None:
     c = container(docs)
     expect_equal(
         c["args"],
-        ["controller", "--listen=0.0.0.0:8080", TOKEN_ARG, "--log-format=json", "--log-level=info"],
+        ["controller", "--listen=0.0.0.0:8080", TOKEN_ARG, STATE_ARG, "--log-format=json", "--log-level=info"],
         "args with default values",
     )
     expect_equal(
@@ -203,6 +204,7 @@ def deployment() -> None:
             "--cluster-name=prod eu",
             "--leader-election",
             TOKEN_ARG,
+            STATE_ARG,
             "--log-format=json",
             "--log-level=debug",
             "--min-interval=1s",

@@ -54,6 +54,7 @@ def schema_rejects_typos() -> None:
             ["slack", "existingSecret"],
             ["slack", "existingTokenSecret"],
             ["msteams", "existingSecret"],
+            ["stateDir"],
         ):
             node = schema
             for key in path:
@@ -79,6 +80,8 @@ def schema_rejects_typos() -> None:
             ({"slack": {"token": SLACK_URL, "channel": "#d"}}, "pattern"),
             ({"slack": {"threads": "no"}}, "threads"),
             ({"defaultPolicy": {"repeatInterval": "30 minutes"}}, "pattern"),
+            ({"stateDir": {"existingclaim": "q"}}, "existingclaim"),
+            ({"stateDir": {"sizeLimit": "1 GB"}}, "pattern"),
         ]
         for values, word in typos:
             try:

@@ -25,6 +25,10 @@ FULLNAME = "herald"
 SECRET = "herald-receivers"
 TOKEN_SECRET = "herald-event-token"
 TOKEN_ARG = "--event-token-file=/etc/herald/event-token/token"
+STATE_ARG = "--state-dir=/var/lib/herald"
+TOKEN_MOUNT = {"name": "event-token", "mountPath": "/etc/herald/event-token", "readOnly": True}
+TOKEN_VOLUME = {"name": "event-token", "secret": {"secretName": TOKEN_SECRET, "items": [{"key": "token", "path": "token"}]}}
+STATE_MOUNT = {"name": "state", "mountPath": "/var/lib/herald"}
 PATTERN = (
     "^(Initialization done|New revision detected|Promotion completed|Rolling back|"
     "Canary failed|Progress deadline exceeded|Promotion failed)"

@@ -294,8 +294,11 @@ pub struct ReceiverStatus {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery_time: Option<String>,
-    /// `Delivered`, `Failed`, or `Dropped` (never sent: the receiver's queue was full or
-    /// Herald was shutting down).
+    /// The last notification's outcome: `Delivered` (a 2xx answer), `Failed` (refused, or
+    /// every attempt failed), `Timeout` (the last attempt got no answer in time: the receiver
+    /// may have it), `Unknown` (on the wire when Herald stopped: it may have it), `Deferred`
+    /// (not sent when Herald stopped, kept in `--state-dir`: sent after the restart) or
+    /// `Dropped` (never sent: Herald stopped without `--state-dir`, or the lease was lost).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<String>,
     #[serde(default)]

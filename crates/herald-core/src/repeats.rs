@@ -42,6 +42,16 @@ impl RepeatFilter {
             .insert(key, now_ms.saturating_add(interval_ms));
     }
 
+    /// Takes back [`mark_sent`](Self::mark_sent)`(key, interval_ms, marked_at_ms)`: the
+    /// message was not queued after all (its event could not be stored and was refused), so
+    /// the sender's retry must not be held back. A later mark of the key is left alone.
+    pub fn unmark(&mut self, key: u64, interval_ms: u64, marked_at_ms: u64) {
+        let until = marked_at_ms.saturating_add(interval_ms);
+        if self.held_until.get(&key) == Some(&until) {
+            self.held_until.remove(&key);
+        }
+    }
+
     /// Checks and marks in one: whether to send now, counting it as sent if so.
     pub fn should_send(&mut self, key: u64, interval_ms: u64, now_ms: u64) -> bool {
         if self.is_held(key, now_ms) {
@@ -145,6 +155,20 @@ mod tests {
         filter.mark_sent(7, 60_000, 1_000);
         assert!(filter.is_held(7, 2_000));
         assert!(!filter.is_held(7, 61_000));
+    }
+
+    #[test]
+    fn a_mark_taken_back_holds_nothing_but_a_later_mark_stays() {
+        let mut filter = RepeatFilter::default();
+        filter.mark_sent(7, 60_000, 1_000);
+        filter.unmark(7, 60_000, 1_000);
+        assert!(
+            !filter.is_held(7, 1_500),
+            "the refused message's retry is sent"
+        );
+        filter.mark_sent(7, 60_000, 2_000);
+        filter.unmark(7, 60_000, 1_000);
+        assert!(filter.is_held(7, 2_500), "the retry's own mark is kept");
     }
 
     #[test]

@@ -161,6 +161,12 @@ pub struct ControllerArgs {
     /// window, and only the first is sent.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub pairing_window: Duration,
+    /// A directory for the durable queue of events received over HTTP: every one answered
+    /// 202 is stored there first, and what it still owes is sent after a restart (also a
+    /// `kill -9`). Watched Events need none (their state is in the state ConfigMaps). One
+    /// process per directory. Unset: that queue is in memory only.
+    #[arg(long, env = "HERALD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
     #[command(flatten)]
@@ -220,6 +226,7 @@ impl ControllerArgs {
             lease_name: self.leader_election.then(|| self.lease_name.clone()),
             identity: self.identity.clone(),
             http: self.http.options(),
+            state_dir: self.state_dir.clone(),
         }
     }
 }

@@ -6,11 +6,8 @@
 //! The store is [redb](https://www.redb.org): an embedded, pure-Rust, ACID key-value store
 //! whose `Durability::Immediate` commit returns only once the data is on disk (copy-on-write
 //! B-trees with a checksummed commit slot: a crash leaves the last commit or the one before,
-//! never half of one). One thread owns the write transactions and commits whatever arrived
-//! while the previous commit was being written (group commit): concurrent accepts share one
-//! fsync. Removing a finished notification is not urgent (at worst it is sent again), so those
-//! commits do not wait for the disk (`Durability::None`); the next durable commit, or one made
-//! after 200 ms without traffic, persists them.
+//! never half of one). One thread writes (`writer.rs`: group commit, reopening after a failed
+//! write).
 //!
 //! Nothing secret is stored: the event as Flagger sent it, and for each notification the
 //! policy and receiver it is for. Webhook URLs, tokens and headers come from the policies in
@@ -22,17 +19,21 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use herald_core::PolicyId;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
-use crate::metrics::Metrics;
+use self::writer::{Canaries, Op, Writer};
+use crate::metrics::{Metrics, MAX_TRACKED_CANARIES};
+
+mod writer;
 
 /// Events by sequence number: the stored [`EventRecord`] (JSON).
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// The notifications still owed: (event sequence number, index in the record's `jobs`).
 const JOBS: TableDefinition<(u64, u32), ()> = TableDefinition::new("jobs");
-/// Each canary's last phase (`namespace\nname` → phase), for `herald_canary_status`.
+/// Each canary's last phase (`namespace\nname` → `<phase> <update order>`), for
+/// `herald_canary_status`; bounded as that metric is (see `writer.rs`).
 const CANARIES: TableDefinition<&str, &str> = TableDefinition::new("canaries");
 
 /// An accepted event as stored.
@@ -88,7 +89,8 @@ pub struct Recovered {
 pub struct Opened {
     pub store: Store,
     pub events: Vec<Recovered>,
-    /// `(namespace, name, phase)` of every canary seen.
+    /// `(namespace, name, phase)` of the canaries kept (at most
+    /// [`MAX_TRACKED_CANARIES`], as `herald_canary_status`), the least recently updated first.
     pub canaries: Vec<(String, String, String)>,
 }
 
@@ -103,26 +105,18 @@ pub async fn committed(mut gate: Committed) -> bool {
     }
 }
 
-enum Op {
-    Append {
-        seq: u64,
-        record: Vec<u8>,
-        jobs: u32,
-        done: tokio::sync::watch::Sender<Option<bool>>,
-    },
-    Done {
-        seq: u64,
-        idx: u32,
-        last: bool,
-    },
-    Canary {
-        key: String,
-        phase: &'static str,
-    },
-    /// Commit to disk now, then answer.
-    Sync(mpsc::Sender<()>),
-    /// Commit, close the database, then answer.
-    Close(mpsc::Sender<()>),
+/// A gate that resolves as `gate` does, after `on_failure` ran if the event could not be
+/// stored: whoever waits on it (the `503`) sees the failure's consequences done.
+pub fn after_failure(gate: Committed, on_failure: impl FnOnce() + Send + 'static) -> Committed {
+    let (done, resolved) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let ok = committed(gate).await;
+        if !ok {
+            on_failure();
+        }
+        let _ = done.send(Some(ok));
+    });
+    resolved
 }
 
 /// The durable queue. Cheap to clone.
@@ -190,7 +184,7 @@ impl Store {
             txn.commit().map_err(storage)?;
         }
         let mut events = Vec::new();
-        let mut canaries = Vec::new();
+        let mut stored_canaries = Vec::new();
         let mut next_seq = 0;
         {
             let txn = db.begin_read().map_err(storage)?;
@@ -220,20 +214,26 @@ impl Store {
             }
             let table = txn.open_table(CANARIES).map_err(storage)?;
             for entry in table.iter().map_err(storage)? {
-                let (key, phase) = entry.map_err(storage)?;
-                if let Some((namespace, name)) = key.value().split_once('\n') {
-                    canaries.push((
-                        namespace.to_owned(),
-                        name.to_owned(),
-                        phase.value().to_owned(),
-                    ));
-                }
+                let (key, value) = entry.map_err(storage)?;
+                stored_canaries.push((key.value().to_owned(), value.value().to_owned()));
             }
         }
+        let (tracked, canaries, evicted) = Canaries::load(stored_canaries, MAX_TRACKED_CANARIES);
+        if !evicted.is_empty() {
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(CANARIES).map_err(storage)?;
+                for key in &evicted {
+                    table.remove(key.as_str()).map_err(storage)?;
+                }
+            }
+            txn.commit().map_err(storage)?;
+        }
         let (sender, receiver) = mpsc::channel();
+        let writer = Writer::new(db, path.clone(), metrics, tracked);
         std::thread::Builder::new()
             .name("herald-state".into())
-            .spawn(move || commit_loop(db, receiver, metrics))
+            .spawn(move || writer.run(receiver))
             .map_err(storage)?;
         Ok(Opened {
             store: Store {
@@ -298,158 +298,4 @@ impl Store {
             phase,
         });
     }
-}
-
-/// Most operations in one transaction.
-const BATCH: usize = 4096;
-/// How long commits that did not wait for the disk may stay unsynced without traffic.
-const SYNC_IDLE: Duration = Duration::from_millis(200);
-
-fn commit_loop(db: Database, ops: mpsc::Receiver<Op>, metrics: Arc<Metrics>) {
-    let mut unsynced = false;
-    let mut closing = Vec::new();
-    while closing.is_empty() {
-        let first = match ops.recv_timeout(SYNC_IDLE) {
-            Ok(op) => op,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if unsynced {
-                    match apply(&db, Vec::new(), true) {
-                        Ok(()) => {
-                            metrics.state_commits.inc();
-                            unsynced = false;
-                        }
-                        Err(e) => error!(error = %e, "durable queue: sync failed"),
-                    }
-                }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let appends = batch
-            .iter()
-            .filter(|op| matches!(op, Op::Append { .. }))
-            .count();
-        let durable = appends > 0
-            || batch
-                .iter()
-                .any(|op| matches!(op, Op::Sync(_) | Op::Close(_)));
-        let mut synced = Vec::new();
-        let (result, gates) = {
-            let mut gates = Vec::new();
-            let mut writes = Vec::with_capacity(batch.len());
-            for op in batch {
-                match op {
-                    Op::Append {
-                        seq,
-                        record,
-                        jobs,
-                        done,
-                    } => {
-                        gates.push(done);
-                        writes.push(Write::Append { seq, record, jobs });
-                    }
-                    Op::Done { seq, idx, last } => writes.push(Write::Done { seq, idx, last }),
-                    Op::Canary { key, phase } => writes.push(Write::Canary { key, phase }),
-                    Op::Sync(answer) => synced.push(answer),
-                    Op::Close(answer) => closing.push(answer),
-                }
-            }
-            (apply(&db, writes, durable), gates)
-        };
-        let ok = match result {
-            Ok(()) => {
-                metrics.state_commits.inc();
-                if durable {
-                    if appends > 0 {
-                        metrics.state_commit_events.observe(appends as f64);
-                    }
-                    unsynced = false;
-                } else {
-                    unsynced = true;
-                }
-                true
-            }
-            Err(e) => {
-                error!(error = %e, events = appends, "durable queue: commit failed; the events are refused");
-                false
-            }
-        };
-        for gate in gates {
-            let _ = gate.send(Some(ok));
-        }
-        for answer in synced {
-            let _ = answer.send(());
-        }
-    }
-    // Closing, or every sender is gone: persist what did not wait for the disk.
-    if unsynced {
-        let _ = apply(&db, Vec::new(), true);
-    }
-    drop(db);
-    for answer in closing {
-        let _ = answer.send(());
-    }
-}
-
-enum Write {
-    Append {
-        seq: u64,
-        record: Vec<u8>,
-        jobs: u32,
-    },
-    Done {
-        seq: u64,
-        idx: u32,
-        last: bool,
-    },
-    Canary {
-        key: String,
-        phase: &'static str,
-    },
-}
-
-fn apply(db: &Database, writes: Vec<Write>, durable: bool) -> Result<(), String> {
-    let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(if durable {
-        Durability::Immediate
-    } else {
-        Durability::None
-    })
-    .map_err(storage)?;
-    {
-        let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut jobs = txn.open_table(JOBS).map_err(storage)?;
-        let mut canaries = txn.open_table(CANARIES).map_err(storage)?;
-        for write in writes {
-            match write {
-                Write::Append {
-                    seq,
-                    record,
-                    jobs: n,
-                } => {
-                    events.insert(seq, record.as_slice()).map_err(storage)?;
-                    for idx in 0..n {
-                        jobs.insert((seq, idx), ()).map_err(storage)?;
-                    }
-                }
-                Write::Done { seq, idx, last } => {
-                    jobs.remove((seq, idx)).map_err(storage)?;
-                    if last {
-                        events.remove(seq).map_err(storage)?;
-                    }
-                }
-                Write::Canary { key, phase } => {
-                    canaries.insert(key.as_str(), phase).map_err(storage)?;
-                }
-            }
-        }
-    }
-    txn.commit().map_err(storage)
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod metrics_text;
 pub mod pipeline;
 pub mod policy_files;
+pub mod requeue;
 pub mod serve;
 pub mod telemetry;
 

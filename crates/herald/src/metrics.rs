@@ -2,7 +2,6 @@
 //! and canary name/namespace (capped, see [`MAX_TRACKED_CANARIES`]). Never a URL or an error
 //! message.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use herald_api::CanaryPhase;
@@ -12,6 +11,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
+
+pub(crate) use self::tracked::{Class, Tracked};
+
+mod tracked;
 
 /// `herald_canary_status` tracks at most this many canaries, so that events posted with made-up
 /// names cannot grow the metric without bound. When full, a new canary takes the place of the
@@ -107,67 +110,6 @@ pub struct Metrics {
     pub state_commit_events: Histogram,
     tracked_canaries: Mutex<Tracked>,
     eviction_logs: crate::telemetry::LogLimiter,
-}
-
-/// How a tracked canary may be evicted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    /// Succeeded or Initialized: evicted first.
-    Finished,
-    /// Failed: never evicted (a refused newcomer is counted instead).
-    Failed,
-    /// Anything else (progressing, waiting, promoting...).
-    Active,
-}
-
-type CanaryKey = (String, String);
-
-/// The canaries `herald_canary_status` has series for, in the order they were last updated.
-#[derive(Default)]
-struct Tracked {
-    by_key: HashMap<CanaryKey, (u64, Class)>,
-    finished: BTreeMap<u64, CanaryKey>,
-    active: BTreeMap<u64, CanaryKey>,
-    next: u64,
-}
-
-impl Tracked {
-    fn order(&mut self, class: Class) -> Option<&mut BTreeMap<u64, CanaryKey>> {
-        match class {
-            Class::Finished => Some(&mut self.finished),
-            Class::Active => Some(&mut self.active),
-            Class::Failed => None,
-        }
-    }
-
-    fn put(&mut self, key: CanaryKey, class: Class) {
-        let seq = self.next;
-        self.next += 1;
-        if let Some((old_seq, old_class)) = self.by_key.insert(key.clone(), (seq, class)) {
-            if let Some(order) = self.order(old_class) {
-                order.remove(&old_seq);
-            }
-        }
-        if let Some(order) = self.order(class) {
-            order.insert(seq, key);
-        }
-    }
-
-    /// Makes room for a canary of `class`: the evicted canary and why, or `Err` (refused).
-    fn make_room(&mut self, class: Class) -> Result<(CanaryKey, &'static str), ()> {
-        let (key, reason) = if let Some((_, key)) = self.finished.pop_first() {
-            (key, "finished")
-        } else if class == Class::Failed {
-            match self.active.pop_first() {
-                Some((_, key)) => (key, "not_failed"),
-                None => return Err(()),
-            }
-        } else {
-            return Err(());
-        };
-        self.by_key.remove(&key);
-        Ok((key, reason))
-    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -296,15 +238,11 @@ impl Metrics {
             CanaryPhase::Failed => 2,
             _ => 1,
         };
-        let class = match phase {
-            CanaryPhase::Failed => Class::Failed,
-            CanaryPhase::Succeeded | CanaryPhase::Initialized => Class::Finished,
-            _ => Class::Active,
-        };
+        let class = Class::of(phase);
         {
             let mut tracked = self.tracked_canaries.lock().expect("metrics lock poisoned");
             let key = (name.to_owned(), namespace.to_owned());
-            if !tracked.by_key.contains_key(&key) && tracked.by_key.len() >= MAX_TRACKED_CANARIES {
+            if !tracked.contains(&key) && tracked.len() >= MAX_TRACKED_CANARIES {
                 match tracked.make_room(class) {
                     Ok(((old_name, old_namespace), reason)) => {
                         self.canary_status.remove(&CanaryLabels {

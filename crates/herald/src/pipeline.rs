@@ -35,6 +35,14 @@ impl Repeats {
     pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
+
+    /// Takes back the marks of repeats that were not sent after all.
+    fn unmark(&self, sent: &[(u64, u64)], at_ms: u64) {
+        let mut filter = self.filter.lock().expect("repeat filter lock poisoned");
+        for (key, interval) in sent {
+            filter.unmark(*key, *interval, at_ms);
+        }
+    }
 }
 
 /// A rendered notification, its `repeatInterval` key and interval, and what the durable
@@ -157,11 +165,22 @@ pub fn dispatch(
         )),
         _ => None,
     };
-    let admitted = state.dispatcher.enqueue_all(jobs, store);
-    match &admitted {
-        Ok(_) => {
-            for (key, interval) in sent {
-                filter.mark_sent(key, interval, now_ms);
+    let mut admitted = state.dispatcher.enqueue_all(jobs, store);
+    match &mut admitted {
+        Ok(admitted) => {
+            for (key, interval) in &sent {
+                filter.mark_sent(*key, *interval, now_ms);
+            }
+            // Held from now (a report arriving meanwhile is a repeat), but only sent once the
+            // event is stored: if it is refused (503), the sender's retry must not be held.
+            match admitted.committed.take() {
+                Some(gate) if !sent.is_empty() => {
+                    let repeats = state.repeats.clone();
+                    admitted.committed = Some(crate::durable::after_failure(gate, move || {
+                        repeats.unmark(&sent, now_ms)
+                    }));
+                }
+                gate => admitted.committed = gate,
             }
         }
         Err(_) => {

@@ -144,81 +144,18 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
 /// Restores what the durable queue held at start-up: the canaries' phases, and every
 /// notification still owed, queued in event order before any new event is accepted.
 fn recover(state: &AppState, opened: crate::durable::Opened) {
-    use crate::durable::{DurableEvent, DurableRef, StoredJob};
-    use herald_core::{FlaggerEvent, MatchInput};
     for (namespace, name, phase) in &opened.canaries {
         state
             .metrics
             .observe_canary(name, namespace, herald_api::CanaryPhase::parse(phase));
     }
-    let policies = state.policies.load_full();
-    let (mut events, mut queued, mut lost) = (0usize, 0usize, 0usize);
-    for recovered in opened.events {
-        let record = &recovered.record;
-        let parsed = FlaggerEvent::from_json(record.event.as_bytes());
-        let only = record.only.as_ref().map(|p| policies.find(&p.id()));
-        let (event, only) = match (parsed, only) {
-            (Ok(event), None) => (event, None),
-            (Ok(event), Some(Some(index))) => (event, Some(index)),
-            (parsed, _) => {
-                tracing::warn!(
-                    seq = recovered.seq, error = ?parsed.err().map(|e| e.to_string()),
-                    "a stored event cannot be sent again (unreadable, or its policy is gone); forgetting it"
-                );
-                let event =
-                    DurableEvent::new(&opened.store, recovered.seq, recovered.pending.len() as u32);
-                for idx in &recovered.pending {
-                    DurableRef {
-                        event: event.clone(),
-                        idx: *idx,
-                    }
-                    .done();
-                }
-                lost += recovered.pending.len();
-                continue;
-            }
-        };
-        let mut built: std::collections::HashMap<StoredJob, crate::delivery::Job> =
-            crate::pipeline::build_jobs(
-                &policies,
-                &MatchInput::event(&event),
-                only,
-                std::time::Instant::now(),
-                None,
-                &state.metrics,
-            )
-            .into_iter()
-            .map(|(job, _, stored)| (stored, job))
-            .collect();
-        let durable =
-            DurableEvent::new(&opened.store, recovered.seq, recovered.pending.len() as u32);
-        let mut jobs = Vec::new();
-        for idx in &recovered.pending {
-            let reference = DurableRef {
-                event: durable.clone(),
-                idx: *idx,
-            };
-            let job = record
-                .jobs
-                .get(*idx as usize)
-                .and_then(|stored| built.remove(stored));
-            match job {
-                Some(job) => jobs.push((job, reference)),
-                None => {
-                    tracing::warn!(
-                        seq = recovered.seq, canary = %event.name, namespace = %event.namespace,
-                        "a stored notification's policy or receiver no longer matches the event; forgetting it"
-                    );
-                    lost += 1;
-                    reference.done();
-                }
-            }
-        }
-        events += 1;
-        queued += state.dispatcher.enqueue_recovered(jobs);
-    }
+    // `herald serve` sends every event it receives: nothing to pair with.
+    let done = crate::requeue::requeue(state, &opened.store, opened.events, |_| {
+        crate::api::Admission::Send(None)
+    });
     info!(
-        path = %opened.store.path().display(), events, notifications = queued, forgotten = lost,
+        path = %opened.store.path().display(), events = done.events,
+        notifications = done.notifications, forgotten = done.forgotten,
         canaries = opened.canaries.len(), "durable queue recovered"
     );
 }
@@ -247,25 +184,33 @@ impl Running {
 
 /// Serves until SIGTERM or SIGINT, then drains and exits 0.
 pub async fn run_until_signal(options: ServeOptions) -> Result<ExitCode> {
+    let signal = shutdown_signal();
     let running = start(options).await?;
-    shutdown_signal().await;
+    signal.await;
     running.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are in place once this returns (not once the
+/// future is first polled): call it before starting, so that a SIGTERM that comes as soon as
+/// Herald logs that it serves still drains instead of killing the process.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+        async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("SIGINT received"),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -168,6 +168,7 @@ chart_checks! {
     service,
     monitoring,
     event_token,
+    state_dir,
 }
 
 #[test]

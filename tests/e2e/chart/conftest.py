@@ -10,7 +10,10 @@ runs `pytest tests/e2e/chart` with:
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
+import json
 import os
 import signal
 import sys
@@ -171,6 +174,28 @@ class Install:
 
     def event(self, canary: str, message: str, type_: str = "Normal", **kw) -> dict:
         return h.flagger_event(self.kube, self.apps, canary, message, type_, **kw)
+
+    def post_event(self, herald: h.Herald, message: str, canary: str = "podinfo") -> tuple[int, str]:
+        """POSTs Flagger's event JSON to Herald's /events the way Flagger is told to (the URL
+        with the chart's event token, as NOTES print it): the status and the answer."""
+        secret = next(d for d in self.docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-event-token"))
+        token = base64.b64decode(secret["data"]["token"]).decode()
+        body = json.dumps(
+            {
+                "name": canary,
+                "namespace": self.apps,
+                "phase": "Progressing",
+                "checksum": "rev-1",
+                "metadata": {"eventMessage": message, "eventType": "Normal", "timestamp": str(int(time.time()))},
+            }
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", herald.port, timeout=10)
+        try:
+            conn.request("POST", f"/t/{token}/events", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
 
     # --- Herald's objects ---
 

@@ -483,9 +483,12 @@ def deployment_command(docs: list[dict]) -> tuple[list[str], list[dict]]:
     return list(containers[0]["args"]), list(containers[0].get("env", []))
 
 
-def secret_mounts(docs: list[dict], into: Path) -> dict[str, Path]:
-    """Writes the files the kubelet would mount from the rendered Secrets (the event token)
-    under `into`, and returns each mountPath with its local directory."""
+def volume_mounts(docs: list[dict], into: Path) -> dict[str, Path]:
+    """The pod's volumes as local directories under `into`, and each mountPath with its
+    directory: the files the kubelet would mount from the rendered Secrets (the event token),
+    an empty directory for an emptyDir (kept while this replica, the pod, lives: across its
+    restarts, as an emptyDir across container restarts), and `into/../pvc-<claim>` for a
+    PersistentVolumeClaim (kept across pods)."""
     dep = next(d for d in docs if d["kind"] == "Deployment")
     pod = dep["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -493,15 +496,21 @@ def secret_mounts(docs: list[dict], into: Path) -> dict[str, Path]:
     mounts = {}
     for mount in pod["containers"][0].get("volumeMounts", []):
         volume = volumes[mount["name"]]
-        assert "secret" in volume, f"volume {volume} is not supported by the harness"
-        secret = secrets[volume["secret"]["secretName"]]
-        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        data.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
-        items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
         local = into / mount["name"]
-        local.mkdir(parents=True, exist_ok=True)
-        for item in items:
-            (local / item["path"]).write_bytes(data[item["key"]])
+        if "emptyDir" in volume:
+            local.mkdir(parents=True, exist_ok=True)
+        elif "persistentVolumeClaim" in volume:
+            local = into.parent / f"pvc-{volume['persistentVolumeClaim']['claimName']}"
+            local.mkdir(parents=True, exist_ok=True)
+        else:
+            assert "secret" in volume, f"volume {volume} is not supported by the harness"
+            secret = secrets[volume["secret"]["secretName"]]
+            data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            data.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
+            items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
+            local.mkdir(parents=True, exist_ok=True)
+            for item in items:
+                (local / item["path"]).write_bytes(data[item["key"]])
         mounts[mount["mountPath"]] = local
     return mounts
 
@@ -520,9 +529,9 @@ class Herald:
         listen = [a for a in args if a.startswith("--listen=")]
         assert listen == ["--listen=0.0.0.0:8080"], f"unexpected --listen in the chart: {listen}"
         self.args = [f"--listen=127.0.0.1:{self.port}" if a.startswith("--listen=") else a for a in args]
-        # The kubelet's Secret volumes (the event token) are files under logdir instead: the
-        # paths in the args that point into a mount are rewritten to them.
-        for mount_path, local in secret_mounts(docs, logdir / f"{pod}-mounts").items():
+        # The kubelet's volumes (the event token, the state directory) are directories under
+        # logdir instead: the paths in the args that point into a mount are rewritten to them.
+        for mount_path, local in volume_mounts(docs, logdir / f"{pod}-mounts").items():
             self.args = [a.replace(mount_path, str(local)) for a in self.args]
         fields = {"metadata.namespace": namespace, "metadata.name": pod}
         env = {}

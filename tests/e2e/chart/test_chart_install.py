@@ -8,6 +8,7 @@ Each test installs the chart into its own namespace (`herald-<test>`), its canar
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -125,6 +126,36 @@ def test_single_replica_notifies_and_is_quiet_when_idle(install):
         assert len(lines) < 5, f"Herald logged {len(lines)} lines in 10 s idle:\n" + "\n".join(lines[:10])
         if install.audit.path:
             assert rate < 20, f"{rate:.0f} API requests/min when idle: {h.summarize_requests(requests)}"
+
+
+def test_kill_9_keeps_the_events_answered_202(install):
+    """The chart's stateDir (an emptyDir, which outlives the container): events POSTed to
+    /events and answered 202 while the event webhook fails are delivered after kill -9 (an
+    OOM kill) and the container's restart, each once, in order."""
+    install.install(replicas=1)
+    herald = install.replicas[0]
+    install.canary("podinfo")
+    install.hook.status = 500
+    messages = [f"Advance podinfo.{install.apps} canary weight {n}" for n in range(1, 21)]
+    for message in messages:
+        status, answer = install.post_event(herald, message)
+        assert (status, json.loads(answer)) == (202, {"deliveries": 1}), (status, answer)
+    # One canary: its notifications go one at a time, the first retrying, the rest behind it.
+    h.wait_for("the first notification tried", lambda: install.hook.snapshot(), DELIVERY, 0.05)
+    herald.kill()
+    install.hook.status = 200
+    t0 = time.monotonic()
+    herald.start()
+    h.wait_for(
+        "every event delivered after the restart",
+        lambda: len([r for r in install.hook.snapshot() if r.at > t0]) >= len(messages),
+        DELIVERY,
+        0.05,
+    )
+    h.measure(f"kill -9 with {len(messages)} events queued: delivered {time.monotonic() - t0:.1f} s after the restart")
+    settle()
+    assert [h.webhook_message(r) for r in install.hook.snapshot() if r.at > t0] == messages
+    assert '"events":20,"notifications":20,"forgotten":0' in herald.log_text(), herald.log_tail()
 
 
 def handover(install, old: h.Herald, how: int, message: str, timeout: float) -> float:

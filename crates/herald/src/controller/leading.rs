@@ -107,6 +107,7 @@ pub(super) async fn lead(
         let notifier_fence = fence.clone();
         let policies_app = app.clone();
         let policies_known = known.clone();
+        let gate_sources = sources.clone();
         canaries::run(
             client.clone(),
             move |canaries, namespaces| {
@@ -120,7 +121,12 @@ pub(super) async fn lead(
                 )
                 .with_fence(notifier_fence)
             },
-            move || policies_app.ready.load(Ordering::Acquire) && policies_known.known(),
+            // After the intake reopened: reports recovered from the durable queue come first.
+            move || {
+                policies_app.ready.load(Ordering::Acquire)
+                    && policies_known.known()
+                    && gate_sources.recovered()
+            },
             lost,
         )
         .await;

@@ -6,6 +6,7 @@
 pub mod canaries;
 mod failures;
 mod gate;
+mod intake;
 pub mod leader;
 mod leading;
 pub mod notifier;
@@ -17,6 +18,7 @@ pub mod state;
 pub mod watches;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -67,13 +69,16 @@ pub struct ControllerOptions {
     pub identity: String,
     /// The event token and the HTTP connection limits.
     pub http: crate::http::HttpOptions,
+    /// The durable queue for events received over HTTP (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs until SIGTERM/SIGINT, then stops taking events, drains and saves its state.
 pub async fn run(options: ControllerOptions) -> Result<ExitCode> {
+    let signal = crate::serve::shutdown_signal();
     let client = Client::try_default().await?;
     let running = start(client, options).await?;
-    crate::serve::shutdown_signal().await;
+    signal.await;
     running.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -99,6 +104,10 @@ impl Running {
             let _ = task.await;
         }
         self.app.dispatcher.drain(self.drain_timeout).await;
+        if let Some(store) = self.app.store.clone() {
+            // What finished during the drain is not owed any more: persist that, and close.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
         let state = self.state.lock().expect("state slot").clone();
         let saved = match state {
             Some(state) => state.flush().await,
@@ -141,6 +150,10 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         options.pairing_window,
         state_slot.clone(),
     ));
+    let opened = match &options.state_dir {
+        Some(dir) => Some(intake::open(dir, metrics.clone())?),
+        None => None,
+    };
     let app = AppState {
         policies: Arc::new(ArcSwap::from_pointee(PolicySet::empty())),
         dispatcher,
@@ -151,7 +164,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         repeats: Default::default(),
         event_token,
         body_timeout: options.http.body_timeout(),
-        store: None,
+        store: opened.as_ref().map(|o| o.store.clone()),
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -183,7 +196,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
     {
-        let app_router = router(app.clone());
+        let app_router = intake::gate(router(app.clone()), sources.clone(), app.metrics.clone());
         let stop = stopped(stop_rx.clone());
         let limits = options.http.limits;
         tasks.push(tokio::spawn(async move {
@@ -237,6 +250,16 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         stopped(stop_rx.clone()),
     )));
 
+    tasks.push(tokio::spawn(intake::open_when_ready(
+        intake::Opening {
+            app: app.clone(),
+            stored: opened.map(|o| (o.store, o.events)),
+            sources: sources.clone(),
+            known: known.clone(),
+            leading: leader.clone(),
+        },
+        stopped(stop_rx.clone()),
+    )));
     tasks.push(tokio::spawn(lead(
         client,
         options.clone(),

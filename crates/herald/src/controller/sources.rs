@@ -10,6 +10,7 @@
 //! sent after a restart, as any Event Herald could not finish.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,10 @@ pub struct EventSources {
     /// starts leading.
     pub(super) state: Slot,
     first_reports: Arc<Mutex<HashMap<u64, FirstReport>>>,
+    /// Set once the webhook reports kept in the durable queue (`--state-dir`) are admitted
+    /// again after a restart (at once without one): until then the intake answers 503 and
+    /// watched Events wait, so a recovered report comes first and pairs with its Event.
+    recovered: AtomicBool,
 }
 
 impl EventSources {
@@ -71,7 +76,17 @@ impl EventSources {
             started: Instant::now(),
             state,
             first_reports: Arc::default(),
+            recovered: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the reports kept in the durable queue have been admitted again.
+    pub fn recovered(&self) -> bool {
+        self.recovered.load(Ordering::Acquire)
+    }
+
+    pub(super) fn mark_recovered(&self) {
+        self.recovered.store(true, Ordering::Release);
     }
 
     fn pair(&self, source: Source, event: &FlaggerEvent) -> Pairing {

@@ -173,7 +173,11 @@ async fn deliver(
                         error!(
                             policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
                             request, attempt, error = %detail, suppressed, timed_out,
-                            "notification failed after the last attempt"
+                            "{}", if timed_out {
+                                "notification timed out on the last attempt: the receiver may have it"
+                            } else {
+                                "notification failed after the last attempt"
+                            }
                         );
                     }
                     // A request that timed out once sent may have reached the receiver.

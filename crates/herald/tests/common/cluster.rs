@@ -82,6 +82,7 @@ pub fn controller_options(namespace: &str) -> ControllerOptions {
         state_configmap: "herald-state".to_owned(),
         lease_name: Some("herald-leader".to_owned()),
         identity: "e2e-replica".to_owned(),
+        state_dir: None,
     }
 }
 

@@ -55,13 +55,15 @@ impl ReceiverStats {
             match outcome {
                 Outcome::Delivered => "Delivered",
                 Outcome::Failed => "Failed",
-                Outcome::Dropped | Outcome::Deferred => "Dropped",
+                Outcome::Dropped => "Dropped",
+                Outcome::Deferred => "Deferred",
                 Outcome::Timeout => "Timeout",
                 Outcome::Unknown => "Unknown",
             }
             .to_owned(),
         );
-        if outcome != Outcome::Delivered {
+        // A deferred notification is sent by the next process: not a failure.
+        if !matches!(outcome, Outcome::Delivered | Outcome::Deferred) {
             entry.failures += 1;
         }
     }
