@@ -13,6 +13,7 @@ mod discord;
 mod googlechat;
 mod mattermost;
 mod msteams;
+mod pagerduty;
 mod rocketchat;
 mod slack;
 mod webhook;
@@ -21,6 +22,10 @@ pub use discord::DiscordReceiver;
 pub use googlechat::GoogleChatReceiver;
 pub use mattermost::MattermostReceiver;
 pub use msteams::{TeamsFormat, TeamsReceiver};
+pub use pagerduty::{
+    PagerDutyReceiver, PagerDutySeverities, PagerDutySeverity, DEFAULT_ROUTING_KEY,
+    PAGERDUTY_API_URL,
+};
 pub use rocketchat::RocketChatReceiver;
 pub use slack::{SlackReceiver, SLACK_API_URL};
 pub use webhook::{HttpMethod, WebhookReceiver, WebhookSignature};
@@ -91,6 +96,7 @@ receiver_kinds! {
     googlechat: GoogleChatReceiver as GoogleChat,
     rocketchat: RocketChatReceiver as RocketChat,
     mattermost: MattermostReceiver as Mattermost,
+    pagerduty: PagerDutyReceiver as PagerDuty,
 }
 
 /// The CRD's rule: exactly one kind is set.

@@ -123,6 +123,9 @@ impl PolicySet {
         for policy_index in matched {
             let policy = &self.policies[policy_index as usize];
             for (receiver_index, receiver) in policy.receivers.iter().enumerate() {
+                if !receiver.kind.wants(input.event) {
+                    continue;
+                }
                 out.push(
                     render
                         .receiver(&policy.display, receiver)

@@ -23,9 +23,11 @@ pub mod discord;
 pub mod googlechat;
 pub mod http;
 pub(crate) mod json;
+pub mod lifecycle;
 pub mod mattermost;
 mod message;
 pub mod msteams;
+pub mod pagerduty;
 pub mod rocketchat;
 pub mod slack;
 pub mod threads;
@@ -42,6 +44,15 @@ pub use threads::{ThreadAction, ThreadParent, ThreadRef};
 
 /// One receiver kind, compiled from a receiver's settings.
 pub trait ReceiverKind: fmt::Debug + Send + Sync + 'static {
+    /// Whether this event gets a notification at all. The policy picks the events; a kind
+    /// with a lifecycle (an incident opened by a failure, resolved by the next success) has
+    /// nothing to say about the events in between, and sends nothing for them rather than a
+    /// request its service would misread (see [`lifecycle::transition`]). Consulted before
+    /// the body is rendered.
+    fn wants(&self, _event: &FlaggerEvent) -> bool {
+        true
+    }
+
     /// The body of one notification.
     fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError>;
 
@@ -223,6 +234,7 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::GoogleChat(spec) => googlechat::compile(spec, &path, cx),
         ReceiverKindSpec::RocketChat(spec) => rocketchat::compile(spec, &path, cx),
         ReceiverKindSpec::Mattermost(spec) => mattermost::compile(spec, &path, cx),
+        ReceiverKindSpec::PagerDuty(spec) => pagerduty::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,
