@@ -36,6 +36,8 @@ def cel_rule(rule: str) -> Callable[[dict], bool] | None:
         return lambda o: m[1] in o
     if m := re.fullmatch(f"{field} != {field}", rule):
         return lambda o: (m[1] in o) != (m[2] in o)
+    if m := re.fullmatch(f"!{field} \\|\\| !{field}", rule):
+        return lambda o: m[1] not in o or m[2] not in o
     if m := re.fullmatch(f"!{field} \\|\\| {field}", rule):
         return lambda o: m[1] not in o or m[2] in o
     if m := re.fullmatch(r"\[(.*)\]\.filter\(k, k\)\.size\(\) == 1", rule):

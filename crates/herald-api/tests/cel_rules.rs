@@ -48,6 +48,7 @@ fn a_receiver_sets_exactly_one_kind() {
 fn minimal_settings(kind: &str) -> serde_json::Value {
     match kind {
         "pagerduty" => json!({"routingKeySecretRef": {"name": "s"}}),
+        "opsgenie" => json!({"apiKeySecretRef": {"name": "s"}}),
         _ => json!({"url": "https://a"}),
     }
 }

@@ -38,6 +38,7 @@ fn example_policies() -> PolicySet {
             "googlechat-team.yaml",
             "mattermost-frontend.yaml",
             "oncall-failures.yaml",
+            "opsgenie-oncall.yaml",
             "pagerduty-oncall.yaml",
             "rocketchat-oncall.yaml",
             "secrets.yaml",
@@ -52,7 +53,7 @@ fn example_policies() -> PolicySet {
     let set = loaded.build("", "default");
     assert_eq!(loaded.problems, [], "the examples must check clean");
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
-    assert_eq!(loaded.secrets.len(), 7);
+    assert_eq!(loaded.secrets.len(), 8);
     set
 }
 
@@ -169,6 +170,7 @@ fn examples_check_clean_and_resolve_their_secrets() {
             "default/releases",
             "default/team-gchat",
             "default/team-payments",
+            "payments/payments-opsgenie",
             "payments/payments-pagerduty",
             "payments/payments-rollouts",
             "payments/payments-tracker",
@@ -226,6 +228,11 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "deploys-channel".to_owned(),
                 "slack",
                 "http://127.0.0.1:9099/slack/deploys"
+            ),
+            (
+                "payments-genie".to_owned(),
+                "opsgenie",
+                "http://127.0.0.1:9099/opsgenie/v2/alerts"
             ),
             (
                 "payments-oncall".to_owned(),
@@ -571,16 +578,17 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
         [
             "oncall-teams",
             "oncall-rocket",
+            "payments-genie",
             "payments-oncall",
             "rollout-threads",
             "tracker"
         ]
     );
     assert_eq!(
-        failed[3].1,
+        failed[4].1,
         Some((true, true, Some("5a6b7c".to_owned()), true, true))
     );
-    let (_, _, headers, body, exact) = &failed[4];
+    let (_, _, headers, body, exact) = &failed[5];
     assert_eq!(
         body,
         &json!({"service": "checkout", "namespace": "payments", "revision": "5a6b7c",
@@ -614,6 +622,7 @@ fn payments_rollback_example_events() {
         &[
             ("oncall-failures", "oncall-teams"),
             ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-opsgenie", "payments-genie"),
             ("payments/payments-pagerduty", "payments-oncall"),
             ("payments/payments-rollouts", "rollout-threads"),
             ("payments/payments-tracker", "tracker"),
@@ -621,6 +630,7 @@ fn payments_rollback_example_events() {
         &[
             ("oncall-failures", "oncall-teams"),
             ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-opsgenie", "payments-genie"),
             ("payments/payments-pagerduty", "payments-oncall"),
             ("payments/payments-rollouts", "rollout-threads"),
             ("payments/payments-tracker", "tracker"),

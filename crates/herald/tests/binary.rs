@@ -62,7 +62,7 @@ fn check_accepts_the_examples() {
             .lines()
             .last()
             .unwrap(),
-        "ok: 11 policies, 7 secrets in 12 files"
+        "ok: 12 policies, 8 secrets in 13 files"
     );
 }
 

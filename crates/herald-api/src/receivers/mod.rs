@@ -13,6 +13,7 @@ mod discord;
 mod googlechat;
 mod mattermost;
 mod msteams;
+mod opsgenie;
 mod pagerduty;
 mod rocketchat;
 mod slack;
@@ -22,6 +23,9 @@ pub use discord::DiscordReceiver;
 pub use googlechat::GoogleChatReceiver;
 pub use mattermost::MattermostReceiver;
 pub use msteams::{TeamsFormat, TeamsReceiver};
+pub use opsgenie::{
+    OpsgeniePriority, OpsgenieReceiver, OpsgenieRegion, DEFAULT_API_KEY as DEFAULT_OPSGENIE_KEY,
+};
 pub use pagerduty::{
     PagerDutyReceiver, PagerDutySeverities, PagerDutySeverity, DEFAULT_ROUTING_KEY,
     PAGERDUTY_API_URL,
@@ -97,6 +101,7 @@ receiver_kinds! {
     rocketchat: RocketChatReceiver as RocketChat,
     mattermost: MattermostReceiver as Mattermost,
     pagerduty: PagerDutyReceiver as PagerDuty,
+    opsgenie: OpsgenieReceiver as Opsgenie,
 }
 
 /// The CRD's rule: exactly one kind is set.

@@ -27,6 +27,7 @@ pub mod lifecycle;
 pub mod mattermost;
 mod message;
 pub mod msteams;
+pub mod opsgenie;
 pub mod pagerduty;
 pub mod rocketchat;
 pub mod slack;
@@ -51,6 +52,14 @@ pub trait ReceiverKind: fmt::Debug + Send + Sync + 'static {
     /// the body is rendered.
     fn wants(&self, _event: &FlaggerEvent) -> bool {
         true
+    }
+
+    /// A path (and query) appended to the receiver's URL for this event's notification, for
+    /// a kind whose service takes different notifications at different URLs (Opsgenie closes
+    /// an alert at `/<alias>/close`). `None`: the receiver's URL. Never a credential: `herald
+    /// render` shows it. The request stays in the receiver's queue, so it keeps its order.
+    fn path(&self, _event: &FlaggerEvent, _cluster: &str) -> Option<String> {
+        None
     }
 
     /// The body of one notification.
@@ -235,6 +244,7 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::RocketChat(spec) => rocketchat::compile(spec, &path, cx),
         ReceiverKindSpec::Mattermost(spec) => mattermost::compile(spec, &path, cx),
         ReceiverKindSpec::PagerDuty(spec) => pagerduty::compile(spec, &path, cx),
+        ReceiverKindSpec::Opsgenie(spec) => opsgenie::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,
