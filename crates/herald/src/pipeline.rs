@@ -74,6 +74,7 @@ pub fn build_jobs(
                     received_at,
                 );
                 job.thread = delivery.thread;
+                job.path = delivery.path;
                 job.completion = completion.clone();
                 job.order_key = order_key
                     .get_or_insert_with(|| {

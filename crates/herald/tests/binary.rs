@@ -62,7 +62,7 @@ fn check_accepts_the_examples() {
             .lines()
             .last()
             .unwrap(),
-        "ok: 10 policies, 6 secrets in 11 files"
+        "ok: 12 policies, 8 secrets in 13 files"
     );
 }
 

@@ -13,6 +13,8 @@ mod discord;
 mod googlechat;
 mod mattermost;
 mod msteams;
+mod opsgenie;
+mod pagerduty;
 mod rocketchat;
 mod slack;
 mod webhook;
@@ -21,6 +23,13 @@ pub use discord::DiscordReceiver;
 pub use googlechat::GoogleChatReceiver;
 pub use mattermost::MattermostReceiver;
 pub use msteams::{TeamsFormat, TeamsReceiver};
+pub use opsgenie::{
+    OpsgeniePriority, OpsgenieReceiver, OpsgenieRegion, DEFAULT_API_KEY as DEFAULT_OPSGENIE_KEY,
+};
+pub use pagerduty::{
+    PagerDutyReceiver, PagerDutySeverities, PagerDutySeverity, DEFAULT_ROUTING_KEY,
+    PAGERDUTY_API_URL,
+};
 pub use rocketchat::RocketChatReceiver;
 pub use slack::{SlackReceiver, SLACK_API_URL};
 pub use webhook::{HttpMethod, WebhookReceiver, WebhookSignature};
@@ -91,6 +100,8 @@ receiver_kinds! {
     googlechat: GoogleChatReceiver as GoogleChat,
     rocketchat: RocketChatReceiver as RocketChat,
     mattermost: MattermostReceiver as Mattermost,
+    pagerduty: PagerDutyReceiver as PagerDuty,
+    opsgenie: OpsgenieReceiver as Opsgenie,
 }
 
 /// The CRD's rule: exactly one kind is set.

@@ -19,6 +19,10 @@ pub struct Notification {
     pub body: Vec<u8>,
     /// For receivers that thread rollouts (Slack bots, Google Chat): where this message goes.
     pub thread: Option<ThreadRef>,
+    /// Appended to the receiver's URL for this notification ([`ReceiverKind::path`]).
+    ///
+    /// [`ReceiverKind::path`]: crate::receivers::ReceiverKind::path
+    pub path: Option<String>,
 }
 
 /// A delivery whose template failed at render time (e.g. a variable missing from this event).
@@ -123,6 +127,9 @@ impl PolicySet {
         for policy_index in matched {
             let policy = &self.policies[policy_index as usize];
             for (receiver_index, receiver) in policy.receivers.iter().enumerate() {
+                if !receiver.kind.wants(input.event) {
+                    continue;
+                }
                 out.push(
                     render
                         .receiver(&policy.display, receiver)
@@ -130,6 +137,7 @@ impl PolicySet {
                             policy: policy_index,
                             receiver: receiver_index as u32,
                             body,
+                            path: receiver.kind.path(input.event, &self.cluster),
                             thread: receiver.kind.thread_scope().map(|scope| {
                                 crate::receivers::threads::thread_ref(
                                     scope,

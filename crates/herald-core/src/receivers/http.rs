@@ -15,6 +15,9 @@ pub struct RequestSpec {
     pub headers: Vec<(String, String)>,
     /// Sent as `Authorization: Bearer <token>`.
     pub bearer_token: Option<Redacted>,
+    /// Sent as `Authorization: <value>` for a scheme other than `Bearer` (Opsgenie's
+    /// `GenieKey <key>`): the whole value is the credential.
+    pub authorization: Option<Redacted>,
     /// Signs every body with HMAC-SHA256.
     pub signature: Option<Signature>,
 }
@@ -57,6 +60,13 @@ impl RequestSpec {
             out.push(Header {
                 name: "Authorization".to_owned(),
                 value: Redacted::new(format!("Bearer {}", token.expose())),
+                sensitive: true,
+            });
+        }
+        if let Some(value) = &self.authorization {
+            out.push(Header {
+                name: "Authorization".to_owned(),
+                value: value.clone(),
                 sensitive: true,
             });
         }

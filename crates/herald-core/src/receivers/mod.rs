@@ -23,9 +23,12 @@ pub mod discord;
 pub mod googlechat;
 pub mod http;
 pub(crate) mod json;
+pub mod lifecycle;
 pub mod mattermost;
 mod message;
 pub mod msteams;
+pub mod opsgenie;
+pub mod pagerduty;
 pub mod rocketchat;
 pub mod slack;
 pub mod threads;
@@ -42,6 +45,23 @@ pub use threads::{ThreadAction, ThreadParent, ThreadRef};
 
 /// One receiver kind, compiled from a receiver's settings.
 pub trait ReceiverKind: fmt::Debug + Send + Sync + 'static {
+    /// Whether this event gets a notification at all. The policy picks the events; a kind
+    /// with a lifecycle (an incident opened by a failure, resolved by the next success) has
+    /// nothing to say about the events in between, and sends nothing for them rather than a
+    /// request its service would misread (see [`lifecycle::transition`]). Consulted before
+    /// the body is rendered.
+    fn wants(&self, _event: &FlaggerEvent) -> bool {
+        true
+    }
+
+    /// A path (and query) appended to the receiver's URL for this event's notification, for
+    /// a kind whose service takes different notifications at different URLs (Opsgenie closes
+    /// an alert at `/<alias>/close`). `None`: the receiver's URL. Never a credential: `herald
+    /// render` shows it. The request stays in the receiver's queue, so it keeps its order.
+    fn path(&self, _event: &FlaggerEvent, _cluster: &str) -> Option<String> {
+        None
+    }
+
     /// The body of one notification.
     fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError>;
 
@@ -223,6 +243,8 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::GoogleChat(spec) => googlechat::compile(spec, &path, cx),
         ReceiverKindSpec::RocketChat(spec) => rocketchat::compile(spec, &path, cx),
         ReceiverKindSpec::Mattermost(spec) => mattermost::compile(spec, &path, cx),
+        ReceiverKindSpec::PagerDuty(spec) => pagerduty::compile(spec, &path, cx),
+        ReceiverKindSpec::Opsgenie(spec) => opsgenie::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,

@@ -133,6 +133,7 @@ fn compile_request(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         bearer_token,
+        authorization: None,
         signature,
     })
 }

@@ -77,6 +77,8 @@ pub struct Job {
     /// Method, headers, credentials; shared by every notification to the receiver.
     pub request: Arc<RequestSpec>,
     pub body: Bytes,
+    /// Appended to `url` for this notification (see `ReceiverKind::path`).
+    pub path: Option<String>,
     /// Set for receivers that thread rollouts.
     pub thread: Option<ThreadRef>,
     /// When Herald received the event; delivery latency is measured from here.
@@ -109,6 +111,7 @@ impl Job {
             request: receiver.request.clone(),
             body,
             thread: None,
+            path: None,
             received_at,
             completion: None,
             order_key: Arc::from(""),

@@ -39,9 +39,12 @@ pub(super) async fn send_job(
 /// answer makes the canary's thread, then the follow-up (whose failure is only logged).
 async fn run_plan(inner: &Inner, job: &Job, lane: &LaneState) -> Outcome {
     let current = job.thread.as_ref().and_then(|t| inner.threads.parent(t));
-    let plan = job
+    let mut plan = job
         .kind
         .plan(&job.body, job.thread.as_ref(), current.as_ref());
+    if let (None, Some(path)) = (&plan.request.url, &job.path) {
+        plan.request.url = Some(Redacted::new(format!("{}{path}", job.url.expose())));
+    }
     let (outcome, posted) = deliver(inner, job, lane, plan.request).await;
     if outcome != Outcome::Delivered {
         return outcome;
