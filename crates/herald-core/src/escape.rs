@@ -44,17 +44,31 @@ pub enum Markup {
 const TEAMS_SPECIALS: &[u8] = b"\\`*_~[]()<>#|";
 const DISCORD_SPECIALS: &[u8] = TEAMS_SPECIALS;
 
+/// Which bytes each markup escapes, one table per variant (in declaration order), so the
+/// check that runs over every value is one lookup per byte whatever the markup.
+const SPECIALS: [[bool; 256]; 7] = [
+    specials(b""),
+    specials(b"&<>"),
+    specials(b"&<>@"),
+    specials(TEAMS_SPECIALS),
+    specials(DISCORD_SPECIALS),
+    specials(b"&<>\""),
+    specials(b"\\`*_~[]()<>#|@"),
+];
+
+const fn specials(bytes: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
 impl Markup {
     fn is_special(self, b: u8) -> bool {
-        match self {
-            Markup::Plain => false,
-            Markup::Slack => matches!(b, b'&' | b'<' | b'>'),
-            Markup::RocketChat => matches!(b, b'&' | b'<' | b'>' | b'@'),
-            Markup::Teams => TEAMS_SPECIALS.contains(&b),
-            Markup::Discord => DISCORD_SPECIALS.contains(&b),
-            Markup::Html => matches!(b, b'&' | b'<' | b'>' | b'"'),
-            Markup::MarkdownWithMentions => b == b'@' || TEAMS_SPECIALS.contains(&b),
-        }
+        SPECIALS[self as usize][b as usize]
     }
 
     /// `text` escaped; borrowed when nothing needed escaping (most names and messages).
@@ -77,7 +91,8 @@ impl Markup {
     }
 
     fn needs_escape(self, text: &str) -> bool {
-        self != Markup::Plain && text.bytes().any(|b| self.is_special(b))
+        let table = &SPECIALS[self as usize];
+        self != Markup::Plain && text.bytes().any(|b| table[b as usize])
     }
 
     fn push_escaped_slow(self, out: &mut String, text: &str) {

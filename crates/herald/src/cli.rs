@@ -246,11 +246,12 @@ pub struct DeliveryArgs {
     /// Longest retry delay.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
-    /// Notifications waiting per receiver before new ones are dropped (and counted).
+    /// Notifications queued per receiver URL (retries included) before new events are
+    /// refused with 503 and Retry-After (none of their notifications is queued).
     #[arg(long, default_value_t = 1000)]
     pub queue_capacity: usize,
-    /// Bytes of notifications queued or in flight, all receivers together, before new ones
-    /// are dropped (and counted); suffixes Ki, Mi, Gi.
+    /// Bytes of notifications queued or in flight, all receivers together, before new events
+    /// are refused with 503 and Retry-After; suffixes Ki, Mi, Gi.
     #[arg(long, default_value = "64Mi", value_parser = parse_bytes)]
     pub queue_bytes: usize,
     /// Requests in flight at once to one receiver URL. One canary's notifications always go
