@@ -219,7 +219,8 @@ pub struct Posted {
 /// A receiver's kind, URL and request settings, compiled from its spec.
 pub struct Compiled {
     /// The kind's field name (`slack`): the `type` in `herald render` output and the
-    /// `receiver_type` metric label.
+    /// `receiver_type` metric label. Filled in by [`compile`] from the list of kinds, so a
+    /// kind's own `compile` leaves it empty and never spells its name twice.
     pub type_name: &'static str,
     pub kind: Arc<dyn ReceiverKind>,
     pub url: Redacted,
