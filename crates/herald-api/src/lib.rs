@@ -11,9 +11,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod flagger;
+mod gates;
 mod openapi;
 mod receivers;
 
+pub use gates::*;
 pub use receivers::*;
 
 pub const GROUP: &str = "herald.dev";
@@ -65,6 +67,10 @@ macro_rules! policy_spec {
             /// Stop sending without deleting the policy.
             #[serde(default, skip_serializing_if = "std::ops::Not::not")]
             pub suspend: bool,
+            /// Answer Flagger's gate webhooks for these canaries: ask the receivers, take
+            /// decisions from the approvers (see the README's "Gates").
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub gates: Option<GatePolicy>,
         }
 
         impl $name {
@@ -80,6 +86,7 @@ macro_rules! policy_spec {
                     receivers: &self.receivers,
                     template: self.template.as_ref(),
                     suspend: self.suspend,
+                    gates: self.gates.as_ref(),
                 }
             }
         }
@@ -98,6 +105,7 @@ pub struct PolicyRules<'a> {
     pub receivers: &'a [Receiver],
     pub template: Option<&'a MessageTemplate>,
     pub suspend: bool,
+    pub gates: Option<&'a GatePolicy>,
 }
 
 policy_spec! {
@@ -311,10 +319,14 @@ pub fn crds(
 ) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     // Not `T::crd()` alone: see `openapi` for why no schema may be nullable.
-    vec![NotificationPolicy::crd(), ClusterNotificationPolicy::crd()]
-        .into_iter()
-        .map(openapi::without_nullable)
-        .collect()
+    vec![
+        NotificationPolicy::crd(),
+        ClusterNotificationPolicy::crd(),
+        Approval::crd(),
+    ]
+    .into_iter()
+    .map(openapi::without_nullable)
+    .collect()
 }
 
 /// One CRD as YAML, the content of `crds/<name>.yaml`.

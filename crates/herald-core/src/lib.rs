@@ -7,6 +7,7 @@ pub mod bench_fixtures;
 pub mod dedup;
 pub mod escape;
 pub mod event;
+pub mod gates;
 mod labels;
 pub mod loader;
 pub mod policy;

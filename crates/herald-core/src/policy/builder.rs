@@ -179,6 +179,9 @@ impl<'s> PolicySetBuilder<'s> {
                 });
             }
         }
+        let gates = rules
+            .gates
+            .map(|spec| super::gates::compile(spec, rules.receivers, &mut cx.problems));
         if !cx.problems.is_empty() {
             return Err(cx.problems);
         }
@@ -198,6 +201,7 @@ impl<'s> PolicySetBuilder<'s> {
                 .iter()
                 .fold(0, |mask, t| mask | event_type_bit(*t)),
             message_pattern,
+            gates,
         })
     }
 

@@ -52,6 +52,8 @@ pub struct CompiledPolicy {
     /// Bit 0 Normal, bit 1 Warning; 0 means both.
     pub(super) event_types: u8,
     pub(super) message_pattern: Option<Regex>,
+    /// `spec.gates`: the Flagger gates this policy answers.
+    pub gates: Option<super::gates::CompiledGates>,
 }
 
 pub(super) fn phase_bit(phase: CanaryPhase) -> u16 {
@@ -88,6 +90,21 @@ impl<'a> MatchInput<'a> {
 }
 
 impl CompiledPolicy {
+    /// Whether the policy selects this event's canary (its namespace, names and labels),
+    /// whatever the event says: what a gate asks about.
+    pub fn selects_canary(&self, input: &MatchInput<'_>) -> bool {
+        let event = input.event;
+        let namespace = match &self.namespaces {
+            Some((names, labels)) => {
+                names.matches(&event.namespace) && labels_match(labels, input.namespace_labels)
+            }
+            None => self.id.namespace.as_deref() == Some(event.namespace.as_str()),
+        };
+        namespace
+            && self.canaries.matches(&event.name)
+            && labels_match(&self.match_labels, input.canary.map(|c| &c.labels))
+    }
+
     /// The full test, index aside: does this policy fire for the event?
     pub fn matches(&self, input: &MatchInput<'_>) -> bool {
         let event = input.event;

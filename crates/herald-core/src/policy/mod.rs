@@ -12,6 +12,7 @@ use crate::template::TemplateError;
 mod builder;
 mod compiled;
 mod compiler;
+mod gates;
 pub(crate) mod json;
 mod names;
 mod set;
@@ -21,6 +22,7 @@ mod tests;
 pub use builder::PolicySetBuilder;
 pub use compiled::{CompiledPolicy, CompiledReceiver, MatchInput};
 pub use compiler::Compiler;
+pub use gates::{Ask, CompiledGates};
 pub use json::minify_json;
 pub use set::{Notification, PolicySet, RenderFailure};
 

@@ -158,6 +158,37 @@ impl PolicySet {
     }
 }
 
+impl PolicySet {
+    /// Renders one receiver's body for `input` with `body` (a kind's method), or `None`
+    /// when `body` has nothing for it.
+    pub(super) fn render_for(
+        &self,
+        input: &MatchInput<'_>,
+        policy: &CompiledPolicy,
+        receiver: &CompiledReceiver,
+        body: impl FnOnce(
+            &dyn crate::receivers::ReceiverKind,
+            &mut dyn RenderBody,
+        ) -> Option<Result<Vec<u8>, TemplateError>>,
+    ) -> Option<Result<Vec<u8>, TemplateError>> {
+        let mut render = Render {
+            set: self,
+            input,
+            context: None,
+            formatted: template::Formatted::default(),
+            event_json: None,
+        };
+        body(
+            receiver.kind.as_ref(),
+            &mut ReceiverRender {
+                render: &mut render,
+                policy: &policy.display,
+                receiver,
+            },
+        )
+    }
+}
+
 /// Renders the notifications of one event. What is costly and the same for all of them is
 /// made once, and only when needed: the handlebars context (templates that only use the
 /// event's own variables are rendered without it), the formatted variables (`time`...) and

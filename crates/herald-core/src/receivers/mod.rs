@@ -110,8 +110,27 @@ pub trait ReceiverKind: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// The body of an ask for a gate decision, for a kind that puts buttons on it (Slack
+    /// bots). `None`: the kind renders the ask as any event, whose message carries signed
+    /// links.
+    fn ask_body(
+        &self,
+        _render: &mut dyn Render,
+        _buttons: &AskButtons<'_>,
+    ) -> Option<Result<Vec<u8>, TemplateError>> {
+        None
+    }
+
     /// For tests and tools that inspect a compiled kind.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// What the buttons of an ask decide, and who may press them.
+pub struct AskButtons<'a> {
+    pub value: crate::gates::slack::ButtonValue,
+    pub approvers: &'a herald_api::Approvers,
+    /// What waits: "promotion".
+    pub what: &'static str,
 }
 
 /// What a kind renders its body from: the event, and the receiver's templates rendered on

@@ -8,11 +8,12 @@ use herald_api::{SecretKeyRef, SlackReceiver};
 
 use super::super::threads::{thread_action, with_field, ThreadAction};
 use super::super::{
-    Answer, Compiled, KeepThread, Plan, Posted, ReceiverKind, Render, Request, RequestSpec,
-    ThreadParent, ThreadRef,
+    Answer, AskButtons, Compiled, KeepThread, Plan, Posted, ReceiverKind, Render, Request,
+    RequestSpec, ThreadParent, ThreadRef,
 };
 use super::{slack_as, SlackOptions, ONE_ADDRESS};
 use crate::escape::Markup;
+use crate::gates::slack::{ask_blocks, mentions};
 use crate::policy::Compiler;
 use crate::secret::Redacted;
 use crate::template::TemplateError;
@@ -108,6 +109,36 @@ impl ReceiverKind for SlackBot {
 
     fn rate_limit_group(&self) -> Option<&str> {
         Some(&self.api.rate_limit_group)
+    }
+
+    fn ask_body(
+        &self,
+        render: &mut dyn Render,
+        buttons: &AskButtons<'_>,
+    ) -> Option<Result<Vec<u8>, TemplateError>> {
+        Some(render.title_and_text(Markup::Slack).map(|(title, text)| {
+            let approvers = mentions(
+                &buttons.approvers.slack_users,
+                &buttons.approvers.slack_user_groups,
+            );
+            let section = format!("*{title}*\n{text}");
+            let mut body = serde_json::json!({
+                "channel": self.api.channel,
+                // What notifications and clients without blocks show.
+                "text": format!("{title}: {text}"),
+                "blocks": ask_blocks(&section, &approvers, &buttons.value, buttons.what),
+            });
+            for (key, value) in [
+                ("username", &self.options.username),
+                ("icon_emoji", &self.options.icon_emoji),
+                ("icon_url", &self.options.icon_url),
+            ] {
+                if let Some(value) = value {
+                    body[key] = serde_json::json!(value);
+                }
+            }
+            serde_json::to_vec(&body).expect("a message serialises")
+        }))
     }
 
     fn as_any(&self) -> &dyn Any {
