@@ -243,6 +243,7 @@ pub(crate) async fn start_herald(
         state_dir,
         drain_timeout: Duration::from_secs(10),
         reload_interval: Duration::from_secs(3600),
+        gates: Default::default(),
     })
     .await
 }

@@ -46,6 +46,8 @@ pub struct AppState {
     /// The durable queue (`--state-dir`): events received over HTTP are answered `202` only
     /// once stored.
     pub store: Option<Store>,
+    /// Flagger's gates: decisions, links, Slack's interactions.
+    pub gates: Arc<crate::gates::Gates>,
 }
 
 /// Default [`AppState::body_timeout`].
@@ -77,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             "/cluster-events/{policy}",
             post(post_event_to_cluster_policy),
         )
+        .merge(crate::gates::endpoints::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -77,6 +77,8 @@ pub enum Command {
         #[arg(long, num_args = 1..)]
         policies: Vec<PathBuf>,
     },
+    /// Flagger's gates from a terminal: status, approve, rollback (through a running Herald).
+    Gate(crate::gates::cli::GateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +116,8 @@ pub struct ServeArgs {
     pub delivery: DeliveryArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub gates: crate::gates::cli::GateArgs,
     /// How often policy files are checked for changes (SIGHUP reloads at once).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
@@ -167,6 +171,8 @@ pub struct ControllerArgs {
     /// process per directory. Unset: that queue is in memory only.
     #[arg(long, env = "HERALD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub gates: crate::gates::cli::GateArgs,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
     #[command(flatten)]
@@ -227,6 +233,7 @@ impl ControllerArgs {
             identity: self.identity.clone(),
             http: self.http.options(),
             state_dir: self.state_dir.clone(),
+            gates: self.gates.options(),
         }
     }
 }
@@ -319,6 +326,7 @@ impl ServeArgs {
             state_file: self.state_file.clone(),
             state_dir: self.state_dir.clone(),
             http: self.http.options(),
+            gates: self.gates.options(),
         }
     }
 }
@@ -345,6 +353,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             capture_port,
             policies,
         } => runtime().block_on(demo::run(capture_port, policies)),
+        Command::Gate(command) => runtime().block_on(crate::gates::cli::run(command)),
     }
 }
 

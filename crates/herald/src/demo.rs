@@ -88,6 +88,7 @@ pub async fn run(capture_port: u16, policies: Vec<PathBuf>) -> Result<ExitCode> 
         state_dir: None,
         drain_timeout: Duration::from_secs(15),
         reload_interval: Duration::from_secs(3600),
+        gates: Default::default(),
     })
     .await?;
     println!(

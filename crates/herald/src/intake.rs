@@ -147,6 +147,8 @@ fn is_event_path(path: &str) -> bool {
         || path.starts_with("/events/")
         || path == "/cluster-events"
         || path.starts_with("/cluster-events/")
+        // Flagger's gate calls and `herald gate` (links and Slack carry signatures instead).
+        || path.starts_with("/gates/")
 }
 
 fn unauthorized(metrics: &Metrics, refusal: Refusal) -> Response {
@@ -251,10 +253,23 @@ mod tests {
 
     #[test]
     fn event_paths() {
-        for p in ["/events", "/events/a/b", "/cluster-events/x"] {
+        for p in [
+            "/events",
+            "/events/a/b",
+            "/cluster-events/x",
+            "/gates/rollback",
+        ] {
             assert!(is_event_path(p), "{p}");
         }
-        for p in ["/metrics", "/healthz", "/readyz", "/eventsx", "/"] {
+        for p in [
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/eventsx",
+            "/",
+            "/links/x",
+            "/slack/interactions",
+        ] {
             assert!(!is_event_path(p), "{p}");
         }
     }

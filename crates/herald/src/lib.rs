@@ -13,6 +13,7 @@ pub mod controller;
 pub mod delivery;
 pub mod demo;
 pub mod durable;
+pub mod gates;
 pub mod http;
 pub mod intake;
 pub mod metrics;
@@ -59,6 +60,8 @@ pub enum Error {
     Leader(String),
     #[error("state: {0}")]
     State(String),
+    #[error("gates: {0}")]
+    Gates(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

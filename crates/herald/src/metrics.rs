@@ -89,6 +89,20 @@ pub struct SourceLabels {
     pub source: &'static str,
 }
 
+/// A gate call's answer: `gate` one of Flagger's four, `answer` open or closed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateAnswerLabels {
+    pub gate: &'static str,
+    pub answer: &'static str,
+}
+
+/// A gate decision: `verdict` Approve or Rollback, `via` slack, link or cli.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateDecisionLabels {
+    pub verdict: &'static str,
+    pub via: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub events_received: Counter,
@@ -108,6 +122,9 @@ pub struct Metrics {
     pub events_refused: Family<ReasonLabels, Counter>,
     pub state_commits: Counter,
     pub state_commit_events: Histogram,
+    pub gate_answers: Family<GateAnswerLabels, Counter>,
+    pub gate_decisions: Family<GateDecisionLabels, Counter>,
+    pub gate_refusals: Family<ReasonLabels, Counter>,
     tracked_canaries: Mutex<Tracked>,
     eviction_logs: crate::telemetry::LogLimiter,
 }
@@ -222,6 +239,20 @@ impl Metrics {
                 "herald_state_commit_events",
                 "Events stored per durable queue transaction (group commit)",
                 Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            ),
+            gate_answers: add.metric(
+                "herald_gate_answers",
+                "Flagger gate calls answered (gate: confirm-rollout, confirm-traffic-increase, \
+                confirm-promotion, rollback; answer: open, closed)",
+            ),
+            gate_decisions: add.metric(
+                "herald_gate_decisions",
+                "Gate decisions recorded (verdict: Approve, Rollback; via: slack, link, cli)",
+            ),
+            gate_refusals: add.metric(
+                "herald_gate_refusals",
+                "Gate decisions refused (reason: slack_signature, not_approver, link_invalid, \
+                link_expired, no_policy)",
             ),
             tracked_canaries: Mutex::new(Tracked::default()),
             eviction_logs: crate::telemetry::LogLimiter::new(std::time::Duration::from_secs(10)),

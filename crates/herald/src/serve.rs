@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub state_dir: Option<PathBuf>,
     /// The event token and the connection limits.
     pub http: crate::http::HttpOptions,
+    /// Signed links, Slack's signing secret, the identity header.
+    pub gates: crate::gates::GateOptions,
 }
 
 /// A started server.
@@ -42,6 +44,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     watcher: JoinHandle<()>,
+    reminders: JoinHandle<()>,
     drain_timeout: Duration,
 }
 
@@ -74,6 +77,14 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         Some(path) => Arc::new(MemoryThreads::persisted(path.clone())),
         None => Arc::new(MemoryThreads::new()),
     };
+    // Decisions matter more than threads: kept in the state directory when there is one.
+    let approvals: Arc<dyn crate::gates::ApprovalStore> = match &options.state_dir {
+        Some(dir) => Arc::new(
+            crate::gates::FileApprovals::open(dir.join("approvals.json")).map_err(Error::Gates)?,
+        ),
+        None => Arc::new(crate::gates::FileApprovals::in_memory()),
+    };
+    let gates = Arc::new(crate::gates::Gates::new(&options.gates, approvals)?);
     let policies = Arc::new(ArcSwap::from_pointee(set));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -98,6 +109,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         event_token,
         body_timeout: options.http.body_timeout(),
         store: opened.as_ref().map(|o| o.store.clone()),
+        gates,
     };
     if let Some(opened) = opened {
         recover(&state, opened);
@@ -114,6 +126,11 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
             .await
         })
     };
+    let reminders = tokio::spawn(crate::gates::run_reminders(
+        state.clone(),
+        stopped.clone(),
+        options.gates.reminder_check(),
+    ));
     let watcher = {
         let mut stopped = stopped.clone();
         tokio::spawn(policy_files::watch(
@@ -137,6 +154,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         stop,
         http,
         watcher,
+        reminders,
         drain_timeout: options.drain_timeout,
     })
 }
@@ -171,6 +189,7 @@ impl Running {
             .map_err(|e| Error::Serve(std::io::Error::other(e)))?;
         served.map_err(Error::Serve)?;
         let _ = self.watcher.await;
+        let _ = self.reminders.await;
         info!(deadline = ?self.drain_timeout, "stopped accepting events; delivering queued notifications");
         let report = self.state.dispatcher.drain(self.drain_timeout).await;
         if let Some(store) = self.state.store.clone() {

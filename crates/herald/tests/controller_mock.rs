@@ -420,6 +420,7 @@ fn harness_with(
     builder.add(&PolicyObject::Namespaced(team)).unwrap();
     let metrics = Arc::new(Metrics::new());
     let app = AppState {
+        gates: std::sync::Arc::new(herald::gates::Gates::in_memory()),
         policies: Arc::new(ArcSwap::from_pointee(builder.build())),
         dispatcher: Dispatcher::new(DeliveryConfig::default(), metrics.clone()),
         metrics,
@@ -443,6 +444,7 @@ fn harness_with(
         Arc::new(Mutex::new(Some(state.clone()))),
     ));
     let app = AppState {
+        gates: std::sync::Arc::new(herald::gates::Gates::in_memory()),
         incoming: Some(sources.clone()),
         ..app
     };

@@ -85,7 +85,10 @@ impl ButtonValue {
 /// A button press, from Slack's `block_actions` payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interaction {
+    /// The presser's user ID.
     pub user: String,
+    /// The presser's user name, when Slack sends it.
+    pub user_name: Option<String>,
     pub verdict: Verdict,
     pub value: ButtonValue,
     pub channel: String,
@@ -124,6 +127,8 @@ struct Payload {
 #[derive(Deserialize)]
 struct Id {
     id: String,
+    #[serde(default)]
+    username: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -176,7 +181,7 @@ pub fn parse_interaction(body: &[u8]) -> Result<Option<Interaction>, String> {
     let container = payload.container;
     let channel = payload
         .channel
-        .map(|c| c.id)
+        .map(|c: Id| c.id)
         .or_else(|| container.as_ref().and_then(|c| c.channel_id.clone()))
         .ok_or("the payload names no channel")?;
     let message_ts = message
@@ -185,6 +190,7 @@ pub fn parse_interaction(body: &[u8]) -> Result<Option<Interaction>, String> {
         .or_else(|| container.as_ref().and_then(|c| c.message_ts.clone()))
         .ok_or("the payload names no message")?;
     Ok(Some(Interaction {
+        user_name: payload.user.username,
         user: payload.user.id,
         verdict,
         value,

@@ -149,7 +149,9 @@ fn object_names_are_valid_kubernetes_names() {
     let name = long.object_name();
     assert!(name.len() <= 253, "{}", name.len());
     assert_eq!(name, format!("{}-{}", "c".repeat(212), "ab-cd".repeat(8)));
-    assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    assert!(name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
     assert_eq!(name.len(), 253);
 }
 

@@ -190,7 +190,8 @@ impl PolicySet {
         candidates
     }
 
-    /// Renders `ask` for the given receivers of `policy`.
+    /// Renders `ask` for the given receivers of `policy`: with buttons for the kinds that
+    /// have them, as an event with links in its message for the others.
     pub fn ask_notifications(
         &self,
         policy: u32,
@@ -204,54 +205,66 @@ impl PolicySet {
             .as_ref()
             .map(|g| g.approvers.clone())
             .unwrap_or_default();
+        let plain = MatchInput {
+            event: ask.event,
+            canary,
+            namespace_labels: None,
+        };
+        let linked = MatchInput {
+            event: ask.with_links,
+            ..plain
+        };
+        let mut out = Vec::with_capacity(receivers.len());
+        for &index in receivers {
+            let receiver = &compiled.receivers[index as usize];
+            let buttons = crate::receivers::AskButtons {
+                value: crate::gates::slack::ButtonValue {
+                    namespace: ask.event.namespace.clone(),
+                    canary: ask.event.name.clone(),
+                    revision: ask.event.checksum.clone().unwrap_or_default(),
+                    gate: ask.gate,
+                    policy: compiled.id.to_string(),
+                    receiver: receiver.name.clone(),
+                },
+                approvers: &approvers,
+                what: ask.gate.waiting(),
+            };
+            let with_buttons = self.render_for(&plain, compiled, receiver, |kind, render| {
+                kind.ask_body(render, &buttons)
+            });
+            match with_buttons {
+                Some(body) => out.push(
+                    body.map(|body| notification(policy, index, receiver, body, &plain))
+                        .map_err(|error| RenderFailure {
+                            policy,
+                            receiver: index,
+                            error,
+                        }),
+                ),
+                None => out.extend(self.receiver_notifications(policy, &[index], &linked)),
+            }
+        }
+        out
+    }
+
+    /// Renders `input` for the given receivers of `policy`, as any event (a decision's
+    /// announcement, or an ask for receivers without buttons).
+    pub fn receiver_notifications(
+        &self,
+        policy: u32,
+        receivers: &[u32],
+        input: &MatchInput<'_>,
+    ) -> Vec<Result<Notification, RenderFailure>> {
+        let compiled = &self.policies[policy as usize];
         receivers
             .iter()
             .map(|&index| {
                 let receiver = &compiled.receivers[index as usize];
-                let buttons = crate::receivers::AskButtons {
-                    value: crate::gates::slack::ButtonValue {
-                        namespace: ask.event.namespace.clone(),
-                        canary: ask.event.name.clone(),
-                        revision: ask.event.checksum.clone().unwrap_or_default(),
-                        gate: ask.gate,
-                        policy: compiled.id.to_string(),
-                        receiver: receiver.name.clone(),
-                    },
-                    approvers: &approvers,
-                    what: ask.gate.waiting(),
-                };
-                let plain = MatchInput {
-                    event: ask.event,
-                    canary,
-                    namespace_labels: None,
-                };
-                let linked = MatchInput {
-                    event: ask.with_links,
-                    ..plain
-                };
-                let (event, body) =
-                    match self.render_for(&plain, compiled, receiver, |kind, render| {
-                        kind.ask_body(render, &buttons)
-                    }) {
-                        Some(body) => (ask.event, body),
-                        None => (
-                            ask.with_links,
-                            self.render_for(&linked, compiled, receiver, |kind, render| {
-                                Some(kind.body(render))
-                            })
-                            .expect("every kind renders a body"),
-                        ),
-                    };
-                body.map(|body| Notification {
-                    policy,
-                    receiver: index,
-                    body,
-                    path: None,
-                    thread: receiver
-                        .kind
-                        .thread_scope()
-                        .map(|scope| crate::receivers::threads::thread_ref(scope, event, canary)),
+                self.render_for(input, compiled, receiver, |kind, render| {
+                    Some(kind.body(render))
                 })
+                .expect("every kind renders a body")
+                .map(|body| notification(policy, index, receiver, body, input))
                 .map_err(|error| RenderFailure {
                     policy,
                     receiver: index,
@@ -259,5 +272,24 @@ impl PolicySet {
                 })
             })
             .collect()
+    }
+}
+
+fn notification(
+    policy: u32,
+    index: u32,
+    receiver: &super::CompiledReceiver,
+    body: Vec<u8>,
+    input: &MatchInput<'_>,
+) -> Notification {
+    Notification {
+        policy,
+        receiver: index,
+        body,
+        path: None,
+        thread: receiver
+            .kind
+            .thread_scope()
+            .map(|scope| crate::receivers::threads::thread_ref(scope, input.event, input.canary)),
     }
 }

@@ -191,7 +191,7 @@ pub(crate) fn is_dns_label(name: &str) -> bool {
 }
 
 /// An `http://` or `https://` URL with a host.
-pub(crate) fn is_http_url(url: &str) -> bool {
+pub fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

@@ -3,6 +3,7 @@
 //! the Events Flagger records on them (notifications), serves the same HTTP API as
 //! `herald serve`, and elects a leader with a Lease so that replicas do not notify twice.
 
+mod approvals;
 pub mod canaries;
 mod failures;
 mod gate;
@@ -71,6 +72,8 @@ pub struct ControllerOptions {
     pub http: crate::http::HttpOptions,
     /// The durable queue for events received over HTTP (`None`: in memory only).
     pub state_dir: Option<PathBuf>,
+    /// Signed links, Slack's signing secret, the identity header.
+    pub gates: crate::gates::GateOptions,
 }
 
 /// Runs until SIGTERM/SIGINT, then stops taking events, drains and saves its state.
@@ -154,7 +157,19 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         Some(dir) => Some(intake::open(dir, metrics.clone())?),
         None => None,
     };
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    // Gate decisions: `Approval` resources, shared by every replica.
+    let (approvals, approvals_task) = approvals::KubeApprovals::start(
+        client.clone(),
+        options.identity.clone(),
+        stopped(stop_rx.clone()),
+    );
+    tasks.push(approvals_task);
+    let mut gates = crate::gates::Gates::new(&options.gates, approvals.clone())?;
+    gates.audit = Some(approvals);
     let app = AppState {
+        gates: Arc::new(gates),
         policies: Arc::new(ArcSwap::from_pointee(PolicySet::empty())),
         dispatcher,
         metrics,
@@ -166,8 +181,11 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         body_timeout: options.http.body_timeout(),
         store: opened.as_ref().map(|o| o.store.clone()),
     };
-    let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(crate::gates::run_reminders(
+        app.clone(),
+        stop_rx.clone(),
+        options.gates.reminder_check(),
+    )));
 
     let leadership = match &options.lease_name {
         None => Leadership::single(),

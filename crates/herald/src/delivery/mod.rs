@@ -34,7 +34,7 @@ use crate::metrics::{Metrics, Outcome};
 mod admit;
 mod job;
 mod lane;
-mod redact;
+pub(crate) mod redact;
 mod send;
 mod threads;
 

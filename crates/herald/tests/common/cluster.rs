@@ -83,6 +83,7 @@ pub fn controller_options(namespace: &str) -> ControllerOptions {
         lease_name: Some("herald-leader".to_owned()),
         identity: "e2e-replica".to_owned(),
         state_dir: None,
+        gates: Default::default(),
     }
 }
 

@@ -251,6 +251,7 @@ pub fn options(policies: PathBuf) -> ServeOptions {
         http: Default::default(),
         drain_timeout: Duration::from_secs(10),
         reload_interval: Duration::from_secs(3600),
+        gates: Default::default(),
     }
 }
 

@@ -1,0 +1,296 @@
+//! The gate endpoints: Flagger's gate calls (`POST /gates/<type>`), and what `herald gate`
+//! asks (`GET /gates/status/<namespace>/<canary>`, `POST /gates/decisions`). Both are behind
+//! the event token when one is set. Signed links and Slack's interactions are authenticated
+//! by their signatures instead (`links`, `slack`).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_api::{ApprovalSpec, Decision, EventType, GateType, Verdict};
+use herald_core::gates::{answer, mark_asked, waiting, GateCall, Recorded, RevisionKey};
+use herald_core::{FlaggerEvent, MatchInput};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::announce::{asks, AskReason};
+use super::{decide, now_ms};
+use crate::api::AppState;
+use crate::metrics::GateAnswerLabels;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/gates/{gate}", post(gate_call))
+        .route("/gates/status/{namespace}/{canary}", get(status))
+        .route("/gates/decisions", post(decision))
+        .route(
+            "/links/{token}",
+            get(super::links::show_link).post(super::links::use_link),
+        )
+        .route("/slack/interactions", post(super::slack::interaction))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The policies answering `gate` for the call's canary.
+fn answering(state: &AppState, key: &RevisionKey, phase: &str, gate: GateType) -> Vec<u32> {
+    let event = FlaggerEvent::new(&key.canary, &key.namespace, phase, "", EventType::Normal, 0);
+    state
+        .policies
+        .load()
+        .gate_policies(&MatchInput::event(&event), gate)
+}
+
+async fn gate_call(
+    State(state): State<AppState>,
+    Path(gate): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(gate) = GateType::parse(&gate) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no gate {gate:?}: Herald answers /gates/confirm-rollout, /gates/confirm-traffic-increase, /gates/confirm-promotion and /gates/rollback"),
+        );
+    };
+    let call = match GateCall::from_json(&body) {
+        Ok(call) => call,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string(), "field": e.field})),
+            )
+                .into_response()
+        }
+    };
+    let key = call.key();
+    let matched = answering(&state, &key, &call.phase, gate);
+    let answer = if matched.is_empty() {
+        herald_core::gates::GateAnswer {
+            open: false,
+            message: format!(
+                "closed: no policy answers the {} gate of {}.{} (add spec.gates to a NotificationPolicy that selects it)",
+                gate.as_str(), key.canary, key.namespace
+            ),
+            decision: None,
+        }
+    } else {
+        let record = state.gates.store.get(&key);
+        let answer = answer(&key, gate, record.as_ref());
+        let asked = record
+            .as_ref()
+            .is_some_and(|r| r.asked.iter().any(|a| a.gate == gate));
+        if !answer.open && gate != GateType::Rollback && !asked {
+            // Announced in the background: Flagger's answer does not wait for chat.
+            tokio::spawn(ask_once(
+                state.clone(),
+                key.clone(),
+                call.phase,
+                gate,
+                matched,
+            ));
+        }
+        answer
+    };
+    state
+        .metrics
+        .gate_answers
+        .get_or_create(&GateAnswerLabels {
+            gate: gate.as_str(),
+            answer: if answer.open { "open" } else { "closed" },
+        })
+        .inc();
+    let status = StatusCode::from_u16(answer.status()).expect("200 or 403");
+    let mut body = json!({
+        "gate": gate.as_str(),
+        "canary": format!("{}/{}", key.namespace, key.canary),
+        "revision": key.revision,
+        "open": answer.open,
+        "message": answer.message,
+    });
+    if let Some(decision) = &answer.decision {
+        body["decision"] = json!(decision);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// Marks the gate asked and, when this replica was first, asks the receivers.
+async fn ask_once(
+    state: AppState,
+    key: RevisionKey,
+    phase: String,
+    gate: GateType,
+    matched: Vec<u32>,
+) {
+    let at = herald_core::gates::times::format(now_ms());
+    let marked = state
+        .gates
+        .store
+        .update(&key, Box::new(move |record| mark_asked(record, gate, &at)))
+        .await;
+    match marked {
+        Ok(Some(_)) => {
+            info!(canary = %key.canary, namespace = %key.namespace, revision = %key.revision,
+                gate = gate.as_str(), "gate waits for a decision; asking");
+            let policies = state.policies.load_full();
+            asks(
+                &state,
+                &policies,
+                &key,
+                &phase,
+                gate,
+                &matched,
+                AskReason::First,
+            );
+        }
+        Ok(None) => {}
+        Err(e) => warn!(canary = %key.canary, namespace = %key.namespace, error = %e,
+            "cannot record that a gate was asked; asking at the next call"),
+    }
+}
+
+/// The records of one canary, newest first, with how each gate answers.
+async fn status(
+    State(state): State<AppState>,
+    Path((namespace, canary)): Path<(String, String)>,
+) -> Response {
+    let mut records: Vec<(RevisionKey, ApprovalSpec)> = state
+        .gates
+        .store
+        .all()
+        .into_iter()
+        .filter(|(key, _)| key.namespace == namespace && key.canary == canary)
+        .collect();
+    records.sort_by_key(|(_, record)| std::cmp::Reverse(newest_ask(record)));
+    let now = now_ms();
+    let revisions: Vec<_> = records
+        .iter()
+        .map(|(key, record)| {
+            let gates: serde_json::Map<_, _> = GateType::ALL
+                .iter()
+                .map(|gate| {
+                    let answer = answer(key, *gate, Some(record));
+                    (
+                        gate.as_str().to_owned(),
+                        json!({"open": answer.open, "message": answer.message}),
+                    )
+                })
+                .collect();
+            let waiting: Vec<_> = waiting(record, now)
+                .into_iter()
+                .map(|(asked, ms)| json!({"gate": asked.gate, "waitedSeconds": ms / 1000}))
+                .collect();
+            json!({
+                "revision": key.revision,
+                "asked": record.asked,
+                "decisions": record.decisions,
+                "waiting": waiting,
+                "gates": gates,
+            })
+        })
+        .collect();
+    Json(json!({"namespace": namespace, "canary": canary, "revisions": revisions})).into_response()
+}
+
+fn newest_ask(record: &ApprovalSpec) -> String {
+    record
+        .asked
+        .iter()
+        .map(|a| a.at.clone())
+        .max()
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DecisionRequest {
+    namespace: String,
+    canary: String,
+    /// Unset: the canary's newest asked revision.
+    #[serde(default)]
+    revision: Option<String>,
+    verdict: Verdict,
+    /// Unset for an approval: the gate the revision waits on.
+    #[serde(default)]
+    gate: Option<GateType>,
+    by: String,
+}
+
+/// `herald gate approve|rollback`: a decision made from a terminal.
+async fn decision(State(state): State<AppState>, body: Bytes) -> Response {
+    let request: DecisionRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("decision: {e}")),
+    };
+    let newest = state
+        .gates
+        .store
+        .all()
+        .into_iter()
+        .filter(|(key, _)| key.namespace == request.namespace && key.canary == request.canary)
+        .filter(|(key, _)| request.revision.as_ref().is_none_or(|r| &key.revision == r))
+        .max_by_key(|(_, record)| newest_ask(record));
+    let (key, record) = match (newest, &request.revision) {
+        (Some(found), _) => found,
+        (None, Some(revision)) => {
+            let key = RevisionKey {
+                namespace: request.namespace.clone(),
+                canary: request.canary.clone(),
+                revision: revision.clone(),
+            };
+            let record = key.record();
+            (key, record)
+        }
+        (None, None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no gate of {}/{} has been asked yet; name the revision (--revision) to decide ahead", request.namespace, request.canary),
+            )
+        }
+    };
+    let gate = match (request.verdict, request.gate) {
+        (_, Some(gate)) => Some(gate),
+        (Verdict::Rollback, None) => None,
+        (Verdict::Approve, None) => match waiting(&record, now_ms()).first() {
+            Some((asked, _)) => Some(asked.gate),
+            None => {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!("no gate of {key} is waiting; name the gate (--gate) to approve ahead"),
+                )
+            }
+        },
+    };
+    let decided = Decision {
+        gate,
+        verdict: request.verdict,
+        by: request.by,
+        via: "cli".into(),
+        at: herald_core::gates::times::format(now_ms()),
+    };
+    match decide(&state, &key, decided.clone()).await {
+        Ok(Recorded::New) => Json(json!({
+            "recorded": true,
+            "revision": key.revision,
+            "message": super::sentence(&key, &decided),
+        }))
+        .into_response(),
+        Ok(Recorded::AlreadyDecided(existing)) => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "recorded": false,
+                "revision": key.revision,
+                "message": format!("already decided: {}", super::sentence(&key, &existing)),
+            })),
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the decision was not recorded: {e}"),
+        ),
+    }
+}
