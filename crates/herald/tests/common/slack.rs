@@ -47,6 +47,7 @@ impl FakeSlack {
         let state = Arc::new(Mutex::new(SlackState::default()));
         let app = Router::new()
             .route("/api/{method}", post(web_api))
+            .route("/api/usergroups.users.list", axum::routing::get(user_group))
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         FakeSlack { addr, state }
@@ -78,6 +79,25 @@ impl FakeSlack {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// The one user group the stand-in knows, and its member.
+pub const USER_GROUP: &str = "S0GATEKEEP";
+pub const GROUP_MEMBER: &str = "U3CAROL";
+
+/// `usergroups.users.list`, as Slack answers it (a GET with the bot token).
+async fn user_group(
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if auth != Some(&format!("Bearer {TOKEN}")) {
+        return Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    match query.get("usergroup").map(String::as_str) {
+        Some(USER_GROUP) => Json(json!({"ok": true, "users": [GROUP_MEMBER]})),
+        _ => Json(json!({"ok": false, "error": "no_such_subteam"})),
     }
 }
 
