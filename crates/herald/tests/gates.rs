@@ -188,7 +188,9 @@ async fn a_gate_is_closed_until_approved_from_slack_and_only_for_its_revision() 
     );
     let ask = the_ask(slack, 2).await;
     // The button's value, as Herald writes it: what the press brings back.
-    let value = format!(r#"{{"ns":"default","c":"podinfo","r":"{REV1}","g":"confirm-promotion","p":"default/gates","rc":"deploys"}}"#);
+    let value = format!(
+        r#"{{"ns":"default","c":"podinfo","r":"{REV1}","g":"confirm-promotion","p":"default/gates","rc":"deploys"}}"#
+    );
     assert_eq!(
         ask,
         json!({
