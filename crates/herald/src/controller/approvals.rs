@@ -55,7 +55,7 @@ impl KubeApprovals {
             }
         });
         let reporter = Reporter {
-            controller: "herald".into(),
+            controller: super::canaries::HERALD_REPORTER.into(),
             instance: Some(identity),
         };
         let recorder = Recorder::new(client.clone(), reporter);

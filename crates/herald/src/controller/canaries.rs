@@ -31,10 +31,17 @@ pub struct ObservedEvent {
     pub count: i32,
 }
 
+/// The reporting controller of the Events Herald records.
+pub const HERALD_REPORTER: &str = "herald";
+
 /// Reads a core/v1 Event; `None` when it is not about a Flagger Canary.
 pub fn observe_event(event: &Event) -> Option<ObservedEvent> {
     let involved = &event.involved_object;
     if involved.kind.as_deref() != Some("Canary") {
+        return None;
+    }
+    // Herald's own Events on Canaries (gate decisions) were announced when they were made.
+    if event.reporting_component.as_deref() == Some(HERALD_REPORTER) {
         return None;
     }
     if involved
@@ -278,6 +285,13 @@ mod tests {
         let mut other = event.clone();
         other.involved_object.api_version = Some("argoproj.io/v1alpha1".into());
         assert_eq!(observe_event(&other), None, "a Canary of another project");
+        let mut own = event.clone();
+        own.reporting_component = Some("herald".into());
+        assert_eq!(
+            observe_event(&own),
+            None,
+            "Herald's own Event (a gate decision)"
+        );
     }
 
     #[test]
