@@ -890,3 +890,43 @@ fn a_slack_bot_compiles_to_the_web_api() {
     assert_eq!(headers[0].value.expose(), "Bearer xoxb-1-2-3");
     assert!(headers[0].sensitive);
 }
+
+#[test]
+#[rustfmt::skip]
+fn gate_settings() {
+    assert_reports(&[
+        Case {
+            what: "gates with every setting",
+            yaml: policy("default", "x", "gates:\n  types: [confirm-promotion, rollback]\n  receivers: [hook]\n  approvers:\n    slackUsers: [U012AB3CD, W0123ABC]\n    slackUserGroups: [S0614TZR7]\n    identities: [alice@example.com]\n  remindAfter: 30m\n  escalateAfter: 2h\n  escalateTo: [hook]"),
+            valid: 1,
+            ..Case::default()
+        },
+        Case {
+            what: "a receiver the policy does not have",
+            yaml: policy("default", "x", "gates:\n  receivers: [pager]\n  escalateTo: [hook, oncall]"),
+            problems: &[
+                (1, "spec.gates.receivers[0]", SPEC, r#"no receiver named "pager" in spec.receivers"#),
+                (1, "spec.gates.escalateTo[1]", SPEC, r#"no receiver named "oncall" in spec.receivers"#),
+            ],
+            ..Case::default()
+        },
+        Case {
+            what: "an escalation with nobody to escalate to, and a reminder that is no duration",
+            yaml: policy("default", "x", "gates:\n  remindAfter: soon\n  escalateAfter: 1h"),
+            problems: &[
+                (1, "spec.gates.escalateTo", SPEC, "escalateAfter is set: name the receivers to escalate to"),
+                (1, "spec.gates.remindAfter", SPEC, r#""soon" is not a duration such as 30s, 10m or 1h30m"#),
+            ],
+            ..Case::default()
+        },
+        Case {
+            what: "Slack names where IDs belong",
+            yaml: policy("default", "x", "gates:\n  approvers:\n    slackUsers: [alice]\n    slackUserGroups: [U012AB3CD]"),
+            problems: &[
+                (1, "spec.gates.approvers.slackUsers[0]", SPEC, r#""alice" is not a Slack user ID (such as U012AB3CD)"#),
+                (1, "spec.gates.approvers.slackUserGroups[0]", SPEC, r#""U012AB3CD" is not a Slack user group ID (such as S012AB3CD)"#),
+            ],
+            ..Case::default()
+        },
+    ]);
+}

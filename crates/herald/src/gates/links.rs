@@ -66,20 +66,20 @@ fn refused(state: &AppState, reason: &'static str, message: &str) -> Response {
 }
 
 /// The claims of a valid link, or the page that refuses it.
-fn claims(state: &AppState, token: &str) -> Result<LinkClaims, Response> {
+fn claims(state: &AppState, token: &str) -> Result<LinkClaims, Box<Response>> {
     let Some(key) = &state.gates.link_key else {
-        return Err(page(
+        return Err(Box::new(page(
             StatusCode::NOT_FOUND,
             "No signed links here",
             "<p>This Herald does not sign links (no --gate-link-key-file).</p>",
-        ));
+        )));
     };
     verify(token, key, now_ms() / 1000).map_err(|e| {
         let reason = match e {
             LinkError::Expired => "link_expired",
             LinkError::Malformed | LinkError::BadSignature => "link_invalid",
         };
-        refused(state, reason, &e.to_string())
+        Box::new(refused(state, reason, &e.to_string()))
     })
 }
 
@@ -97,7 +97,7 @@ fn what(claims: &LinkClaims) -> String {
 pub async fn show_link(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let claims = match claims(&state, &token) {
         Ok(claims) => claims,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let key = claims.key();
     let record = state.gates.store.get(&key);
@@ -128,7 +128,7 @@ pub async fn use_link(
 ) -> Response {
     let claims = match claims(&state, &token) {
         Ok(claims) => claims,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let policies = state.policies.load_full();
     let Some(gates) = policies
