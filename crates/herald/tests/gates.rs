@@ -151,6 +151,53 @@ async fn post_press(addr: SocketAddr, body: &str, timestamp: i64, signature: &st
         .as_u16()
 }
 
+/// Slack's own Block Kit models (`slack_sdk`) read every block back unchanged and find
+/// nothing over Slack's limits (`validate_json`).
+fn slack_sdk_accepts(message: &Value) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = std::process::Command::new("bash")
+        .arg(root.join("tests/chart/venv.sh"))
+        .output()
+        .expect("the tests' Python environment");
+    assert!(
+        venv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let python = String::from_utf8(venv.stdout).unwrap().trim().to_owned();
+    let check = r#"
+import json, sys
+from slack_sdk.models.blocks import Block
+message = json.load(sys.stdin)
+for given in message["blocks"]:
+    block = Block.parse(given)
+    block.validate_json()
+    assert block.to_dict() == given, (block.to_dict(), given)
+print("ok")
+"#;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", check])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The ask Herald posted for a gate.
 async fn the_ask(slack: &FakeSlack, n: usize) -> Value {
     let calls = slack.wait_for(n).await;
@@ -210,6 +257,7 @@ async fn a_gate_is_closed_until_approved_from_slack_and_only_for_its_revision() 
             "thread_ts": "1700000000.000001",
         })
     );
+    slack_sdk_accepts(&ask);
     // Flagger asks every interval; the ask is posted once.
     assert_eq!(
         call_gate(addr, "confirm-promotion", "WaitingPromotion", REV1)
