@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::MessageTemplate;
 
+mod alertmanager;
 mod discord;
 mod googlechat;
 mod mattermost;
@@ -19,6 +20,9 @@ mod rocketchat;
 mod slack;
 mod webhook;
 
+pub use alertmanager::{
+    AlertmanagerBasicAuth, AlertmanagerReceiver, DEFAULT_PASSWORD_KEY as DEFAULT_ALERTMANAGER_PASSWORD_KEY,
+};
 pub use discord::DiscordReceiver;
 pub use googlechat::GoogleChatReceiver;
 pub use mattermost::MattermostReceiver;
@@ -102,6 +106,7 @@ receiver_kinds! {
     mattermost: MattermostReceiver as Mattermost,
     pagerduty: PagerDutyReceiver as PagerDuty,
     opsgenie: OpsgenieReceiver as Opsgenie,
+    alertmanager: AlertmanagerReceiver as Alertmanager,
 }
 
 /// The CRD's rule: exactly one kind is set.

@@ -19,6 +19,7 @@ use crate::policy::Compiler;
 use crate::secret::Redacted;
 use crate::template::{TemplateError, TemplateId};
 
+pub mod alertmanager;
 pub mod discord;
 pub mod googlechat;
 pub mod http;
@@ -246,6 +247,7 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::Mattermost(spec) => mattermost::compile(spec, &path, cx),
         ReceiverKindSpec::PagerDuty(spec) => pagerduty::compile(spec, &path, cx),
         ReceiverKindSpec::Opsgenie(spec) => opsgenie::compile(spec, &path, cx),
+        ReceiverKindSpec::Alertmanager(spec) => alertmanager::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,
