@@ -33,6 +33,7 @@ fn example_policies() -> PolicySet {
     assert_eq!(
         files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         [
+            "alertmanager-oncall.yaml",
             "audit-webhook.yaml",
             "discord-releases.yaml",
             "googlechat-team.yaml",
@@ -170,6 +171,7 @@ fn examples_check_clean_and_resolve_their_secrets() {
             "default/releases",
             "default/team-gchat",
             "default/team-payments",
+            "payments/payments-alertmanager",
             "payments/payments-opsgenie",
             "payments/payments-pagerduty",
             "payments/payments-rollouts",
@@ -228,6 +230,11 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "deploys-channel".to_owned(),
                 "slack",
                 "http://127.0.0.1:9099/slack/deploys"
+            ),
+            (
+                "payments-alerts".to_owned(),
+                "alertmanager",
+                "http://127.0.0.1:9099/alertmanager/api/v2/alerts"
             ),
             (
                 "payments-genie".to_owned(),
@@ -578,6 +585,7 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
         [
             "oncall-teams",
             "oncall-rocket",
+            "payments-alerts",
             "payments-genie",
             "payments-oncall",
             "rollout-threads",
@@ -585,10 +593,10 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
         ]
     );
     assert_eq!(
-        failed[4].1,
+        failed[5].1,
         Some((true, true, Some("5a6b7c".to_owned()), true, true))
     );
-    let (_, _, headers, body, exact) = &failed[5];
+    let (_, _, headers, body, exact) = &failed[6];
     assert_eq!(
         body,
         &json!({"service": "checkout", "namespace": "payments", "revision": "5a6b7c",
@@ -622,6 +630,7 @@ fn payments_rollback_example_events() {
         &[
             ("oncall-failures", "oncall-teams"),
             ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-alertmanager", "payments-alerts"),
             ("payments/payments-opsgenie", "payments-genie"),
             ("payments/payments-pagerduty", "payments-oncall"),
             ("payments/payments-rollouts", "rollout-threads"),
@@ -630,6 +639,7 @@ fn payments_rollback_example_events() {
         &[
             ("oncall-failures", "oncall-teams"),
             ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-alertmanager", "payments-alerts"),
             ("payments/payments-opsgenie", "payments-genie"),
             ("payments/payments-pagerduty", "payments-oncall"),
             ("payments/payments-rollouts", "rollout-threads"),

@@ -196,3 +196,43 @@ async fn a_rollback_fires_and_the_promotion_after_a_restart_resolves_it() {
     let alerts = active_alerts(&am, None).await;
     assert_eq!(alerts, Vec::<Value>::new(), "resolved: no longer listed");
 }
+
+/// `herald`'s password `h3rald-pass`, bcrypt-hashed as Alertmanager's `--web.config.file` takes
+/// it (libxcrypt's `$2b$`, cost 4: a test).
+const WEB_CONFIG: &str =
+    "basic_auth_users:\n  herald: $2b$04$7uRClUPd32QhPoptrYBfAe9fmdHz251pKUHi7zgqP7iK49rW.q4Hu\n";
+
+#[tokio::test]
+async fn basic_auth_from_a_secret_is_what_alertmanager_checks() {
+    if !installed() {
+        eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
+        return;
+    }
+    let am = start_alertmanager(Some(WEB_CONFIG)).await;
+    let secret = |password: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: am, namespace: test}}\nstringData: {{password: {password}}}\n---\n")
+    };
+    let auth = "        basicAuth: {username: herald, passwordSecretRef: {name: am}}\n";
+    // A wrong password: Alertmanager answers 401, which is not retried.
+    let wrong = secret("not-h3rald-pass") + &policy(am.addr, auth);
+    let dir = PolicyDir::new(&[("oncall.yaml", &wrong)]);
+    let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
+    send(server.addr, "Failed", ROLLBACK, 1_700_000_000_000, 1).await;
+    let failed = r#"herald_deliveries_total{receiver_type="alertmanager",outcome="failed"}"#;
+    let text = wait_for_metric(server.addr, failed, 1.0, WAIT).await;
+    assert!(!text.contains("not-h3rald-pass"));
+    server.stop().await.unwrap();
+    let credentials = Some(("herald", "h3rald-pass"));
+    assert_eq!(active_alerts(&am, credentials).await, Vec::<Value>::new());
+
+    let right = secret("h3rald-pass") + &policy(am.addr, auth);
+    dir.write("oncall.yaml", &right);
+    let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
+    send(server.addr, "Failed", ROLLBACK, 1_700_000_000_000, 1).await;
+    wait_for_metric(server.addr, DELIVERED, 1.0, WAIT).await;
+    server.stop().await.unwrap();
+    let alerts = active_alerts(&am, credentials).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["labels"]["canary"], "podinfo");
+    assert_eq!(alerts[0]["startsAt"], "2023-11-14T22:13:20.000Z");
+}
