@@ -83,8 +83,15 @@ fn each_mistake_names_its_field() {
             .map(|(path, message)| (format!("{R}.{path}"), (*message).to_owned()))
             .collect();
         assert_eq!(got, expected, "{what}");
-        assert_eq!(set.policies().len(), usize::from(expected.is_empty()), "{what}");
+        assert_eq!(
+            set.policies().len(),
+            usize::from(expected.is_empty()),
+            "{what}"
+        );
         let shown = format!("{:?}", loaded.problems);
-        assert!(!shown.contains("SECRET") && !shown.contains("t0k3n"), "{what}: {shown}");
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("t0k3n"),
+            "{what}: {shown}"
+        );
     }
 }

@@ -59,7 +59,10 @@ async fn start_alertmanager(web_config: Option<&str>) -> Alertmanager {
             "--config.file={}",
             dir.path().join("alertmanager.yml").display()
         ))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address={addr}"))
         // No gossip: one instance, no second port.
         .arg("--cluster.listen-address=")
@@ -84,7 +87,10 @@ async fn start_alertmanager(web_config: Option<&str>) -> Alertmanager {
         if ready.is_ok_and(|r| r.status().is_success() || r.status() == 401) {
             return am;
         }
-        assert!(Instant::now() < deadline, "Alertmanager did not start on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "Alertmanager did not start on {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -18,10 +18,12 @@ mod opsgenie;
 mod pagerduty;
 mod rocketchat;
 mod slack;
+mod telegram;
 mod webhook;
 
 pub use alertmanager::{
-    AlertmanagerBasicAuth, AlertmanagerReceiver, DEFAULT_PASSWORD_KEY as DEFAULT_ALERTMANAGER_PASSWORD_KEY,
+    AlertmanagerBasicAuth, AlertmanagerReceiver,
+    DEFAULT_PASSWORD_KEY as DEFAULT_ALERTMANAGER_PASSWORD_KEY,
 };
 pub use discord::DiscordReceiver;
 pub use googlechat::GoogleChatReceiver;
@@ -36,6 +38,7 @@ pub use pagerduty::{
 };
 pub use rocketchat::RocketChatReceiver;
 pub use slack::{SlackReceiver, SLACK_API_URL};
+pub use telegram::{TelegramReceiver, TELEGRAM_API_URL};
 pub use webhook::{HttpMethod, WebhookReceiver, WebhookSignature};
 
 /// Declares the receiver kinds: `field: SettingsType as Variant`, in the order the CRD lists
@@ -107,6 +110,7 @@ receiver_kinds! {
     pagerduty: PagerDutyReceiver as PagerDuty,
     opsgenie: OpsgenieReceiver as Opsgenie,
     alertmanager: AlertmanagerReceiver as Alertmanager,
+    telegram: TelegramReceiver as Telegram,
 }
 
 /// The CRD's rule: exactly one kind is set.

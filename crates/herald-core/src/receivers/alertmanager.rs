@@ -153,7 +153,9 @@ pub(crate) fn compile(
     }
     let mut request = RequestSpec::default();
     match (&spec.basic_auth, &spec.bearer_token_secret_ref) {
-        (Some(_), Some(_)) => cx.invalid(path, "set at most one of basicAuth, bearerTokenSecretRef"),
+        (Some(_), Some(_)) => {
+            cx.invalid(path, "set at most one of basicAuth, bearerTokenSecretRef")
+        }
         (Some(auth), None) => {
             if auth.username.is_empty() || auth.username.contains(':') {
                 cx.invalid(
@@ -205,8 +207,7 @@ pub(crate) fn compile(
 
 /// Standard base64 with padding (RFC 4648), for a basic-auth header.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk

@@ -84,7 +84,11 @@ fn a_failure_fires_and_a_success_resolves_the_same_alert() {
 #[test]
 fn without_a_cluster_there_is_no_cluster_label() {
     let set = set("");
-    let got = body(&set, &event("Failed", "Canary failed! Scaling down podinfo.default")).unwrap();
+    let got = body(
+        &set,
+        &event("Failed", "Canary failed! Scaling down podinfo.default"),
+    )
+    .unwrap();
     let alert: serde_json::Value = serde_json::from_str(&got).unwrap();
     let labels = alert[0]["labels"].as_object().unwrap();
     assert_eq!(

@@ -32,6 +32,7 @@ pub mod opsgenie;
 pub mod pagerduty;
 pub mod rocketchat;
 pub mod slack;
+pub mod telegram;
 pub mod threads;
 pub mod webhook;
 
@@ -88,6 +89,12 @@ pub trait ReceiverKind: fmt::Debug + Send + Sync + 'static {
     /// service says more than the status does (see [`reads_answer`](Self::reads_answer)).
     fn read_answer(&self, _body: &[u8]) -> Answer {
         Answer::Delivered { posted: None }
+    }
+
+    /// How long a `429` asks to wait, for a service that says so in the answer's body rather
+    /// than a `Retry-After` header (a `retry_after` field). The header wins.
+    fn retry_after(&self, _body: &[u8]) -> Option<std::time::Duration> {
+        None
     }
 
     /// Whether a `2xx` answer's body is read ([`read_answer`](Self::read_answer)).
@@ -248,6 +255,7 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::PagerDuty(spec) => pagerduty::compile(spec, &path, cx),
         ReceiverKindSpec::Opsgenie(spec) => opsgenie::compile(spec, &path, cx),
         ReceiverKindSpec::Alertmanager(spec) => alertmanager::compile(spec, &path, cx),
+        ReceiverKindSpec::Telegram(spec) => telegram::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,
