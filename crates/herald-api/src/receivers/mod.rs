@@ -19,6 +19,7 @@ mod pagerduty;
 mod rocketchat;
 mod slack;
 mod telegram;
+mod webex;
 mod webhook;
 
 pub use alertmanager::{
@@ -39,6 +40,7 @@ pub use pagerduty::{
 pub use rocketchat::RocketChatReceiver;
 pub use slack::{SlackReceiver, SLACK_API_URL};
 pub use telegram::{TelegramReceiver, TELEGRAM_API_URL};
+pub use webex::{WebexReceiver, WEBEX_API_URL};
 pub use webhook::{HttpMethod, WebhookReceiver, WebhookSignature};
 
 /// Declares the receiver kinds: `field: SettingsType as Variant`, in the order the CRD lists
@@ -111,6 +113,7 @@ receiver_kinds! {
     opsgenie: OpsgenieReceiver as Opsgenie,
     alertmanager: AlertmanagerReceiver as Alertmanager,
     telegram: TelegramReceiver as Telegram,
+    webex: WebexReceiver as Webex,
 }
 
 /// The CRD's rule: exactly one kind is set.

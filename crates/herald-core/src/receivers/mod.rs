@@ -34,6 +34,7 @@ pub mod rocketchat;
 pub mod slack;
 pub mod telegram;
 pub mod threads;
+pub mod webex;
 pub mod webhook;
 
 pub use http::{Header, RequestSpec, Signature};
@@ -256,6 +257,7 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::Opsgenie(spec) => opsgenie::compile(spec, &path, cx),
         ReceiverKindSpec::Alertmanager(spec) => alertmanager::compile(spec, &path, cx),
         ReceiverKindSpec::Telegram(spec) => telegram::compile(spec, &path, cx),
+        ReceiverKindSpec::Webex(spec) => webex::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,
