@@ -46,7 +46,9 @@ fn example_policies() -> PolicySet {
             "signed-webhook.yaml",
             "slack-bot-threads.yaml",
             "team-slack.yaml",
-            "teams-messagecard.yaml"
+            "teams-messagecard.yaml",
+            "telegram-releases.yaml",
+            "webex-room.yaml"
         ],
         "the examples changed: update this test"
     );
@@ -54,7 +56,7 @@ fn example_policies() -> PolicySet {
     let set = loaded.build("", "default");
     assert_eq!(loaded.problems, [], "the examples must check clean");
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
-    assert_eq!(loaded.secrets.len(), 8);
+    assert_eq!(loaded.secrets.len(), 10);
     set
 }
 
@@ -169,6 +171,8 @@ fn examples_check_clean_and_resolve_their_secrets() {
             "default/audit",
             "default/frontend-mattermost",
             "default/releases",
+            "default/search-telegram",
+            "default/search-webex",
             "default/team-gchat",
             "default/team-payments",
             "payments/payments-alertmanager",
@@ -220,6 +224,16 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "releases-discord".to_owned(),
                 "discord",
                 "http://127.0.0.1:9099/discord/releases"
+            ),
+            (
+                "search-topic".to_owned(),
+                "telegram",
+                "http://127.0.0.1:9099/telegram/bot123456789:demo-not-a-real-telegram-token/sendMessage"
+            ),
+            (
+                "search-room".to_owned(),
+                "webex",
+                "http://127.0.0.1:9099/webex/v1/messages"
             ),
             (
                 "team-space".to_owned(),

@@ -66,6 +66,59 @@ const ROWS: &[Row] = &[
             ("alertmanager.secretRef", "must be an http:// or https:// URL with a host"),
         ],
     ),
+    (
+        "telegram: a valid one",
+        "token: \"123:abc\"",
+        "      telegram: {tokenSecretRef: {name: creds}, chatId: \"@releases\"}\n",
+        &[],
+    ),
+    (
+        "telegram: nothing set",
+        "",
+        "      telegram: {apiUrl: telegram.local}\n",
+        &[
+            ("telegram.apiUrl", "must be an http:// or https:// URL with a host"),
+            ("telegram.chatId", "required: the chat's ID or @username"),
+            ("telegram.tokenSecretRef", "required: the Secret key holding the bot's token"),
+        ],
+    ),
+    (
+        "telegram: a chat that is no ID, a token that is no bot token",
+        "token: SECRET/x",
+        "      telegram: {tokenSecretRef: {name: creds}, chatId: releases}\n",
+        &[
+            ("telegram.chatId", "a chat ID is a number (-1001234567890) or a channel's @username"),
+            ("telegram.tokenSecretRef", "a bot token is the bot's ID, ':' and letters, digits, '-' or '_'"),
+        ],
+    ),
+    (
+        "telegram: a missing Secret key",
+        "",
+        "      telegram: {tokenSecretRef: {name: creds, key: bot}, chatId: \"-100\"}\n",
+        &[("telegram.tokenSecretRef", "Secret default/creds has no key \"bot\"")],
+    ),
+    (
+        "webex: a valid one",
+        "token: t0k3n",
+        "      webex: {tokenSecretRef: {name: creds}, roomId: Y2lz}\n",
+        &[],
+    ),
+    (
+        "webex: nothing set",
+        "",
+        "      webex: {roomId: \"\", apiUrl: \"ftp://webex\"}\n",
+        &[
+            ("webex.apiUrl", "must be an http:// or https:// URL with a host"),
+            ("webex.roomId", "required: the room's ID"),
+            ("webex.tokenSecretRef", "required: the Secret key holding the bot's access token"),
+        ],
+    ),
+    (
+        "webex: a token of two lines",
+        "token: \"t0k3n\\nSECRET\"",
+        "      webex: {tokenSecretRef: {name: creds}, roomId: Y2lz}\n",
+        &[("webex.tokenSecretRef", "the token must be one line of visible ASCII")],
+    ),
 ];
 
 #[test]
