@@ -12,6 +12,7 @@ use crate::MessageTemplate;
 mod alertmanager;
 mod discord;
 mod googlechat;
+mod grafana;
 mod mattermost;
 mod msteams;
 mod opsgenie;
@@ -28,6 +29,7 @@ pub use alertmanager::{
 };
 pub use discord::DiscordReceiver;
 pub use googlechat::GoogleChatReceiver;
+pub use grafana::GrafanaReceiver;
 pub use mattermost::MattermostReceiver;
 pub use msteams::{TeamsFormat, TeamsReceiver};
 pub use opsgenie::{
@@ -114,6 +116,7 @@ receiver_kinds! {
     alertmanager: AlertmanagerReceiver as Alertmanager,
     telegram: TelegramReceiver as Telegram,
     webex: WebexReceiver as Webex,
+    grafana: GrafanaReceiver as Grafana,
 }
 
 /// The CRD's rule: exactly one kind is set.

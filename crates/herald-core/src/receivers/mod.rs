@@ -22,6 +22,7 @@ use crate::template::{TemplateError, TemplateId};
 pub mod alertmanager;
 pub mod discord;
 pub mod googlechat;
+pub mod grafana;
 pub mod http;
 pub(crate) mod json;
 pub mod lifecycle;
@@ -258,6 +259,7 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::Alertmanager(spec) => alertmanager::compile(spec, &path, cx),
         ReceiverKindSpec::Telegram(spec) => telegram::compile(spec, &path, cx),
         ReceiverKindSpec::Webex(spec) => webex::compile(spec, &path, cx),
+        ReceiverKindSpec::Grafana(spec) => grafana::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,
