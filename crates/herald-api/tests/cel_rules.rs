@@ -51,6 +51,7 @@ fn minimal_settings(kind: &str) -> serde_json::Value {
         "opsgenie" => json!({"apiKeySecretRef": {"name": "s"}}),
         "telegram" => json!({"tokenSecretRef": {"name": "s"}, "chatId": "@c"}),
         "webex" => json!({"tokenSecretRef": {"name": "s"}, "roomId": "r"}),
+        "grafana" => json!({"url": "https://a", "tokenSecretRef": {"name": "s"}}),
         _ => json!({"url": "https://a"}),
     }
 }

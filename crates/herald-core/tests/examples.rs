@@ -37,6 +37,7 @@ fn example_policies() -> PolicySet {
             "audit-webhook.yaml",
             "discord-releases.yaml",
             "googlechat-team.yaml",
+            "grafana-annotations.yaml",
             "mattermost-frontend.yaml",
             "oncall-failures.yaml",
             "opsgenie-oncall.yaml",
@@ -56,7 +57,7 @@ fn example_policies() -> PolicySet {
     let set = loaded.build("", "default");
     assert_eq!(loaded.problems, [], "the examples must check clean");
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
-    assert_eq!(loaded.secrets.len(), 10);
+    assert_eq!(loaded.secrets.len(), 11);
     set
 }
 
@@ -176,6 +177,7 @@ fn examples_check_clean_and_resolve_their_secrets() {
             "default/team-gchat",
             "default/team-payments",
             "payments/payments-alertmanager",
+            "payments/payments-grafana",
             "payments/payments-opsgenie",
             "payments/payments-pagerduty",
             "payments/payments-rollouts",
@@ -249,6 +251,11 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "payments-alerts".to_owned(),
                 "alertmanager",
                 "http://127.0.0.1:9099/alertmanager/api/v2/alerts"
+            ),
+            (
+                "payments-dashboard".to_owned(),
+                "grafana",
+                "http://127.0.0.1:9099/grafana/api/annotations"
             ),
             (
                 "payments-genie".to_owned(),

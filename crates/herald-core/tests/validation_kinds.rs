@@ -1,5 +1,5 @@
 //! What `herald check` reports for the settings of the kinds added after `validation.rs`
-//! (Alertmanager, Telegram, Webex): one row per mistake, the field it names and its message,
+//! (Alertmanager, Telegram, Webex, Grafana): one row per mistake, the field it names and its message,
 //! and that no credential is echoed.
 
 mod common;
@@ -118,6 +118,22 @@ const ROWS: &[Row] = &[
         "token: \"t0k3n\\nSECRET\"",
         "      webex: {tokenSecretRef: {name: creds}, roomId: Y2lz}\n",
         &[("webex.tokenSecretRef", "the token must be one line of visible ASCII")],
+    ),
+    (
+        "grafana: a valid one",
+        "token: glsa_x",
+        "      grafana: {url: \"https://grafana\", tokenSecretRef: {name: creds}, dashboardUid: d, panelId: 2}\n",
+        &[],
+    ),
+    (
+        "grafana: a panel without its dashboard, an empty tag, no token",
+        "",
+        "      grafana: {url: \"https://grafana\", panelId: 2, tags: [a, \"\"]}\n",
+        &[
+            ("grafana.panelId", "needs dashboardUid: a panel is a dashboard's"),
+            ("grafana.tags[1]", "must not be empty"),
+            ("grafana.tokenSecretRef", "required: the Secret key holding a service account token"),
+        ],
     ),
 ];
 

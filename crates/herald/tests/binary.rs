@@ -62,7 +62,7 @@ fn check_accepts_the_examples() {
             .lines()
             .last()
             .unwrap(),
-        "ok: 15 policies, 10 secrets in 16 files"
+        "ok: 16 policies, 11 secrets in 17 files"
     );
 }
 
