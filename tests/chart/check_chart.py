@@ -24,6 +24,7 @@ import traceback
 # Each module registers its checks when imported, in this order: the order of --list.
 import checks_rendering  # noqa: F401
 import checks_receivers  # noqa: F401
+import checks_pagerduty  # noqa: F401
 import checks_schemas  # noqa: F401
 import checks_cluster  # noqa: F401
 from common import CHECKS, Skip

@@ -92,6 +92,10 @@ dict. Fails when a webhook is set as well: the default policy has one Slack rece
 {{- include "herald.secretRef" (list . .Values.msteams.url .Values.msteams.existingSecret "msteams" "msteams.url") }}
 {{- end }}
 
+{{- define "herald.pagerdutyRef" -}}
+{{- include "herald.secretRef" (list . .Values.pagerduty.routingKey .Values.pagerduty.existingSecret "pagerdutyRoutingKey" "pagerduty.routingKey" "routingKey") }}
+{{- end }}
+
 {{- define "herald.webhookRef" -}}
 {{- include "herald.secretRef" (list . .Values.eventWebhook .Values.eventWebhookExistingSecret "webhook" "eventWebhook") }}
 {{- end }}

@@ -49,6 +49,9 @@ fn minimal_settings(kind: &str) -> serde_json::Value {
     match kind {
         "pagerduty" => json!({"routingKeySecretRef": {"name": "s"}}),
         "opsgenie" => json!({"apiKeySecretRef": {"name": "s"}}),
+        "telegram" => json!({"tokenSecretRef": {"name": "s"}, "chatId": "@c"}),
+        "webex" => json!({"tokenSecretRef": {"name": "s"}, "roomId": "r"}),
+        "grafana" => json!({"url": "https://a", "tokenSecretRef": {"name": "s"}}),
         _ => json!({"url": "https://a"}),
     }
 }
@@ -154,4 +157,35 @@ fn pagerduty_needs_its_routing_key() {
         "{}",
         errors(&none)
     );
+}
+
+#[test]
+fn the_api_kinds_need_their_credentials_and_targets() {
+    let cases = [
+        (json!({"telegram": {"chatId": "@c"}}), "set tokenSecretRef"),
+        (
+            json!({"telegram": {"tokenSecretRef": {"name": "s"}}}),
+            "set chatId",
+        ),
+        (json!({"webex": {"roomId": "r"}}), "set tokenSecretRef"),
+        (
+            json!({"webex": {"tokenSecretRef": {"name": "s"}}}),
+            "set roomId",
+        ),
+        (
+            json!({"alertmanager": {"url": "https://a", "secretRef": {"name": "s"}}}),
+            "set exactly one of url, secretRef",
+        ),
+        (
+            json!({"alertmanager": {"url": "https://a", "bearerTokenSecretRef": {"name": "s"},
+                   "basicAuth": {"username": "u", "passwordSecretRef": {"name": "s"}}}}),
+            "set at most one of basicAuth, bearerTokenSecretRef",
+        ),
+    ];
+    for (receiver, message) in cases {
+        let mut receiver = receiver;
+        receiver["name"] = json!("x");
+        let e = errors(&policy(json!([receiver])));
+        assert!(e.contains(message), "{receiver}: {e}");
+    }
 }

@@ -33,9 +33,11 @@ fn example_policies() -> PolicySet {
     assert_eq!(
         files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         [
+            "alertmanager-oncall.yaml",
             "audit-webhook.yaml",
             "discord-releases.yaml",
             "googlechat-team.yaml",
+            "grafana-annotations.yaml",
             "mattermost-frontend.yaml",
             "oncall-failures.yaml",
             "opsgenie-oncall.yaml",
@@ -45,7 +47,9 @@ fn example_policies() -> PolicySet {
             "signed-webhook.yaml",
             "slack-bot-threads.yaml",
             "team-slack.yaml",
-            "teams-messagecard.yaml"
+            "teams-messagecard.yaml",
+            "telegram-releases.yaml",
+            "webex-room.yaml"
         ],
         "the examples changed: update this test"
     );
@@ -53,7 +57,7 @@ fn example_policies() -> PolicySet {
     let set = loaded.build("", "default");
     assert_eq!(loaded.problems, [], "the examples must check clean");
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
-    assert_eq!(loaded.secrets.len(), 8);
+    assert_eq!(loaded.secrets.len(), 11);
     set
 }
 
@@ -168,8 +172,12 @@ fn examples_check_clean_and_resolve_their_secrets() {
             "default/audit",
             "default/frontend-mattermost",
             "default/releases",
+            "default/search-telegram",
+            "default/search-webex",
             "default/team-gchat",
             "default/team-payments",
+            "payments/payments-alertmanager",
+            "payments/payments-grafana",
             "payments/payments-opsgenie",
             "payments/payments-pagerduty",
             "payments/payments-rollouts",
@@ -220,6 +228,16 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "http://127.0.0.1:9099/discord/releases"
             ),
             (
+                "search-topic".to_owned(),
+                "telegram",
+                "http://127.0.0.1:9099/telegram/bot123456789:demo-not-a-real-telegram-token/sendMessage"
+            ),
+            (
+                "search-room".to_owned(),
+                "webex",
+                "http://127.0.0.1:9099/webex/v1/messages"
+            ),
+            (
                 "team-space".to_owned(),
                 "googlechat",
                 "http://127.0.0.1:9099/googlechat/team?messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"
@@ -228,6 +246,16 @@ fn examples_check_clean_and_resolve_their_secrets() {
                 "deploys-channel".to_owned(),
                 "slack",
                 "http://127.0.0.1:9099/slack/deploys"
+            ),
+            (
+                "payments-alerts".to_owned(),
+                "alertmanager",
+                "http://127.0.0.1:9099/alertmanager/api/v2/alerts"
+            ),
+            (
+                "payments-dashboard".to_owned(),
+                "grafana",
+                "http://127.0.0.1:9099/grafana/api/annotations"
             ),
             (
                 "payments-genie".to_owned(),
@@ -578,6 +606,7 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
         [
             "oncall-teams",
             "oncall-rocket",
+            "payments-alerts",
             "payments-genie",
             "payments-oncall",
             "rollout-threads",
@@ -585,10 +614,10 @@ fn payments_rollouts_thread_in_slack_and_failures_reach_the_signed_tracker() {
         ]
     );
     assert_eq!(
-        failed[4].1,
+        failed[5].1,
         Some((true, true, Some("5a6b7c".to_owned()), true, true))
     );
-    let (_, _, headers, body, exact) = &failed[5];
+    let (_, _, headers, body, exact) = &failed[6];
     assert_eq!(
         body,
         &json!({"service": "checkout", "namespace": "payments", "revision": "5a6b7c",
@@ -622,6 +651,7 @@ fn payments_rollback_example_events() {
         &[
             ("oncall-failures", "oncall-teams"),
             ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-alertmanager", "payments-alerts"),
             ("payments/payments-opsgenie", "payments-genie"),
             ("payments/payments-pagerduty", "payments-oncall"),
             ("payments/payments-rollouts", "rollout-threads"),
@@ -630,6 +660,7 @@ fn payments_rollback_example_events() {
         &[
             ("oncall-failures", "oncall-teams"),
             ("oncall-rocketchat", "oncall-rocket"),
+            ("payments/payments-alertmanager", "payments-alerts"),
             ("payments/payments-opsgenie", "payments-genie"),
             ("payments/payments-pagerduty", "payments-oncall"),
             ("payments/payments-rollouts", "rollout-threads"),

@@ -62,7 +62,7 @@ fn check_accepts_the_examples() {
             .lines()
             .last()
             .unwrap(),
-        "ok: 12 policies, 8 secrets in 13 files"
+        "ok: 16 policies, 11 secrets in 17 files"
     );
 }
 

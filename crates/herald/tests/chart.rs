@@ -161,6 +161,7 @@ chart_checks! {
     slack_bot,
     slack_bot_existing_secret,
     slack_bot_errors,
+    pagerduty_default_policy,
     schema_rejects_typos,
     crds_match,
     policies_match_crd,

@@ -35,6 +35,8 @@ struct PagerDuty {
     opened: usize,
     /// Answer this many requests `429` first.
     throttle: usize,
+    /// Every accepted change event's exact bytes.
+    changes: Vec<String>,
 }
 
 type Shared = Arc<Mutex<PagerDuty>>;
@@ -48,6 +50,7 @@ async fn start_pagerduty(throttle: usize) -> (SocketAddr, Shared) {
     }));
     let app = Router::new()
         .route("/v2/enqueue", post(enqueue))
+        .route("/v2/change/enqueue", post(change))
         .with_state(shared.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, shared)
@@ -92,6 +95,30 @@ async fn enqueue(State(shared): State<Shared>, headers: HeaderMap, body: String)
     (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
 }
 
+/// `POST /v2/change/enqueue`: a change event has a routing key and a `payload` with a
+/// `summary` of at most 1,024 characters and a `source`; no `event_action` or `dedup_key`.
+async fn change(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let mut pd = shared.lock().unwrap();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let chars = |v: &Value| v.as_str().map(|s| s.chars().count());
+    let valid = serde_json::from_str::<Value>(&body).ok().filter(|event| {
+        json && chars(&event["routing_key"]) == Some(32)
+            && matches!(chars(&event["payload"]["summary"]), Some(1..=1024))
+            && matches!(chars(&event["payload"]["source"]), Some(1..))
+            && event.get("event_action").is_none()
+            && event.get("dedup_key").is_none()
+    });
+    if valid.is_none() {
+        let answer = json!({"status": "invalid event", "message": "Event object is invalid"});
+        return (StatusCode::BAD_REQUEST, axum::Json(answer)).into_response();
+    }
+    pd.changes.push(body);
+    let answer = json!({"status": "success", "message": "Change event processed"});
+    (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
+}
+
 /// What the Events API v2 refuses.
 fn event_problem(event: &Value) -> Option<String> {
     let chars = |v: &Value| v.as_str().map(|s| s.chars().count());
@@ -122,6 +149,10 @@ fn event_problem(event: &Value) -> Option<String> {
 }
 
 fn policies(addr: SocketAddr, routing_key: &str) -> PolicyDir {
+    policies_with(addr, routing_key, "")
+}
+
+fn policies_with(addr: SocketAddr, routing_key: &str, extra: &str) -> PolicyDir {
     let policy = format!(
         r#"apiVersion: v1
 kind: Secret
@@ -138,7 +169,7 @@ spec:
         routingKeySecretRef: {{name: pagerduty}}
         apiUrl: "http://{addr}"
         source: prod-eu
-"#
+{extra}"#
     );
     PolicyDir::new(&[("oncall.yaml", &policy)])
 }
@@ -267,5 +298,39 @@ async fn a_refused_event_is_not_retried_and_the_key_never_shows() {
     assert_eq!(
         stdout,
         "{\"policy\":\"default/oncall\",\"receiver\":\"pager\",\"type\":\"pagerduty\",\"body\":{\"event_action\":\"resolve\",\"dedup_key\":\"herald//default/podinfo\"}}\n"
+    );
+}
+
+#[tokio::test]
+async fn with_change_events_a_promotion_resolves_then_records_a_change() {
+    let (addr, pd) = start_pagerduty(0).await;
+    let dir = policies_with(addr, ROUTING_KEY, "        changeEvents: true\n");
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    let rollback = "Rolling back podinfo.default failed checks threshold reached 5";
+    send(server.addr, "Progressing", rollback, 1_700_000_000_000, 1).await;
+    let promoted = "Promotion completed! Scaling down podinfo.default";
+    send(server.addr, "Succeeded", promoted, 1_700_000_600_000, 1).await;
+    let text = wait_for_metric(server.addr, DELIVERED, 2.0, WAIT).await;
+    // The change event follows the resolve: one more attempt, the same notification.
+    let deadline = std::time::Instant::now() + WAIT;
+    while pd.lock().unwrap().changes.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no change event");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.stop().await.unwrap();
+    assert!(metric(&text, ATTEMPTS) >= 2.0);
+    let pd = pd.lock().unwrap();
+    assert_eq!(
+        pd.received[1],
+        format!(
+            r#"{{"routing_key":"{ROUTING_KEY}","event_action":"resolve","dedup_key":"herald//default/podinfo"}}"#
+        )
+    );
+    assert_eq!(pd.incidents.get("herald//default/podinfo"), Some(&false));
+    assert_eq!(
+        pd.changes,
+        [format!(
+            r#"{{"routing_key":"{ROUTING_KEY}","payload":{{"summary":"podinfo.default: {promoted}","timestamp":"2023-11-14T22:23:20Z","source":"prod-eu","custom_details":{{"phase":"Succeeded","revision":"abc123","message":"{promoted}"}}}}}}"#
+        )]
     );
 }

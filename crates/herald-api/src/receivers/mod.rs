@@ -9,18 +9,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::MessageTemplate;
 
+mod alertmanager;
 mod discord;
 mod googlechat;
+mod grafana;
 mod mattermost;
 mod msteams;
 mod opsgenie;
 mod pagerduty;
 mod rocketchat;
 mod slack;
+mod telegram;
+mod webex;
 mod webhook;
 
+pub use alertmanager::{
+    AlertmanagerBasicAuth, AlertmanagerReceiver,
+    DEFAULT_PASSWORD_KEY as DEFAULT_ALERTMANAGER_PASSWORD_KEY,
+};
 pub use discord::DiscordReceiver;
 pub use googlechat::GoogleChatReceiver;
+pub use grafana::GrafanaReceiver;
 pub use mattermost::MattermostReceiver;
 pub use msteams::{TeamsFormat, TeamsReceiver};
 pub use opsgenie::{
@@ -32,6 +41,8 @@ pub use pagerduty::{
 };
 pub use rocketchat::RocketChatReceiver;
 pub use slack::{SlackReceiver, SLACK_API_URL};
+pub use telegram::{TelegramReceiver, TELEGRAM_API_URL};
+pub use webex::{WebexReceiver, WEBEX_API_URL};
 pub use webhook::{HttpMethod, WebhookReceiver, WebhookSignature};
 
 /// Declares the receiver kinds: `field: SettingsType as Variant`, in the order the CRD lists
@@ -102,6 +113,10 @@ receiver_kinds! {
     mattermost: MattermostReceiver as Mattermost,
     pagerduty: PagerDutyReceiver as PagerDuty,
     opsgenie: OpsgenieReceiver as Opsgenie,
+    alertmanager: AlertmanagerReceiver as Alertmanager,
+    telegram: TelegramReceiver as Telegram,
+    webex: WebexReceiver as Webex,
+    grafana: GrafanaReceiver as Grafana,
 }
 
 /// The CRD's rule: exactly one kind is set.

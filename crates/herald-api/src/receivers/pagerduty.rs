@@ -29,6 +29,11 @@ pub struct PagerDutyReceiver {
     /// Herald, which maps to `critical` unless set here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<PagerDutySeverities>,
+    /// Also sends a change event (`POST <apiUrl>/v2/change/enqueue`) for each promotion
+    /// ("Promotion completed!"), which PagerDuty shows on the service's timeline next to its
+    /// incidents. Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_events: Option<bool>,
 }
 
 /// PagerDuty's severity for each of Herald's.

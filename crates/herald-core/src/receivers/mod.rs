@@ -19,8 +19,10 @@ use crate::policy::Compiler;
 use crate::secret::Redacted;
 use crate::template::{TemplateError, TemplateId};
 
+pub mod alertmanager;
 pub mod discord;
 pub mod googlechat;
+pub mod grafana;
 pub mod http;
 pub(crate) mod json;
 pub mod lifecycle;
@@ -31,7 +33,9 @@ pub mod opsgenie;
 pub mod pagerduty;
 pub mod rocketchat;
 pub mod slack;
+pub mod telegram;
 pub mod threads;
+pub mod webex;
 pub mod webhook;
 
 pub use http::{Header, RequestSpec, Signature};
@@ -87,6 +91,12 @@ pub trait ReceiverKind: fmt::Debug + Send + Sync + 'static {
     /// service says more than the status does (see [`reads_answer`](Self::reads_answer)).
     fn read_answer(&self, _body: &[u8]) -> Answer {
         Answer::Delivered { posted: None }
+    }
+
+    /// How long a `429` asks to wait, for a service that says so in the answer's body rather
+    /// than a `Retry-After` header (a `retry_after` field). The header wins.
+    fn retry_after(&self, _body: &[u8]) -> Option<std::time::Duration> {
+        None
     }
 
     /// Whether a `2xx` answer's body is read ([`read_answer`](Self::read_answer)).
@@ -265,6 +275,10 @@ pub(crate) fn compile(receiver: &Receiver, path: &str, cx: &mut Compiler<'_>) ->
         ReceiverKindSpec::Mattermost(spec) => mattermost::compile(spec, &path, cx),
         ReceiverKindSpec::PagerDuty(spec) => pagerduty::compile(spec, &path, cx),
         ReceiverKindSpec::Opsgenie(spec) => opsgenie::compile(spec, &path, cx),
+        ReceiverKindSpec::Alertmanager(spec) => alertmanager::compile(spec, &path, cx),
+        ReceiverKindSpec::Telegram(spec) => telegram::compile(spec, &path, cx),
+        ReceiverKindSpec::Webex(spec) => webex::compile(spec, &path, cx),
+        ReceiverKindSpec::Grafana(spec) => grafana::compile(spec, &path, cx),
     }?;
     Some(Compiled {
         type_name: field,

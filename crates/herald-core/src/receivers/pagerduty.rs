@@ -39,6 +39,8 @@ pub struct PagerDuty {
     /// Receivers share PagerDuty's URL: each routing key is its own queue and rate-limit
     /// group (a fingerprint, never the key).
     queue: String,
+    /// Where a promotion's change event goes, when `changeEvents` is on.
+    change_url: Option<Redacted>,
 }
 
 impl ReceiverKind for PagerDuty {
@@ -48,11 +50,14 @@ impl ReceiverKind for PagerDuty {
 
     fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
         let key = canary_key(render.event(), render.cluster());
-        if transition(render.event()) == Some(Transition::Resolve) {
+        let resolve = transition(render.event()) == Some(Transition::Resolve);
+        let promoted = render.event().message().starts_with("Promotion completed!");
+        if resolve && !(promoted && self.change_url.is_some()) {
             // A resolve carries no payload: PagerDuty would ignore it.
             return Ok(serde_json::to_vec(&Resolve {
                 event_action: "resolve",
                 dedup_key: &key,
+                change: None,
             })
             .expect("a resolve serialises"));
         }
@@ -74,6 +79,27 @@ impl ReceiverKind for PagerDuty {
             None if !cluster.is_empty() => cluster,
             None => "herald",
         };
+        let details = Details {
+            phase: &event.phase,
+            revision: event.checksum.as_deref(),
+            cluster: (!cluster.is_empty()).then_some(cluster),
+            message: event.message(),
+        };
+        if resolve {
+            // The resolve, and the promotion's change event that [`Self::plan`] sends after it.
+            let change = Change {
+                summary: &limit_chars(&summary, SUMMARY_LIMIT),
+                timestamp: crate::template::rfc3339(event.timestamp_ms()),
+                source,
+                custom_details: details,
+            };
+            return Ok(serde_json::to_vec(&Resolve {
+                event_action: "resolve",
+                dedup_key: &key,
+                change: Some(change),
+            })
+            .expect("a resolve serialises"));
+        }
         let body = Trigger {
             event_action: "trigger",
             dedup_key: &key,
@@ -85,28 +111,54 @@ impl ReceiverKind for PagerDuty {
                 component: &event.name,
                 group: &event.namespace,
                 class: "canary",
-                custom_details: Details {
-                    phase: &event.phase,
-                    revision: event.checksum.as_deref(),
-                    cluster: (!cluster.is_empty()).then_some(cluster),
-                    message: event.message(),
-                },
+                custom_details: details,
             },
             client: "Herald",
         };
         Ok(serde_json::to_vec(&body).expect("a trigger serialises"))
     }
 
-    /// The body with `routing_key` put first: the rendered body never holds the key.
+    /// The body with `routing_key` put first: the rendered body never holds the key. A
+    /// resolve that carries a promotion's `change` is sent without it, and the change event
+    /// follows it to its own URL.
     fn plan(&self, body: &[u8], _: Option<&ThreadRef>, _: Option<&ThreadParent>) -> Plan {
+        let key = self.routing_key.expose();
+        let split = (self.change_url.clone())
+            .zip(serde_json::from_slice::<WithChange<'_>>(body).ok())
+            .and_then(|(url, parsed)| parsed.change.map(|change| (url, parsed.dedup_key, change)));
+        let Some((url, dedup_key, change)) = split else {
+            return Plan {
+                request: Request {
+                    name: "enqueue",
+                    url: None,
+                    body: Some(with_routing_key(body, key)),
+                },
+                keep: KeepThread::Nothing,
+                follow_up: None,
+            };
+        };
+        let resolve = serde_json::to_vec(&Resolve {
+            event_action: "resolve",
+            dedup_key: &dedup_key,
+            change: None,
+        })
+        .expect("a resolve serialises");
+        let mut event = Vec::with_capacity(change.get().len() + key.len() + 32);
+        event.extend_from_slice(b"{\"payload\":");
+        event.extend_from_slice(change.get().as_bytes());
+        event.push(b'}');
         Plan {
             request: Request {
                 name: "enqueue",
                 url: None,
-                body: Some(with_routing_key(body, self.routing_key.expose())),
+                body: Some(with_routing_key(&resolve, key)),
             },
             keep: KeepThread::Nothing,
-            follow_up: None,
+            follow_up: Some(Request {
+                name: "change",
+                url: Some(url),
+                body: Some(with_routing_key(&event, key)),
+            }),
         }
     }
 
@@ -138,6 +190,27 @@ fn with_routing_key(body: &[u8], key: &str) -> Vec<u8> {
 struct Resolve<'a> {
     event_action: &'static str,
     dedup_key: &'a str,
+    /// Only in the rendered body: the change event's payload, sent on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change: Option<Change<'a>>,
+}
+
+/// A change event's `payload`.
+#[derive(Serialize)]
+struct Change<'a> {
+    summary: &'a str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    timestamp: String,
+    source: &'a str,
+    custom_details: Details<'a>,
+}
+
+/// A rendered resolve, read back by [`PagerDuty::plan`].
+#[derive(serde::Deserialize)]
+struct WithChange<'a> {
+    dedup_key: String,
+    #[serde(borrow)]
+    change: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Serialize)]
@@ -223,6 +296,8 @@ pub(crate) fn compile(
         source: spec.source.clone(),
         error: severities.error.unwrap_or(PagerDutySeverity::Critical),
         warning: severities.warning.unwrap_or(PagerDutySeverity::Warning),
+        change_url: (spec.change_events == Some(true))
+            .then(|| Redacted::new(format!("{api}/v2/change/enqueue"))),
     };
     Some(Compiled {
         type_name: "",

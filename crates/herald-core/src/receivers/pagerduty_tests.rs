@@ -173,3 +173,43 @@ spec:
         ]
     );
 }
+
+#[test]
+fn change_events_follow_a_promotions_resolve_only() {
+    let policy = POLICY.replace("severity: {error: error}", "changeEvents: true");
+    let mut loaded = load_sources([("p.yaml", policy.as_str())]);
+    let set = loaded.build("prod-eu", "default");
+    assert_eq!(loaded.problems, []);
+    let receiver = set.receiver(0, 0);
+    let promoted = "Promotion completed! Scaling down podinfo.default";
+    let got = bodies(&set, &event("Succeeded", promoted));
+    // The rendered body (`herald render`) shows both, without the routing key.
+    let rendered: Value = serde_json::from_slice(&got[0]).unwrap();
+    assert_eq!(rendered["event_action"], "resolve");
+    assert_eq!(rendered["change"]["source"], "prod-eu");
+    let plan = receiver.kind.plan(&got[0], None, None);
+    assert_eq!(
+        String::from_utf8(plan.request.body.unwrap()).unwrap(),
+        r#"{"routing_key":"R0UT1NGKEY0123456789abcdefABCDEF","event_action":"resolve","dedup_key":"herald/prod-eu/default/podinfo"}"#
+    );
+    let change = plan.follow_up.expect("a change event");
+    assert_eq!(
+        change.url.unwrap().expose(),
+        "https://events.pagerduty.com/v2/change/enqueue"
+    );
+    assert_eq!(
+        String::from_utf8(change.body.unwrap()).unwrap(),
+        format!(
+            r#"{{"routing_key":"R0UT1NGKEY0123456789abcdefABCDEF","payload":{{"summary":"[prod-eu] podinfo.default: {promoted}","timestamp":"2020-01-09T22:07:15.167Z","source":"prod-eu","custom_details":{{"phase":"Succeeded","revision":"abc123","cluster":"prod-eu","message":"{promoted}"}}}}}}"#
+        )
+    );
+    // A failure, and a success that is no promotion, send no change event.
+    for (phase, message) in [
+        ("Failed", "Canary failed! Scaling down podinfo.default"),
+        ("Succeeded", "Copying podinfo.default template spec"),
+    ] {
+        let got = bodies(&set, &event(phase, message));
+        let plan = receiver.kind.plan(&got[0], None, None);
+        assert_eq!(plan.follow_up, None, "{message}");
+    }
+}

@@ -306,7 +306,13 @@ async fn attempt_once(
         .headers()
         .get(RETRY_AFTER)
         .and_then(parse_retry_after);
-    let snippet = snippet(&response.bytes().await.unwrap_or_default());
+    let answer = response.bytes().await.unwrap_or_default();
+    let retry_after = retry_after.or_else(|| {
+        (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| job.kind.retry_after(&answer))
+            .flatten()
+    });
+    let snippet = snippet(&answer);
     let detail = format!("HTTP {}: {snippet}", status.as_u16());
     if status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT

@@ -1,0 +1,177 @@
+//! Grafana's annotations API: `POST <url>/api/annotations` with `{time, tags, text,
+//! dashboardUID?, panelId?}` and a service account's bearer token. Each notification is one
+//! point annotation at the event's time, tagged `flagger`, the canary, its namespace, its
+//! phase and the cluster, so a dashboard's annotation query by tag shows a canary's rollouts.
+//! Grafana answers `{"message":"Annotation added","id":N}`. Dashboards show the text as
+//! sanitised HTML, so the event's values are escaped as HTML.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use herald_api::GrafanaReceiver;
+use serde::Serialize;
+
+use super::{chat_body, limit, Compiled, ReceiverKind, Render, RequestSpec};
+use crate::escape::Markup;
+use crate::policy::Compiler;
+use crate::secret::Redacted;
+use crate::template::TemplateError;
+
+/// The annotation's text is cut to this many bytes (Grafana keeps it in a `TEXT` column;
+/// dashboards show the first lines).
+pub const TEXT_LIMIT: usize = 10_000;
+
+/// A Grafana organisation (or one dashboard, or one panel).
+#[derive(Debug)]
+pub struct Grafana {
+    pub dashboard_uid: Option<String>,
+    pub panel_id: Option<i64>,
+    pub tags: Vec<String>,
+}
+
+impl ReceiverKind for Grafana {
+    fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
+        chat_body(render, Markup::Html, |message, _| {
+            let event = message.event;
+            let mut tags = vec![
+                "flagger",
+                event.name.as_str(),
+                event.namespace.as_str(),
+                event.phase.as_str(),
+            ];
+            if !message.cluster.is_empty() {
+                tags.push(message.cluster);
+            }
+            tags.extend(self.tags.iter().map(String::as_str));
+            let text = match (message.title.is_empty(), message.text.is_empty()) {
+                (false, false) => format!("{}: {}", message.title, message.text),
+                (true, _) => message.text.to_owned(),
+                (false, true) => message.title.to_owned(),
+            };
+            let body = Annotation {
+                dashboard_uid: self.dashboard_uid.as_deref(),
+                panel_id: self.panel_id,
+                time: event.timestamp_ms(),
+                tags,
+                text: &limit(&text, TEXT_LIMIT),
+            };
+            serde_json::to_vec(&body).expect("an annotation serialises")
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Annotation<'a> {
+    #[serde(rename = "dashboardUID", skip_serializing_if = "Option::is_none")]
+    dashboard_uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    panel_id: Option<i64>,
+    time: u64,
+    tags: Vec<&'a str>,
+    text: &'a str,
+}
+
+pub(crate) fn compile(
+    spec: &GrafanaReceiver,
+    path: &str,
+    cx: &mut Compiler<'_>,
+) -> Option<Compiled> {
+    use herald_api::ReceiverSpec;
+    let before = cx.problem_count();
+    if spec.dashboard_uid.as_deref() == Some("") {
+        cx.invalid(&format!("{path}.dashboardUid"), "must not be empty");
+    }
+    if spec.panel_id.is_some() && spec.dashboard_uid.is_none() {
+        cx.invalid(
+            &format!("{path}.panelId"),
+            "needs dashboardUid: a panel is a dashboard's",
+        );
+    }
+    for (i, tag) in spec.tags.iter().enumerate() {
+        if tag.is_empty() {
+            cx.invalid(&format!("{path}.tags[{i}]"), "must not be empty");
+        }
+    }
+    let field = format!("{path}.tokenSecretRef");
+    let token = match &spec.token_secret_ref {
+        None => {
+            cx.invalid(
+                &field,
+                "required: the Secret key holding a service account token",
+            );
+            None
+        }
+        Some(secret) => cx.token_value(secret, &field),
+    };
+    let base = cx.resolve_address(spec.address(), path);
+    if cx.problem_count() > before {
+        return None;
+    }
+    let url = format!("{}/api/annotations", base?.expose().trim_end_matches('/'));
+    Some(Compiled {
+        type_name: "",
+        kind: Arc::new(Grafana {
+            dashboard_uid: spec.dashboard_uid.clone(),
+            panel_id: spec.panel_id,
+            tags: spec.tags.clone(),
+        }),
+        url: Redacted::new(url),
+        request: RequestSpec {
+            bearer_token: token,
+            ..RequestSpec::default()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{load_sources, FlaggerEvent, MatchInput};
+    use herald_api::EventType;
+
+    const POLICY: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: gf, namespace: default}
+stringData: {token: glsa_demo}
+---
+apiVersion: herald.dev/v1alpha1
+kind: NotificationPolicy
+metadata: {name: dash, namespace: default}
+spec:
+  receivers:
+    - name: gf
+      grafana: {url: "https://grafana.example.com/", tokenSecretRef: {name: gf}, dashboardUid: canaries, panelId: 2, tags: [payments]}
+"#;
+
+    #[test]
+    fn an_annotation_at_the_event_time_tagged_with_the_canary() {
+        let mut loaded = load_sources([("p.yaml", POLICY)]);
+        let set = loaded.build("prod-eu", "default");
+        assert_eq!(loaded.problems, []);
+        let receiver = set.receiver(0, 0);
+        assert_eq!(
+            receiver.url.expose(),
+            "https://grafana.example.com/api/annotations"
+        );
+        let headers = receiver.request.headers_for(b"");
+        assert_eq!(headers[0].value.expose(), "Bearer glsa_demo");
+        let ev = FlaggerEvent::new(
+            "podinfo",
+            "default",
+            "Succeeded",
+            "Promotion completed! <b>x</b>",
+            EventType::Normal,
+            1_578_607_635_167,
+        );
+        let got = set.notifications(&MatchInput::event(&ev), None);
+        assert_eq!(
+            String::from_utf8(got[0].as_ref().unwrap().body.clone()).unwrap(),
+            r#"{"dashboardUID":"canaries","panelId":2,"time":1578607635167,"tags":["flagger","podinfo","default","Succeeded","prod-eu","payments"],"text":"[prod-eu] podinfo.default: Promotion completed! &lt;b&gt;x&lt;/b&gt;"}"#
+        );
+    }
+}

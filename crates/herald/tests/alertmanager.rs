@@ -1,0 +1,244 @@
+//! Alertmanager for real: `prometheus-alertmanager` (Debian's package; CI installs it) on
+//! 127.0.0.1 with a free port, a temporary storage path and a config whose one receiver
+//! sends nowhere, and `herald serve` in process posting Flagger's events to it. What
+//! Alertmanager holds is read back from its own `GET /api/v2/alerts`: the alert fires with the
+//! canary's labels after a rollback, stays one alert when the failure is reported again, and
+//! is resolved (no longer listed) by the promotion, even with Herald restarted in between.
+//! Where the binary is missing (a developer's machine without the package) the test says so
+//! and passes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+const BINARY: &str = "prometheus-alertmanager";
+const CONFIG: &str = "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n";
+
+/// A running Alertmanager, killed when dropped.
+struct Alertmanager {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn installed() -> bool {
+    Command::new(BINARY)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts Alertmanager (with `web_config`, when given, as its `--web.config.file`) and waits
+/// until it is ready.
+async fn start_alertmanager(web_config: Option<&str>) -> Alertmanager {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alertmanager.yml"), CONFIG).unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("alertmanager.yml").display()
+        ))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        // No gossip: one instance, no second port.
+        .arg("--cluster.listen-address=")
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(web) = web_config {
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, web).unwrap();
+        command.arg(format!("--web.config.file={}", path.display()));
+    }
+    let child = command.spawn().unwrap();
+    let am = Alertmanager {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ready = reqwest::get(format!("http://{addr}/-/ready")).await;
+        // Ready, or up and asking for credentials.
+        if ready.is_ok_and(|r| r.status().is_success() || r.status() == 401) {
+            return am;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Alertmanager did not start on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Alertmanager's active alerts, as its API lists them.
+async fn active_alerts(am: &Alertmanager, auth: Option<(&str, &str)>) -> Vec<Value> {
+    let mut request = reqwest::Client::new().get(format!("http://{}/api/v2/alerts", am.addr));
+    if let Some((user, password)) = auth {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let alerts: Value = response.json().await.unwrap();
+    alerts.as_array().unwrap().clone()
+}
+
+fn policy(addr: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"apiVersion: herald.dev/v1alpha1
+kind: NotificationPolicy
+metadata: {{name: oncall, namespace: test}}
+spec:
+  receivers:
+    - name: am
+      alertmanager:
+        url: "http://{addr}"
+        labels: {{team: payments}}
+{extra}"#
+    )
+}
+
+async fn send(server: SocketAddr, phase: &str, message: &str, at: u64, deliveries: u64) {
+    let body = event("podinfo", "test", phase, message, "Warning", at);
+    assert_eq!(
+        post_event(server, "/events", &body).await,
+        (202, json!({"deliveries": deliveries})),
+        "{message}"
+    );
+}
+
+const DELIVERED: &str =
+    r#"herald_deliveries_total{receiver_type="alertmanager",outcome="delivered"}"#;
+const ROLLBACK: &str = "Rolling back podinfo.test failed checks threshold reached 5";
+const PROMOTED: &str = "Promotion completed! Scaling down podinfo.test";
+
+fn options_in(dir: &Path) -> herald::serve::ServeOptions {
+    let mut options = options(dir.to_path_buf());
+    options.files.namespace = "test".to_owned();
+    options
+}
+
+#[tokio::test]
+async fn a_rollback_fires_and_the_promotion_after_a_restart_resolves_it() {
+    if !installed() {
+        eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
+        return;
+    }
+    let am = start_alertmanager(None).await;
+    let dir = PolicyDir::new(&[("oncall.yaml", &policy(am.addr, ""))]);
+    let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    send(server.addr, "Progressing", ROLLBACK, now - 60_000, 1).await;
+    wait_for_metric(server.addr, DELIVERED, 1.0, WAIT).await;
+    let alerts = active_alerts(&am, None).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!(
+        alert["labels"],
+        json!({"alertname": "FlaggerCanaryFailed", "canary": "podinfo", "namespace": "test", "severity": "critical", "team": "payments"})
+    );
+    assert_eq!(alert["status"]["state"], "active");
+    assert_eq!(
+        alert["annotations"],
+        json!({"summary": format!("podinfo.test: {ROLLBACK}"), "description": ROLLBACK})
+    );
+    assert_eq!(alert["receivers"], json!([{"name": "nowhere"}]));
+    let started = alert["startsAt"].as_str().unwrap().to_owned();
+    let first_end = alert["endsAt"].as_str().unwrap().to_owned();
+
+    // Flagger reports the failure again: the same alert, kept firing for longer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let failed = "Canary failed! Scaling down podinfo.test";
+    send(server.addr, "Failed", failed, now - 30_000, 1).await;
+    wait_for_metric(server.addr, DELIVERED, 2.0, WAIT).await;
+    let alerts = active_alerts(&am, None).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["startsAt"], started, "the first failure's start");
+    assert_eq!(alerts[0]["annotations"]["description"], failed);
+    assert!(alerts[0]["endsAt"].as_str().unwrap() > first_end.as_str());
+    // Progress is none of Alertmanager's business: nothing is sent.
+    send(
+        server.addr,
+        "Progressing",
+        "Advance podinfo.test canary weight 10",
+        now - 20_000,
+        0,
+    )
+    .await;
+    server.stop().await.unwrap();
+
+    // A new Herald knows nothing of the alert, and needs not: its labels are the canary's.
+    let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
+    send(server.addr, "Succeeded", PROMOTED, now - 1_000, 1).await;
+    wait_for_metric(server.addr, DELIVERED, 1.0, WAIT).await;
+    server.stop().await.unwrap();
+    let alerts = active_alerts(&am, None).await;
+    assert_eq!(alerts, Vec::<Value>::new(), "resolved: no longer listed");
+}
+
+/// `herald`'s password `h3rald-pass`, bcrypt-hashed as Alertmanager's `--web.config.file` takes
+/// it (libxcrypt's `$2b$`, cost 4: a test).
+const WEB_CONFIG: &str =
+    "basic_auth_users:\n  herald: $2b$04$7uRClUPd32QhPoptrYBfAe9fmdHz251pKUHi7zgqP7iK49rW.q4Hu\n";
+
+#[tokio::test]
+async fn basic_auth_from_a_secret_is_what_alertmanager_checks() {
+    if !installed() {
+        eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
+        return;
+    }
+    let am = start_alertmanager(Some(WEB_CONFIG)).await;
+    let secret = |password: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: am, namespace: test}}\nstringData: {{password: {password}}}\n---\n")
+    };
+    let auth = "        basicAuth: {username: herald, passwordSecretRef: {name: am}}\n";
+    // A wrong password: Alertmanager answers 401, which is not retried.
+    let wrong = secret("not-h3rald-pass") + &policy(am.addr, auth);
+    let dir = PolicyDir::new(&[("oncall.yaml", &wrong)]);
+    let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
+    send(server.addr, "Failed", ROLLBACK, 1_700_000_000_000, 1).await;
+    let failed = r#"herald_deliveries_total{receiver_type="alertmanager",outcome="failed"}"#;
+    let text = wait_for_metric(server.addr, failed, 1.0, WAIT).await;
+    assert!(!text.contains("not-h3rald-pass"));
+    server.stop().await.unwrap();
+    let credentials = Some(("herald", "h3rald-pass"));
+    assert_eq!(active_alerts(&am, credentials).await, Vec::<Value>::new());
+
+    let right = secret("h3rald-pass") + &policy(am.addr, auth);
+    dir.write("oncall.yaml", &right);
+    let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
+    send(server.addr, "Failed", ROLLBACK, 1_700_000_000_000, 1).await;
+    wait_for_metric(server.addr, DELIVERED, 1.0, WAIT).await;
+    server.stop().await.unwrap();
+    let alerts = active_alerts(&am, credentials).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["labels"]["canary"], "podinfo");
+    assert_eq!(alerts[0]["startsAt"], "2023-11-14T22:13:20.000Z");
+}
