@@ -45,7 +45,11 @@ def rbac() -> None:
                 "resources": ["notificationpolicies/status", "clusternotificationpolicies/status"],
                 "verbs": ["patch"],
             },
-            {"apiGroups": ["herald.dev"], "resources": ["approvals"], "verbs": ["list", "watch", "get", "create", "update"]},
+            {
+                "apiGroups": ["herald.dev"],
+                "resources": ["approvals"],
+                "verbs": ["list", "watch", "get", "create", "update"],
+            },
             {"apiGroups": ["flagger.app"], "resources": ["canaries"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
