@@ -27,6 +27,7 @@ import checks_receivers  # noqa: F401
 import checks_pagerduty  # noqa: F401
 import checks_schemas  # noqa: F401
 import checks_cluster  # noqa: F401
+import checks_gates  # noqa: F401
 from common import CHECKS, Skip
 
 

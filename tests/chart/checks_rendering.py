@@ -222,7 +222,16 @@ def controller_args() -> None:
     binary = os.environ.get("HERALD_BIN")
     if not binary:
         raise Skip("HERALD_BIN is not set")
-    for values in ({}, {"replicaCount": 2, "clusterName": "prod eu", "logLevel": "herald=debug,info"}):
+    gates = {
+        "externalURL": "https://herald.example.com",
+        "slackSigningSecret": {"existingSecret": {"name": "slack-app"}},
+        "identityHeader": "X-Forwarded-Email",
+    }
+    for values in (
+        {},
+        {"replicaCount": 2, "clusterName": "prod eu", "logLevel": "herald=debug,info"},
+        {"gates": gates},
+    ):
         args = container(render(values))["args"]
         run = subprocess.run([binary, *args, "--help"], capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, f"herald {' '.join(args)} --help: exit {run.returncode}\n{run.stderr}"

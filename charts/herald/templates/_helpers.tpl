@@ -116,3 +116,27 @@ dict. Fails when a webhook is set as well: the default policy has one Slack rece
 token
 {{- end -}}
 {{- end }}
+
+{{/*
+The Secret holding the key that signs gate links, or "" when there are no links (no
+gates.externalURL): the existing one, or the chart's.
+*/}}
+{{- define "herald.gateLinkKeySecretName" -}}
+{{- if .Values.gates.externalURL -}}
+{{- if .Values.gates.linkKey.existingSecret.name -}}
+{{- .Values.gates.linkKey.existingSecret.name -}}
+{{- else -}}
+{{- printf "%s-gate-link-key" (include "herald.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- else if .Values.gates.linkKey.existingSecret.name -}}
+{{- fail "gates.linkKey.existingSecret signs links to gates.externalURL: set gates.externalURL too" -}}
+{{- end -}}
+{{- end }}
+
+{{- define "herald.gateLinkKeyKey" -}}
+{{- if .Values.gates.linkKey.existingSecret.name -}}
+{{- .Values.gates.linkKey.existingSecret.key -}}
+{{- else -}}
+key
+{{- end -}}
+{{- end }}

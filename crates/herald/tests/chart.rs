@@ -170,6 +170,9 @@ chart_checks! {
     monitoring,
     event_token,
     state_dir,
+    gates_off_by_default,
+    gates_values,
+    gates_rbac,
 }
 
 #[test]

@@ -91,6 +91,11 @@ class Install:
         self.hook = h.Capture("hook")
         self.replicas: list[h.Herald] = []
         self.docs: list[dict] = []
+        # Secrets the values name (`existingSecret`), created by the test before the install
+        # and mounted into the replicas as the rendered ones are.
+        self.existing_secrets: list[dict] = []
+        # More servers of the test (h.SlackApi, ...), closed at teardown.
+        self.servers: list = []
         self.pods = 0
         self.user = f"system:serviceaccount:{self.namespace}:{h.RELEASE}"
         self.cleanup = True  # delete the test's Events and Canaries afterwards
@@ -113,10 +118,22 @@ class Install:
         values.update(extra or {})
         return values
 
-    def install(self, replicas: int = 1, extra_values: dict | None = None, start: bool = True) -> "Install":
+    def install(
+        self,
+        replicas: int = 1,
+        extra_values: dict | None = None,
+        start: bool = True,
+        existing_secrets: list[dict] | None = None,
+    ) -> "Install":
+        """Renders and applies the chart; `existing_secrets` (Secrets in the release
+        namespace that values name) are created first, as a user does before installing."""
         self.docs = h.render_chart(self.values(replicas, extra_values), self.namespace)
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}})
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.apps}})
+        for secret in existing_secrets or []:
+            secret = {**secret, "metadata": {**secret["metadata"], "namespace": self.namespace}}
+            self.kube.apply(secret)
+            self.existing_secrets.append(secret)
         self.apply_rendered()
         self.kubeconfig = self.logdir / "kubeconfig-sa"
         h.sa_kubeconfig(self.kube, self.namespace, self.service_account(), self.kubeconfig)
@@ -160,7 +177,9 @@ class Install:
         self.pods += 1
         template = hashlib.sha1(self.namespace.encode()).hexdigest()[:9]
         pod = f"{h.RELEASE}-{template}-{self.pods:05x}"
-        replica = h.Herald(self.binary, self.docs, self.namespace, pod, self.kubeconfig, self.logdir)
+        replica = h.Herald(
+            self.binary, self.docs + self.existing_secrets, self.namespace, pod, self.kubeconfig, self.logdir
+        )
         self.replicas.append(replica)
         return replica
 
@@ -175,11 +194,27 @@ class Install:
     def event(self, canary: str, message: str, type_: str = "Normal", **kw) -> dict:
         return h.flagger_event(self.kube, self.apps, canary, message, type_, **kw)
 
+    def event_token(self) -> str:
+        """The event token of the chart's Secret."""
+        secret = next(d for d in self.docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-event-token"))
+        return base64.b64decode(secret["data"]["token"]).decode()
+
+    def post_gate(self, herald: h.Herald, gate: str, phase: str, checksum: str, canary: str = "podinfo") -> tuple[int, dict]:
+        """Flagger's gate webhook (`/t/<token>/gates/<gate>`, as NOTES print it) with Flagger's
+        payload: the status (200 open, 403 closed) and the answer."""
+        body = json.dumps({"name": canary, "namespace": self.apps, "phase": phase, "checksum": checksum})
+        status, text = h.http_post(
+            herald.port, f"/t/{self.event_token()}/gates/{gate}", body, {"Content-Type": "application/json"}
+        )
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, {"text": text}
+
     def post_event(self, herald: h.Herald, message: str, canary: str = "podinfo") -> tuple[int, str]:
         """POSTs Flagger's event JSON to Herald's /events the way Flagger is told to (the URL
         with the chart's event token, as NOTES print it): the status and the answer."""
-        secret = next(d for d in self.docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-event-token"))
-        token = base64.b64decode(secret["data"]["token"]).decode()
+        token = self.event_token()
         body = json.dumps(
             {
                 "name": canary,
@@ -277,7 +312,7 @@ class Install:
                 r.signal(signal.SIGCONT)
         for r in self.replicas:
             r.terminate(timeout=25)
-        for cap in (self.slack, self.teams, self.hook):
+        for cap in (self.slack, self.teams, self.hook, *self.servers):
             cap.close()
         # No namespace controller runs (no kube-controller-manager): delete what later tests'
         # Herald would otherwise see.
@@ -286,6 +321,8 @@ class Install:
         for path in (
             f"/api/v1/namespaces/{self.apps}/events",
             f"/apis/flagger.app/v1beta1/namespaces/{self.apps}/canaries",
+            f"/apis/herald.dev/v1alpha1/namespaces/{self.apps}/notificationpolicies",
+            f"/apis/herald.dev/v1alpha1/namespaces/{self.apps}/approvals",
         ):
             # A deletecollection of many Events outlives the request timeout (504): repeat.
             for _ in range(5):

@@ -87,6 +87,7 @@ PATHS = {
     ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
     ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
     ("v1", "Event"): "/api/v1/namespaces/{ns}/events",
+    ("events.k8s.io/v1", "Event"): "/apis/events.k8s.io/v1/namespaces/{ns}/events",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
     ("rbac.authorization.k8s.io/v1", "Role"): "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
@@ -94,6 +95,7 @@ PATHS = {
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
     ("herald.dev/v1alpha1", "ClusterNotificationPolicy"): "/apis/herald.dev/v1alpha1/clusternotificationpolicies",
     ("herald.dev/v1alpha1", "NotificationPolicy"): "/apis/herald.dev/v1alpha1/namespaces/{ns}/notificationpolicies",
+    ("herald.dev/v1alpha1", "Approval"): "/apis/herald.dev/v1alpha1/namespaces/{ns}/approvals",
     ("flagger.app/v1beta1", "Canary"): "/apis/flagger.app/v1beta1/namespaces/{ns}/canaries",
     ("coordination.k8s.io/v1", "Lease"): "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
 }
@@ -324,6 +326,134 @@ class Capture:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class SlackApi:
+    """A stand-in for Slack's Web API on 127.0.0.1 (a Slack bot receiver's `apiUrl`):
+    `POST /api/chat.postMessage` and `/api/chat.update` with the bot token answer as Slack
+    does (`ok`, the channel ID, a new `ts` per message); a wrong token gets `invalid_auth`.
+    Every call is recorded, the bodies parsed."""
+
+    CHANNEL_ID = "C0123ABCD"
+
+    def __init__(self, token: str):
+        self.token = token
+        self.requests: list[Request] = []
+        self.lock = threading.Lock()
+        self.next_ts = 0
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                req = Request(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic(), time.time()
+                )
+                try:
+                    req.parsed = json.loads(body)
+                except ValueError:
+                    pass
+                with api.lock:
+                    api.requests.append(req)
+                    if req.headers.get("authorization") != f"Bearer {api.token}":
+                        answer = {"ok": False, "error": "invalid_auth"}
+                    elif self.path == "/api/chat.postMessage":
+                        api.next_ts += 1
+                        answer = {"ok": True, "channel": api.CHANNEL_ID, "ts": f"1700000000.{api.next_ts:06d}"}
+                    elif self.path == "/api/chat.update":
+                        answer = {"ok": True, "channel": api.CHANNEL_ID, "ts": (req.parsed or {}).get("ts")}
+                    else:
+                        answer = {"ok": False, "error": "unknown_method"}
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """The receiver's `apiUrl`."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api"
+
+    def snapshot(self) -> list[Request]:
+        with self.lock:
+            return list(self.requests)
+
+    def posts(self) -> list[Request]:
+        return [r for r in self.snapshot() if r.path == "/api/chat.postMessage"]
+
+    def asks(self) -> list[dict]:
+        """The messages posted with buttons (an `actions` block): gates' asks."""
+        return [
+            r.parsed
+            for r in self.posts()
+            if isinstance(r.parsed, dict) and any(b.get("type") == "actions" for b in r.parsed.get("blocks") or [])
+        ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def slack_signature(secret: str, timestamp: int, body: str) -> str:
+    """Slack's request signature: `v0=` hex HMAC-SHA256 of `v0:<timestamp>:<body>`."""
+    import hashlib
+    import hmac
+
+    mac = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256)
+    return f"v0={mac.hexdigest()}"
+
+
+def slack_press(ask: dict, action: str, user: str, username: str, response_url: str) -> str:
+    """The form body Slack POSTs to the Interactivity Request URL when `user` presses the
+    ask's button `action` (`herald_approve`, `herald_rollback`): a `block_actions` payload
+    carrying the button's value back."""
+    from urllib.parse import urlencode
+
+    actions = next(b for b in ask["blocks"] if b.get("type") == "actions")
+    button = next(e for e in actions["elements"] if e.get("action_id") == action)
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user, "username": username},
+        "api_app_id": "A0APP",
+        "container": {"type": "message", "message_ts": "1700000000.000002", "channel_id": SlackApi.CHANNEL_ID, "is_ephemeral": False},
+        "channel": {"id": SlackApi.CHANNEL_ID, "name": "deploys"},
+        "message": {"type": "message", "ts": "1700000000.000002", "thread_ts": ask.get("thread_ts"), "text": ask.get("text")},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": action,
+                "block_id": actions.get("block_id", "herald_gate"),
+                "type": "button",
+                "value": button["value"],
+                "action_ts": "1700000001.000000",
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def http_post(port: int, path: str, body: str | bytes, headers: dict[str, str], timeout: float = 10) -> tuple[int, str]:
+    """POSTs to a Herald on 127.0.0.1: the status and the answer's text."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body, headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
 
 
 def webhook_message(req: Request) -> str:
