@@ -228,5 +228,7 @@ def test_gate_approved_in_slack_on_one_replica_opens_it_on_the_other(install):
     assert status == 200, answer
     assert install.post_gate(b, "rollback", "WaitingPromotion", REVISION)[0] == 403
     assert len(approvals(install)) == 1
-    # Nothing asked again.
+    # Nothing asked again, and the decision told once: Herald's own Event on the Canary is
+    # not taken for one of Flagger's.
     assert len(api.asks()) == 1, api.asks()
+    assert len(told()) == 1, told()
