@@ -253,7 +253,14 @@ async fn accept_event(state: &AppState, only: Option<PolicyId>, request: Request
         canary = %event.name, namespace = %event.namespace, phase = %event.phase,
         event_message = %event.message(), deliveries = queued, "event received"
     );
-    (StatusCode::ACCEPTED, Json(json!({ "deliveries": queued }))).into_response()
+    accepted(queued)
+}
+
+/// `202` with `{"deliveries":N}`, the bytes `Json(json!(..))` writes, without a JSON value.
+fn accepted(queued: usize) -> Response {
+    let body = format!("{{\"deliveries\":{queued}}}");
+    let json = header::HeaderValue::from_static("application/json");
+    (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, json)], body).into_response()
 }
 
 /// Seconds a refused sender is asked to wait (`Retry-After`).
