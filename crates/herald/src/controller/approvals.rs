@@ -69,6 +69,14 @@ impl KubeApprovals {
         )
     }
 
+    /// Resolves once the first list of Approvals is in the cache.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.cache
+            .wait_until_ready()
+            .await
+            .map_err(|e| format!("the Approval watch ended before its first list: {e}"))
+    }
+
     fn cached(&self, key: &RevisionKey) -> Option<Arc<Approval>> {
         let named = ObjectRef::new(&key.object_name()).within(&key.namespace);
         self.cache.get(&named).or_else(|| {
@@ -166,36 +174,51 @@ impl Audit for KubeApprovals {
     fn decided(&self, key: &RevisionKey, decision: &Decision) {
         let (client, recorder) = (self.client.clone(), self.recorder.clone());
         let (key, decision) = (key.clone(), decision.clone());
-        tokio::spawn(async move {
-            // The Canary's uid makes the Event show in `kubectl describe canary`.
-            let canaries = Api::<Canary>::namespaced(client, &key.namespace);
-            let listed = canaries
-                .list(&ListParams::default().fields(&format!("metadata.name={}", key.canary)))
-                .await;
-            let reference = match listed.map(|l| l.items.into_iter().next()) {
-                Ok(Some(canary)) => canary.object_ref(&()),
-                Ok(None) => return,
-                Err(e) => {
-                    warn!(error = %e, "cannot find the Canary to record a gate decision on");
-                    return;
-                }
-            };
-            let event = KubeEvent {
-                type_: match decision.verdict {
-                    Verdict::Approve => EventType::Normal,
-                    Verdict::Rollback => EventType::Warning,
-                },
-                reason: match decision.verdict {
-                    Verdict::Approve => "GateApproved".into(),
-                    Verdict::Rollback => "RollbackRequested".into(),
-                },
-                note: Some(crate::gates::sentence(&key, &decision)),
-                action: "Decide".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                warn!(error = %e, "could not record the gate decision as a Kubernetes Event");
-            }
-        });
+        tokio::spawn(async move { publish(client, recorder, key, decision).await });
+    }
+}
+
+impl KubeApprovals {
+    /// Records the decision as a Kubernetes Event on the Canary, and waits for it.
+    pub async fn publish(&self, key: &RevisionKey, decision: &Decision) {
+        publish(
+            self.client.clone(),
+            self.recorder.clone(),
+            key.clone(),
+            decision.clone(),
+        )
+        .await
+    }
+}
+
+async fn publish(client: Client, recorder: Recorder, key: RevisionKey, decision: Decision) {
+    // The Canary's uid makes the Event show in `kubectl describe canary`.
+    let canaries = Api::<Canary>::namespaced(client, &key.namespace);
+    let listed = canaries
+        .list(&ListParams::default().fields(&format!("metadata.name={}", key.canary)))
+        .await;
+    let reference = match listed.map(|l| l.items.into_iter().next()) {
+        Ok(Some(canary)) => canary.object_ref(&()),
+        Ok(None) => return,
+        Err(e) => {
+            warn!(error = %e, "cannot find the Canary to record a gate decision on");
+            return;
+        }
+    };
+    let event = KubeEvent {
+        type_: match decision.verdict {
+            Verdict::Approve => EventType::Normal,
+            Verdict::Rollback => EventType::Warning,
+        },
+        reason: match decision.verdict {
+            Verdict::Approve => "GateApproved".into(),
+            Verdict::Rollback => "RollbackRequested".into(),
+        },
+        note: Some(crate::gates::sentence(&key, &decision)),
+        action: "Decide".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        warn!(error = %e, "could not record the gate decision as a Kubernetes Event");
     }
 }

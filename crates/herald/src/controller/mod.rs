@@ -3,7 +3,7 @@
 //! the Events Flagger records on them (notifications), serves the same HTTP API as
 //! `herald serve`, and elects a leader with a Lease so that replicas do not notify twice.
 
-mod approvals;
+pub mod approvals;
 pub mod canaries;
 mod failures;
 mod gate;
@@ -168,6 +168,7 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
     tasks.push(approvals_task);
     let mut gates = crate::gates::Gates::new(&options.gates, approvals.clone())?;
     gates.audit = Some(approvals);
+    gates.decisions_over_http = false;
     let app = AppState {
         gates: Arc::new(gates),
         policies: Arc::new(ArcSwap::from_pointee(PolicySet::empty())),

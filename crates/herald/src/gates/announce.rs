@@ -90,7 +90,9 @@ pub fn asks(
         let how = match links.flatten() {
             Some((approve, rollback)) => format!("\nApprove: {approve}\nRoll back: {rollback}"),
             None => format!(
-                "\nDecide with: herald gate approve {ns}/{canary} (or: herald gate rollback {ns}/{canary})",
+                "\nDecide with: herald gate approve {kube}{ns}/{canary} (or: herald gate rollback {kube}{ns}/{canary})",
+                // In a cluster terminals decide through the Approvals.
+                kube = if state.gates.decisions_over_http { "" } else { "--kube " },
                 ns = key.namespace,
                 canary = key.canary
             ),

@@ -8,6 +8,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use herald_api::{GateType, Verdict};
+use herald_core::gates::{record_decision, Recorded};
+
+use super::store::ApprovalStore;
+use super::terminal::DecisionRequest;
 use super::GateOptions;
 use crate::{Error, Result};
 
@@ -67,6 +72,10 @@ pub struct GateCommand {
     /// The event token file, when Herald asks for one.
     #[arg(long, global = true, env = "HERALD_EVENT_TOKEN_FILE")]
     pub event_token_file: Option<PathBuf>,
+    /// Read and write the Approvals in the cluster (kubeconfig, as kubectl) instead of asking
+    /// a running Herald: how terminals decide in a cluster, guarded by RBAC on approvals.
+    #[arg(long, global = true)]
+    pub kube: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +110,9 @@ fn split(canary: &str) -> Result<(&str, &str)> {
 }
 
 pub async fn run(command: GateCommand) -> Result<ExitCode> {
+    if command.kube {
+        return run_in_cluster(command.action).await;
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -175,6 +187,98 @@ pub async fn run(command: GateCommand) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What a decision asks for, as the API and the cluster both take it.
+fn request(verdict: Verdict, decide: &Decide) -> Result<DecisionRequest> {
+    let (namespace, canary) = split(&decide.canary)?;
+    let gate = match &decide.gate {
+        Some(name) => Some(GateType::parse(name).ok_or_else(|| {
+            Error::Gates(format!("--gate {name:?}: one of confirm-rollout, confirm-traffic-increase, confirm-promotion, rollback"))
+        })?),
+        None => None,
+    };
+    Ok(DecisionRequest {
+        namespace: namespace.to_owned(),
+        canary: canary.to_owned(),
+        revision: decide.revision.clone(),
+        verdict,
+        gate,
+        by: who(decide),
+    })
+}
+
+fn who(decide: &Decide) -> String {
+    decide
+        .by
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "terminal".into())
+}
+
+/// `herald gate --kube`: the Approvals themselves, with the user's own credentials.
+async fn run_in_cluster(action: GateAction) -> Result<ExitCode> {
+    let client = kube::Client::try_default().await?;
+    let (approvals, watch) = crate::controller::approvals::KubeApprovals::start(
+        client,
+        "herald-gate".into(),
+        std::future::pending(),
+    );
+    approvals.ready().await.map_err(Error::Gates)?;
+    let outcome = match action {
+        GateAction::Status { canary } => {
+            let (ns, name) = split(&canary)?;
+            print_status(&super::terminal::status(approvals.as_ref(), ns, name));
+            ExitCode::SUCCESS
+        }
+        GateAction::Approve(d) => {
+            decide_in_cluster(&approvals, request(Verdict::Approve, &d)?).await?
+        }
+        GateAction::Rollback(d) => {
+            decide_in_cluster(&approvals, request(Verdict::Rollback, &d)?).await?
+        }
+    };
+    watch.abort();
+    Ok(outcome)
+}
+
+async fn decide_in_cluster(
+    approvals: &std::sync::Arc<crate::controller::approvals::KubeApprovals>,
+    request: DecisionRequest,
+) -> Result<ExitCode> {
+    let (key, decision) = match super::terminal::choose(approvals.as_ref(), request, "cli") {
+        Ok(chosen) => chosen,
+        Err((_, message)) => {
+            println!("{message}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let found = std::sync::Arc::new(std::sync::Mutex::new(Recorded::New));
+    let (seen, wanted) = (found.clone(), decision.clone());
+    approvals
+        .update(
+            &key,
+            Box::new(move |record| {
+                let recorded = record_decision(record, wanted.clone());
+                let changed = recorded == Recorded::New;
+                *seen.lock().expect("decision slot") = recorded;
+                changed
+            }),
+        )
+        .await
+        .map_err(Error::Gates)?;
+    let recorded = found.lock().expect("decision slot").clone();
+    match recorded {
+        Recorded::New => {
+            approvals.publish(&key, &decision).await;
+            println!("{}", super::sentence(&key, &decision));
+            Ok(ExitCode::SUCCESS)
+        }
+        Recorded::AlreadyDecided(existing) => {
+            println!("already decided: {}", super::sentence(&key, &existing));
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn print_status(body: &Value) {

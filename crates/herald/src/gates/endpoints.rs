@@ -9,14 +9,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_api::{ApprovalSpec, Decision, EventType, GateType, Verdict};
-use herald_core::gates::{answer, mark_asked, waiting, GateCall, Recorded, RevisionKey};
+use herald_api::{EventType, GateType};
+use herald_core::gates::{answer, mark_asked, GateCall, Recorded, RevisionKey};
 use herald_core::{FlaggerEvent, MatchInput};
-use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::announce::{asks, AskReason};
+use super::terminal::{self, DecisionRequest};
 use super::{decide, now_ms};
 use crate::api::AppState;
 use crate::metrics::GateAnswerLabels;
@@ -158,119 +158,31 @@ async fn status(
     State(state): State<AppState>,
     Path((namespace, canary)): Path<(String, String)>,
 ) -> Response {
-    let mut records: Vec<(RevisionKey, ApprovalSpec)> = state
-        .gates
-        .store
-        .all()
-        .into_iter()
-        .filter(|(key, _)| key.namespace == namespace && key.canary == canary)
-        .collect();
-    records.sort_by_key(|(_, record)| std::cmp::Reverse(newest_ask(record)));
-    let now = now_ms();
-    let revisions: Vec<_> = records
-        .iter()
-        .map(|(key, record)| {
-            let gates: serde_json::Map<_, _> = GateType::ALL
-                .iter()
-                .map(|gate| {
-                    let answer = answer(key, *gate, Some(record));
-                    (
-                        gate.as_str().to_owned(),
-                        json!({"open": answer.open, "message": answer.message}),
-                    )
-                })
-                .collect();
-            let waiting: Vec<_> = waiting(record, now)
-                .into_iter()
-                .map(|(asked, ms)| json!({"gate": asked.gate, "waitedSeconds": ms / 1000}))
-                .collect();
-            json!({
-                "revision": key.revision,
-                "asked": record.asked,
-                "decisions": record.decisions,
-                "waiting": waiting,
-                "gates": gates,
-            })
-        })
-        .collect();
-    Json(json!({"namespace": namespace, "canary": canary, "revisions": revisions})).into_response()
-}
-
-fn newest_ask(record: &ApprovalSpec) -> String {
-    record
-        .asked
-        .iter()
-        .map(|a| a.at.clone())
-        .max()
-        .unwrap_or_default()
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DecisionRequest {
-    namespace: String,
-    canary: String,
-    /// Unset: the canary's newest asked revision.
-    #[serde(default)]
-    revision: Option<String>,
-    verdict: Verdict,
-    /// Unset for an approval: the gate the revision waits on.
-    #[serde(default)]
-    gate: Option<GateType>,
-    by: String,
+    Json(terminal::status(
+        state.gates.store.as_ref(),
+        &namespace,
+        &canary,
+    ))
+    .into_response()
 }
 
 /// `herald gate approve|rollback`: a decision made from a terminal.
 async fn decision(State(state): State<AppState>, body: Bytes) -> Response {
+    if !state.gates.decisions_over_http {
+        return error(
+            StatusCode::FORBIDDEN,
+            "in a cluster, decide with `herald gate approve --kube` or kubectl: whoever may write Approvals (RBAC) may decide",
+        );
+    }
     let request: DecisionRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("decision: {e}")),
     };
-    let newest = state
-        .gates
-        .store
-        .all()
-        .into_iter()
-        .filter(|(key, _)| key.namespace == request.namespace && key.canary == request.canary)
-        .filter(|(key, _)| request.revision.as_ref().is_none_or(|r| &key.revision == r))
-        .max_by_key(|(_, record)| newest_ask(record));
-    let (key, record) = match (newest, &request.revision) {
-        (Some(found), _) => found,
-        (None, Some(revision)) => {
-            let key = RevisionKey {
-                namespace: request.namespace.clone(),
-                canary: request.canary.clone(),
-                revision: revision.clone(),
-            };
-            let record = key.record();
-            (key, record)
+    let (key, decided) = match terminal::choose(state.gates.store.as_ref(), request, "cli") {
+        Ok(chosen) => chosen,
+        Err((status, message)) => {
+            return error(StatusCode::from_u16(status).expect("a status"), message)
         }
-        (None, None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no gate of {}/{} has been asked yet; name the revision (--revision) to decide ahead", request.namespace, request.canary),
-            )
-        }
-    };
-    let gate = match (request.verdict, request.gate) {
-        (_, Some(gate)) => Some(gate),
-        (Verdict::Rollback, None) => None,
-        (Verdict::Approve, None) => match waiting(&record, now_ms()).first() {
-            Some((asked, _)) => Some(asked.gate),
-            None => {
-                return error(
-                    StatusCode::CONFLICT,
-                    format!("no gate of {key} is waiting; name the gate (--gate) to approve ahead"),
-                )
-            }
-        },
-    };
-    let decided = Decision {
-        gate,
-        verdict: request.verdict,
-        by: request.by,
-        via: "cli".into(),
-        at: herald_core::gates::times::format(now_ms()),
     };
     match decide(&state, &key, decided.clone()).await {
         Ok(Recorded::New) => Json(json!({

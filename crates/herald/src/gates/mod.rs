@@ -10,6 +10,7 @@ mod links;
 mod reminders;
 mod slack;
 pub mod store;
+pub mod terminal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +69,10 @@ pub struct Gates {
     slack_signing_secret: Option<Vec<u8>>,
     identity_header: Option<HeaderName>,
     pub audit: Option<Arc<dyn Audit>>,
+    /// Whether `herald gate` may decide through this API (`serve`). In a cluster it may not:
+    /// terminals decide by writing Approvals, which RBAC guards (the event token is in every
+    /// Canary that calls a gate, so it cannot tell an approver from Flagger).
+    pub decisions_over_http: bool,
     /// For Slack's `response_url` and its Web API (user groups).
     client: reqwest::Client,
 }
@@ -115,6 +120,7 @@ impl Gates {
             },
             identity_header,
             audit: None,
+            decisions_over_http: true,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
