@@ -128,7 +128,7 @@ impl Gates {
         })
     }
 
-    /// Gates without links or Slack, keeping decisions in memory (tests, `herald demo`).
+    /// Gates without links or Slack, keeping decisions in memory (tests).
     pub fn in_memory() -> Gates {
         Gates::new(
             &GateOptions::default(),
