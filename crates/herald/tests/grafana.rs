@@ -39,6 +39,10 @@ async fn start_grafana(throttle: usize) -> (SocketAddr, Shared) {
     }));
     let app = Router::new()
         .route("/api/annotations", post(annotations))
+        .route(
+            "/api/annotations/{id}",
+            axum::routing::patch(patch_annotation),
+        )
         .with_state(shared.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, shared)
@@ -86,6 +90,34 @@ async fn annotations(State(shared): State<Shared>, headers: HeaderMap, body: Str
         axum::Json(json!({"message": "Annotation added", "id": id})),
     )
         .into_response()
+}
+
+/// `PATCH /api/annotations/<id>`, as Grafana takes it: the annotation must exist, `timeEnd`
+/// in epoch milliseconds and not before its `time`. Recorded as `PATCH <id> <body>`.
+async fn patch_annotation(
+    State(shared): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<usize>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut gf = shared.lock().unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    if headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()) != Some(bearer.as_bytes()) {
+        return answer(StatusCode::UNAUTHORIZED, "invalid API key");
+    }
+    let Some(original) = id.checked_sub(1).and_then(|i| gf.received.get(i)) else {
+        return answer(StatusCode::NOT_FOUND, "Annotation not found");
+    };
+    let start = serde_json::from_str::<Value>(original).unwrap()["time"].as_u64();
+    let patch: Value = serde_json::from_str(&body).unwrap_or_default();
+    if patch["timeEnd"]
+        .as_u64()
+        .is_none_or(|end| Some(end) < start)
+    {
+        return answer(StatusCode::BAD_REQUEST, "bad request data");
+    }
+    gf.received.push(format!("PATCH {id} {body}"));
+    answer(StatusCode::OK, "Annotation patched")
 }
 
 fn policies(addr: SocketAddr, token: &str) -> PolicyDir {
@@ -163,4 +195,59 @@ async fn a_wrong_token_is_refused_not_retried_and_never_shown() {
     assert!(!text.contains("glsa_not_the_token"));
     assert!(gf.lock().unwrap().received.is_empty());
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rollout_is_one_region_from_its_new_revision_to_its_outcome_across_a_restart() {
+    let (addr, gf) = start_grafana(0).await;
+    let dir = policies(addr, TOKEN);
+    let state = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut opts = options(dir.path());
+        opts.state_dir = Some(state.path().to_owned());
+        herald::serve::start(opts)
+    };
+    let at = 1_700_000_000_000;
+    let server = start().await.unwrap();
+    for (phase, message, n) in [
+        (
+            "Progressing",
+            "New revision detected! Scaling up podinfo.default",
+            0,
+        ),
+        ("Progressing", "Advance podinfo.default canary weight 10", 1),
+    ] {
+        let body = event(
+            "podinfo",
+            "default",
+            phase,
+            message,
+            "Normal",
+            at + n * 60_000,
+        );
+        assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
+    }
+    wait_for_metric(server.addr, DELIVERED, 2.0, WAIT).await;
+    server.stop().await.unwrap();
+    // The region's id is kept in the state directory: the restarted Herald ends it.
+    let server = start().await.unwrap();
+    let done = event(
+        "podinfo",
+        "default",
+        "Succeeded",
+        "Promotion completed! Scaling down podinfo.default",
+        "Normal",
+        at + 600_000,
+    );
+    assert_eq!(post_event(server.addr, "/events", &done).await.0, 202);
+    wait_for_metric(server.addr, DELIVERED, 1.0, WAIT).await;
+    server.stop().await.unwrap();
+    assert_eq!(
+        gf.lock().unwrap().received,
+        [
+            r#"{"dashboardUID":"canaries","time":1700000000000,"tags":["flagger","podinfo","default","Progressing","payments"],"text":"podinfo.default: New revision detected! Scaling up podinfo.default"}"#,
+            r#"{"dashboardUID":"canaries","time":1700000060000,"tags":["flagger","podinfo","default","Progressing","payments"],"text":"podinfo.default: Advance podinfo.default canary weight 10"}"#,
+            r#"PATCH 1 {"timeEnd":1700000600000,"text":"podinfo.default: Promotion completed! Scaling down podinfo.default","tags":["flagger","podinfo","default","Succeeded","payments"]}"#,
+        ]
+    );
 }

@@ -59,6 +59,7 @@ impl ReceiverKind for GoogleChat {
                 name: "message",
                 url: None,
                 body: Some(in_thread(body, &key)),
+                method: None,
             },
             follow_up: None,
         }

@@ -196,6 +196,7 @@ impl Plan {
                 name,
                 url: None,
                 body: None,
+                method: None,
             },
             keep: KeepThread::Nothing,
             follow_up: None,
@@ -212,6 +213,8 @@ pub struct Request {
     pub url: Option<Redacted>,
     /// `None`: the notification's body as rendered.
     pub body: Option<Vec<u8>>,
+    /// `None`: the receiver's method (`POST` unless a webhook says otherwise).
+    pub method: Option<herald_api::HttpMethod>,
 }
 
 /// What a delivered request makes the canary's thread.

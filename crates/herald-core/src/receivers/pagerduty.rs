@@ -132,6 +132,7 @@ impl ReceiverKind for PagerDuty {
                     name: "enqueue",
                     url: None,
                     body: Some(with_routing_key(body, key)),
+                    method: None,
                 },
                 keep: KeepThread::Nothing,
                 follow_up: None,
@@ -152,12 +153,14 @@ impl ReceiverKind for PagerDuty {
                 name: "enqueue",
                 url: None,
                 body: Some(with_routing_key(&resolve, key)),
+                method: None,
             },
             keep: KeepThread::Nothing,
             follow_up: Some(Request {
                 name: "change",
                 url: Some(url),
                 body: Some(with_routing_key(&event, key)),
+                method: None,
             }),
         }
     }

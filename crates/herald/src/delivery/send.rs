@@ -81,6 +81,8 @@ async fn run_plan(inner: &Inner, job: &Job, lane: &LaneState) -> Outcome {
 /// Where one request goes and what it carries.
 struct Prepared<'a> {
     name: &'static str,
+    /// `None`: the receiver's method.
+    method: Option<herald_api::HttpMethod>,
     /// `None`: the queue's URL, parsed once for all its requests.
     url: Option<Redacted>,
     lane: &'a LaneState,
@@ -109,7 +111,7 @@ async fn deliver(
     request: Request,
 ) -> (Outcome, Option<Posted>) {
     let body = request.body.map_or_else(|| job.body.clone(), Bytes::from);
-    let prepared = match prepare(job, lane, request.name, request.url, body) {
+    let prepared = match prepare(job, lane, request.name, request.url, body, request.method) {
         Ok(prepared) => prepared,
         Err(detail) => {
             error!(
@@ -222,6 +224,7 @@ fn prepare<'a>(
     name: &'static str,
     url: Option<Redacted>,
     body: Bytes,
+    method: Option<herald_api::HttpMethod>,
 ) -> Result<Prepared<'a>, String> {
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -247,6 +250,7 @@ fn prepare<'a>(
     }
     Ok(Prepared {
         name,
+        method,
         url,
         lane,
         body,
@@ -259,7 +263,7 @@ async fn attempt_once(
     job: &Job,
     prepared: &Prepared<'_>,
 ) -> Result<(StatusCode, Option<Posted>), AttemptError> {
-    let method = match job.request.method {
+    let method = match prepared.method.unwrap_or(job.request.method) {
         HttpMethod::Post => reqwest::Method::POST,
         HttpMethod::Put => reqwest::Method::PUT,
         HttpMethod::Patch => reqwest::Method::PATCH,

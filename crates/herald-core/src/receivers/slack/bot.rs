@@ -60,6 +60,7 @@ impl ReceiverKind for SlackBot {
                     name: "chat.postMessage",
                     url: None,
                     body: Some(slack_reply(body, &parent.ts, thread.broadcast)),
+                    method: None,
                 },
                 keep: match bind {
                     true => KeepThread::Parent(
@@ -71,6 +72,7 @@ impl ReceiverKind for SlackBot {
                     name: "chat.update",
                     url: Some(Redacted::new(self.api.update_url.clone())),
                     body: Some(slack_update(body, &parent.channel, &parent.ts)),
+                    method: None,
                 }),
             },
         }
