@@ -541,3 +541,29 @@ async fn gates_without_a_policy_stay_closed_and_bad_calls_say_why() {
     );
     started.server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn without_slack_interactivity_a_bot_gets_no_buttons_and_is_told_how_to_decide() {
+    let slack = FakeSlack::start().await;
+    let dir = PolicyDir::new(&[("gates.yaml", &gate_policy(&slack, "[confirm-promotion]"))]);
+    // No --slack-signing-secret-file: presses could not reach Herald.
+    let server = herald::serve::start(options(dir.path())).await.unwrap();
+    assert_eq!(
+        call_gate(server.addr, "confirm-promotion", "WaitingPromotion", REV1)
+            .await
+            .0,
+        403
+    );
+    let ask = the_ask(&slack, 1).await;
+    assert_eq!(ask.get("blocks"), None, "{ask}");
+    assert_eq!(
+        ask["attachments"][0]["text"],
+        "Promotion of podinfo.default (revision 7c4d1a2f) waits for approval.\nDecide with: herald gate approve default/podinfo (or: herald gate rollback default/podinfo)"
+    );
+    let (addr, body) = (server.addr, "payload=%7B%7D");
+    assert_eq!(
+        post_press(addr, body, now_s(), &sign(body, now_s())).await,
+        404
+    );
+    server.stop().await.unwrap();
+}

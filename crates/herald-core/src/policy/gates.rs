@@ -168,6 +168,9 @@ pub struct Ask<'a> {
     /// every other receiver renders.
     pub with_links: &'a FlaggerEvent,
     pub gate: GateType,
+    /// Whether presses of buttons reach Herald (Slack interactivity is set up): without,
+    /// every receiver gets `with_links`.
+    pub buttons: bool,
 }
 
 impl PolicySet {
@@ -229,9 +232,12 @@ impl PolicySet {
                 approvers: &approvers,
                 what: ask.gate.waiting(),
             };
-            let with_buttons = self.render_for(&plain, compiled, receiver, |kind, render| {
-                kind.ask_body(render, &buttons)
-            });
+            let with_buttons = match ask.buttons {
+                true => self.render_for(&plain, compiled, receiver, |kind, render| {
+                    kind.ask_body(render, &buttons)
+                }),
+                false => None,
+            };
             match with_buttons {
                 Some(body) => out.push(
                     body.map(|body| notification(policy, index, receiver, body, &plain))

@@ -106,6 +106,7 @@ pub fn asks(
             event: &event,
             with_links: &with_links,
             gate,
+            buttons: state.gates.slack_signing_secret.is_some(),
         };
         let notifications = policies.ask_notifications(index, receivers, &ask, None);
         enqueue(state, policies, notifications, key, received_at);
