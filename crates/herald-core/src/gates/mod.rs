@@ -252,6 +252,17 @@ pub fn record_decision(record: &mut ApprovalSpec, decision: Decision) -> Recorde
     Recorded::New
 }
 
+/// When a gate of `record` was last asked (RFC 3339, so later times sort later); empty when
+/// none was.
+pub fn last_asked(record: &ApprovalSpec) -> &str {
+    record
+        .asked
+        .iter()
+        .map(|a| a.at.as_str())
+        .max()
+        .unwrap_or_default()
+}
+
 /// The gates of `record` still waiting, with how long (ms) since they were asked at `now_ms`.
 pub fn waiting(record: &ApprovalSpec, now_ms: i64) -> Vec<(&GateAsked, i64)> {
     record

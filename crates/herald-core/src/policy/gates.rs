@@ -176,14 +176,7 @@ pub struct Ask<'a> {
 impl PolicySet {
     /// The policies that answer `gate` for this canary, in policy-id order.
     pub fn gate_policies(&self, input: &MatchInput<'_>, gate: GateType) -> Vec<u32> {
-        let mut candidates = Vec::new();
-        if let Some(bucket) = self.by_namespace.get(&input.event.namespace) {
-            bucket.candidates(&input.event.name, &mut candidates);
-        }
-        self.any_namespace
-            .candidates(&input.event.name, &mut candidates);
-        candidates.sort_unstable();
-        candidates.dedup();
+        let mut candidates = self.candidates(input.event);
         candidates.retain(|i| {
             let policy = &self.policies[*i as usize];
             !policy.suspend

@@ -76,17 +76,23 @@ impl PolicySet {
 
     /// Indices of the policies that fire for this event, in policy-id order.
     pub fn matching(&self, input: &MatchInput<'_>) -> Vec<u32> {
+        let mut candidates = self.candidates(input.event);
+        candidates.retain(|i| self.policies[*i as usize].matches(input));
+        candidates
+    }
+
+    /// Indices of the policies the index finds for the event's namespace and canary name,
+    /// in policy-id order, each once: a superset of the ones that select it.
+    pub(super) fn candidates(&self, event: &FlaggerEvent) -> Vec<u32> {
         // Room for a typical number of candidates, so the list is not regrown as they are
         // found.
         let mut candidates = Vec::with_capacity(16);
-        if let Some(bucket) = self.by_namespace.get(&input.event.namespace) {
-            bucket.candidates(&input.event.name, &mut candidates);
+        if let Some(bucket) = self.by_namespace.get(&event.namespace) {
+            bucket.candidates(&event.name, &mut candidates);
         }
-        self.any_namespace
-            .candidates(&input.event.name, &mut candidates);
+        self.any_namespace.candidates(&event.name, &mut candidates);
         candidates.sort_unstable();
         candidates.dedup();
-        candidates.retain(|i| self.policies[*i as usize].matches(input));
         candidates
     }
 

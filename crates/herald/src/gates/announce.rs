@@ -12,7 +12,7 @@ use herald_core::policy::Ask;
 use herald_core::{FlaggerEvent, MatchInput, Notification, PolicySet, RenderFailure};
 use tracing::warn;
 
-use super::now_ms;
+use super::{capitalised, now_ms};
 use crate::api::AppState;
 use crate::delivery::Job;
 
@@ -25,14 +25,6 @@ pub enum AskReason {
     Reminder(Duration),
     /// It has waited this long: the escalation receivers are asked.
     Escalation(Duration),
-}
-
-fn capitalised(text: &str) -> String {
-    let mut out = text.to_owned();
-    if let Some(first) = out.get_mut(..1) {
-        first.make_ascii_uppercase();
-    }
-    out
 }
 
 /// The ask's message, without links.

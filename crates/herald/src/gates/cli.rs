@@ -9,9 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use herald_api::{GateType, Verdict};
-use herald_core::gates::{record_decision, Recorded};
+use herald_core::gates::Recorded;
 
-use super::store::ApprovalStore;
 use super::terminal::DecisionRequest;
 use super::GateOptions;
 use crate::{Error, Result};
@@ -253,21 +252,9 @@ async fn decide_in_cluster(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let found = std::sync::Arc::new(std::sync::Mutex::new(Recorded::New));
-    let (seen, wanted) = (found.clone(), decision.clone());
-    approvals
-        .update(
-            &key,
-            Box::new(move |record| {
-                let recorded = record_decision(record, wanted.clone());
-                let changed = recorded == Recorded::New;
-                *seen.lock().expect("decision slot") = recorded;
-                changed
-            }),
-        )
+    let recorded = super::record(approvals.as_ref(), &key, &decision)
         .await
         .map_err(Error::Gates)?;
-    let recorded = found.lock().expect("decision slot").clone();
     match recorded {
         Recorded::New => {
             approvals.publish(&key, &decision).await;

@@ -9,9 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_api::{EventType, GateType};
+use herald_api::GateType;
 use herald_core::gates::{answer, mark_asked, GateCall, Recorded, RevisionKey};
-use herald_core::{FlaggerEvent, MatchInput};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -37,15 +36,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// The policies answering `gate` for the call's canary.
-fn answering(state: &AppState, key: &RevisionKey, phase: &str, gate: GateType) -> Vec<u32> {
-    let event = FlaggerEvent::new(&key.canary, &key.namespace, phase, "", EventType::Normal, 0);
-    state
-        .policies
-        .load()
-        .gate_policies(&MatchInput::event(&event), gate)
-}
-
 async fn gate_call(
     State(state): State<AppState>,
     Path(gate): Path<String>,
@@ -68,7 +58,7 @@ async fn gate_call(
         }
     };
     let key = call.key();
-    let matched = answering(&state, &key, &call.phase, gate);
+    let matched = super::answering(&state.policies.load(), &key, &call.phase, gate);
     let answer = if matched.is_empty() {
         herald_core::gates::GateAnswer {
             open: false,

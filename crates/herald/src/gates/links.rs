@@ -13,19 +13,9 @@ use super::{decide, now_ms, policy_id};
 use crate::api::AppState;
 use crate::metrics::ReasonLabels;
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// Values on the pages go in element text, where HTML's entities are all it takes.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    herald_core::Markup::Html.escape(text)
 }
 
 /// A small page; never cached, never sent on as a referrer (the URL is a credential).

@@ -177,21 +177,19 @@ pub(crate) fn policy_id(text: &str) -> PolicyId {
     }
 }
 
-/// Records a decision and, when it is new, audits it and announces it to the policies that
-/// answer the canary's gates. `Ok(AlreadyDecided)` changes nothing.
-pub async fn decide(
-    state: &AppState,
+/// Records a decision in `store` unless what it decides is settled already (the first
+/// decision counts). Nothing else: no audit, no announcement.
+pub(crate) async fn record(
+    store: &dyn ApprovalStore,
     key: &RevisionKey,
-    decision: Decision,
+    decision: &Decision,
 ) -> std::result::Result<Recorded, String> {
     let wanted = decision.clone();
     // What the change found: the store may apply it more than once (a conflict with
     // another replica), and the last application is the one kept.
     let found = Arc::new(std::sync::Mutex::new(Recorded::New));
     let seen = found.clone();
-    state
-        .gates
-        .store
+    store
         .update(
             key,
             Box::new(move |record| {
@@ -202,7 +200,18 @@ pub async fn decide(
             }),
         )
         .await?;
-    let outcome = found.lock().expect("decision slot").clone();
+    let recorded = found.lock().expect("decision slot").clone();
+    Ok(recorded)
+}
+
+/// Records a decision and, when it is new, audits it and announces it to the policies that
+/// answer the canary's gates. `Ok(AlreadyDecided)` changes nothing.
+pub async fn decide(
+    state: &AppState,
+    key: &RevisionKey,
+    decision: Decision,
+) -> std::result::Result<Recorded, String> {
+    let outcome = record(state.gates.store.as_ref(), key, &decision).await?;
     if outcome == Recorded::New {
         state
             .metrics
@@ -236,6 +245,34 @@ fn via_label(via: &str) -> &'static str {
     }
 }
 
+/// `text` with its first letter upper-cased: "promotion" → "Promotion".
+pub(crate) fn capitalised(text: &str) -> String {
+    let mut out = text.to_owned();
+    if let Some(first) = out.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    out
+}
+
+/// The policies that answer `gate` for `key`'s canary. A gate call carries no labels, so
+/// neither does the input.
+pub(crate) fn answering(
+    policies: &herald_core::PolicySet,
+    key: &RevisionKey,
+    phase: &str,
+    gate: GateType,
+) -> Vec<u32> {
+    let event = herald_core::FlaggerEvent::new(
+        &key.canary,
+        &key.namespace,
+        phase,
+        "",
+        herald_api::EventType::Normal,
+        0,
+    );
+    policies.gate_policies(&herald_core::MatchInput::event(&event), gate)
+}
+
 /// A decision's sentence: "Promotion of podinfo.test (revision 7c4d1a2f) approved by @alice
 /// via Slack."
 pub fn sentence(key: &RevisionKey, decision: &Decision) -> String {
@@ -250,9 +287,7 @@ pub fn sentence(key: &RevisionKey, decision: &Decision) -> String {
             format!("Rollback of {key} requested by {} via {via}.", decision.by)
         }
         (Verdict::Approve, gate) => {
-            let what = gate.map(GateType::waiting).unwrap_or("rollout");
-            let mut what = what.to_owned();
-            what[..1].make_ascii_uppercase();
+            let what = capitalised(gate.map(GateType::waiting).unwrap_or("rollout"));
             format!("{what} of {key} approved by {} via {via}.", decision.by)
         }
     }

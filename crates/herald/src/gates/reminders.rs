@@ -7,9 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald_api::{ApprovalSpec, EventType, GateType};
-use herald_core::gates::{waiting, RevisionKey};
-use herald_core::{FlaggerEvent, MatchInput};
+use herald_api::{ApprovalSpec, GateType};
+use herald_core::gates::{last_asked, waiting, RevisionKey};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -38,12 +37,7 @@ fn newest_per_canary(
     let mut newest: BTreeMap<(String, String), (String, RevisionKey, ApprovalSpec)> =
         BTreeMap::new();
     for (key, record) in records {
-        let at = record
-            .asked
-            .iter()
-            .map(|a| a.at.clone())
-            .max()
-            .unwrap_or_default();
+        let at = last_asked(&record).to_owned();
         let slot = (key.namespace.clone(), key.canary.clone());
         if newest.get(&slot).is_none_or(|(known, _, _)| at > *known) {
             newest.insert(slot, (at, key, record));
@@ -71,15 +65,7 @@ pub async fn remind_once(state: &AppState) {
             .map(|(asked, waited)| (asked.gate, waited, asked.reminded, asked.escalated))
             .collect();
         for (gate, waited, reminded, escalated) in due {
-            let event = FlaggerEvent::new(
-                &key.canary,
-                &key.namespace,
-                "Progressing",
-                "",
-                EventType::Normal,
-                0,
-            );
-            let matched = policies.gate_policies(&MatchInput::event(&event), gate);
+            let matched = super::answering(&policies, &key, "Progressing", gate);
             let after = |index: &u32, step: Step| {
                 let gates = policies.policy(*index).gates.as_ref()?;
                 match step {

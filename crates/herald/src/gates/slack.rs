@@ -78,8 +78,8 @@ async fn handle(state: AppState, press: Interaction) {
         return;
     };
     let approvers = &gates.approvers;
-    let allowed =
-        approvers.slack_users.contains(&press.user) || in_user_groups(&state, index, &press).await;
+    let allowed = approvers.slack_users.contains(&press.user)
+        || in_user_groups(&state, policies.policy(index), &press).await;
     if !allowed {
         refuse(&state, "not_approver");
         let text = format!(
@@ -131,9 +131,11 @@ async fn handle(state: AppState, press: Interaction) {
 
 /// Whether the presser is in one of the approvers' user groups, read with the asking
 /// receiver's bot token (`usergroups.users.list`).
-async fn in_user_groups(state: &AppState, policy: u32, press: &Interaction) -> bool {
-    let policies = state.policies.load_full();
-    let compiled = policies.policy(policy);
+async fn in_user_groups(
+    state: &AppState,
+    compiled: &herald_core::policy::CompiledPolicy,
+    press: &Interaction,
+) -> bool {
     let Some(gates) = &compiled.gates else {
         return false;
     };

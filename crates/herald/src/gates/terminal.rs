@@ -2,21 +2,12 @@
 //! running Herald's API (standalone) or through the Approvals in the API server (`--kube`).
 
 use herald_api::{ApprovalSpec, Decision, GateType, Verdict};
-use herald_core::gates::{answer, waiting, RevisionKey};
+use herald_core::gates::{answer, last_asked, waiting, RevisionKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::now_ms;
 use super::store::ApprovalStore;
-
-fn newest_ask(record: &ApprovalSpec) -> String {
-    record
-        .asked
-        .iter()
-        .map(|a| a.at.clone())
-        .max()
-        .unwrap_or_default()
-}
 
 /// A canary's revisions, newest first: what was asked, what was decided, how each gate
 /// answers now.
@@ -26,7 +17,7 @@ pub fn status(store: &dyn ApprovalStore, namespace: &str, canary: &str) -> Value
         .into_iter()
         .filter(|(key, _)| key.namespace == namespace && key.canary == canary)
         .collect();
-    records.sort_by_key(|(_, record)| std::cmp::Reverse(newest_ask(record)));
+    records.sort_by_key(|(_, record)| std::cmp::Reverse(last_asked(record).to_owned()));
     let now = now_ms();
     let revisions: Vec<_> = records
         .iter()
@@ -82,7 +73,7 @@ pub fn choose(
         .into_iter()
         .filter(|(key, _)| key.namespace == request.namespace && key.canary == request.canary)
         .filter(|(key, _)| request.revision.as_ref().is_none_or(|r| &key.revision == r))
-        .max_by_key(|(_, record)| newest_ask(record));
+        .max_by_key(|(_, record)| last_asked(record).to_owned());
     let (key, record) = match (newest, &request.revision) {
         (Some(found), _) => found,
         (None, Some(revision)) => {
