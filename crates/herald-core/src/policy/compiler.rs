@@ -25,6 +25,19 @@ impl Compiler<'_> {
             .push(Problem::new(Reason::InvalidSpec, path, message));
     }
 
+    /// A receiver's Web API base: its `apiUrl` if set, else the service's own, without a
+    /// trailing `/`. Not an http(s) URL: a problem at `<path>.apiUrl`.
+    pub fn api_url<'s>(&mut self, given: Option<&'s str>, default: &'s str, path: &str) -> &'s str {
+        let api = given.unwrap_or(default).trim_end_matches('/');
+        if !crate::policy::is_http_url(api) {
+            self.invalid(
+                &format!("{path}.apiUrl"),
+                "must be an http:// or https:// URL with a host",
+            );
+        }
+        api
+    }
+
     /// How many problems have been found so far.
     pub fn problem_count(&self) -> usize {
         self.problems.len()

@@ -141,17 +141,8 @@ pub(crate) fn compile(
     if spec.api_url.is_some() && spec.region.is_some() {
         cx.invalid(path, "set at most one of apiUrl, region");
     }
-    let api = spec
-        .api_url
-        .as_deref()
-        .unwrap_or(spec.region.unwrap_or(OpsgenieRegion::Us).api_url())
-        .trim_end_matches('/');
-    if !crate::policy::is_http_url(api) {
-        cx.invalid(
-            &format!("{path}.apiUrl"),
-            "must be an http:// or https:// URL with a host",
-        );
-    }
+    let region = spec.region.unwrap_or(OpsgenieRegion::Us);
+    let api = cx.api_url(spec.api_url.as_deref(), region.api_url(), path);
     for (i, tag) in spec.tags.iter().enumerate() {
         if tag.is_empty() || tag.chars().count() > 50 {
             cx.invalid(&format!("{path}.tags[{i}]"), "a tag has 1 to 50 characters");

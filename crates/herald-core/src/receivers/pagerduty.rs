@@ -253,17 +253,7 @@ pub(crate) fn compile(
     cx: &mut Compiler<'_>,
 ) -> Option<Compiled> {
     let before = cx.problem_count();
-    let api = spec
-        .api_url
-        .as_deref()
-        .unwrap_or(herald_api::PAGERDUTY_API_URL)
-        .trim_end_matches('/');
-    if !crate::policy::is_http_url(api) {
-        cx.invalid(
-            &format!("{path}.apiUrl"),
-            "must be an http:// or https:// URL with a host",
-        );
-    }
+    let api = cx.api_url(spec.api_url.as_deref(), herald_api::PAGERDUTY_API_URL, path);
     if spec.source.as_deref() == Some("") {
         cx.invalid(&format!("{path}.source"), "must not be empty");
     }

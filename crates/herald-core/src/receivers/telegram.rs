@@ -152,17 +152,7 @@ pub(crate) fn compile(
     cx: &mut Compiler<'_>,
 ) -> Option<Compiled> {
     let before = cx.problem_count();
-    let api = spec
-        .api_url
-        .as_deref()
-        .unwrap_or(herald_api::TELEGRAM_API_URL)
-        .trim_end_matches('/');
-    if !crate::policy::is_http_url(api) {
-        cx.invalid(
-            &format!("{path}.apiUrl"),
-            "must be an http:// or https:// URL with a host",
-        );
-    }
+    let api = cx.api_url(spec.api_url.as_deref(), herald_api::TELEGRAM_API_URL, path);
     let chat_id = match spec.chat_id.as_deref() {
         None => {
             cx.invalid(

@@ -97,17 +97,7 @@ fn cut(text: &str, max: usize) -> String {
 
 pub(crate) fn compile(spec: &WebexReceiver, path: &str, cx: &mut Compiler<'_>) -> Option<Compiled> {
     let before = cx.problem_count();
-    let api = spec
-        .api_url
-        .as_deref()
-        .unwrap_or(herald_api::WEBEX_API_URL)
-        .trim_end_matches('/');
-    if !crate::policy::is_http_url(api) {
-        cx.invalid(
-            &format!("{path}.apiUrl"),
-            "must be an http:// or https:// URL with a host",
-        );
-    }
+    let api = cx.api_url(spec.api_url.as_deref(), herald_api::WEBEX_API_URL, path);
     let room_id = match spec.room_id.as_deref() {
         None | Some("") => {
             cx.invalid(&format!("{path}.roomId"), "required: the room's ID");

@@ -169,19 +169,11 @@ pub(super) fn compile(
         );
         valid = false;
     }
-    let api = slack
-        .api_url
-        .as_deref()
-        .unwrap_or(herald_api::SLACK_API_URL)
-        .trim_end_matches('/')
+    let problems = cx.problem_count();
+    let api = cx
+        .api_url(slack.api_url.as_deref(), herald_api::SLACK_API_URL, path)
         .to_owned();
-    if !crate::policy::is_http_url(&api) {
-        cx.invalid(
-            &format!("{path}.apiUrl"),
-            "must be an http:// or https:// URL with a host",
-        );
-        valid = false;
-    }
+    valid &= cx.problem_count() == problems;
     let token = cx.token_value(token, &format!("{path}.tokenSecretRef"))?;
     if !valid {
         return None;
