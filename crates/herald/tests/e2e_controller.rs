@@ -12,7 +12,6 @@ use common::cluster::*;
 use common::*;
 use herald::controller::leader::Leadership;
 use herald::controller::state;
-use herald_api::flagger::Canary;
 use herald_api::NotificationPolicy;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -41,16 +40,7 @@ async fn shop(client: &Client, prefix: &str, sink: &Sink) -> String {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
-    let canary: Canary = serde_json::from_value(json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": ns},
-        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"}}
-    }))
-    .unwrap();
-    Api::<Canary>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &canary)
-        .await
-        .unwrap();
+    create_canary(client, &ns, "podinfo").await;
     set_phase(client, &ns, "podinfo", "Progressing").await;
     ns
 }

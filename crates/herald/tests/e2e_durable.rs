@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::cluster::*;
 use common::*;
-use herald_api::flagger::Canary;
 use herald_api::NotificationPolicy;
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -108,16 +107,7 @@ async fn post_until_accepted(addr: SocketAddr, ns: &str, n: usize) {
 
 async fn create_canaries(client: &Client, ns: &str) {
     for i in 0..CANARIES {
-        let canary: Canary = serde_json::from_value(json!({
-            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-            "metadata": {"name": format!("c{i}"), "namespace": ns},
-            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": format!("c{i}")}}
-        }))
-        .unwrap();
-        Api::<Canary>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &canary)
-            .await
-            .unwrap();
+        create_canary(client, ns, &format!("c{i}")).await;
         set_phase(client, ns, &format!("c{i}"), "Progressing").await;
     }
 }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::cluster::*;
 use common::*;
-use herald_api::flagger::Canary;
 use herald_api::{Approval, NotificationPolicy};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, PostParams};
@@ -38,16 +37,7 @@ async fn gate_shop(client: &Client, sink: &Sink) -> String {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
-    let canary: Canary = serde_json::from_value(json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": ns},
-        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"}}
-    }))
-    .unwrap();
-    Api::<Canary>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &canary)
-        .await
-        .unwrap();
+    create_canary(client, &ns, "podinfo").await;
     ns
 }
 

@@ -209,6 +209,20 @@ pub async fn flagger_event_at(
         .unwrap();
 }
 
+/// Creates the Canary `name` in `ns`, targeting the Deployment of the same name.
+pub async fn create_canary(client: &Client, ns: &str, name: &str) {
+    let canary: Canary = serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}}
+    }))
+    .unwrap();
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &canary)
+        .await
+        .unwrap();
+}
+
 pub async fn set_phase(client: &Client, ns: &str, canary: &str, phase: &str) {
     let status = CanaryStatus {
         phase: Some(phase.into()),
