@@ -58,6 +58,18 @@ const ROWS: &[Row] = &[
         ],
     ),
     (
+        "alertmanager: a repeat too often",
+        "",
+        "      alertmanager: {url: \"http://am:9093\", resendInterval: 500ms}\n",
+        &[("alertmanager.resendInterval", "must be at least 1s")],
+    ),
+    (
+        "alertmanager: a repeat that is no duration",
+        "",
+        "      alertmanager: {url: \"http://am:9093\", resendInterval: soon}\n",
+        &[("alertmanager.resendInterval", "\"soon\" is not a duration such as 30s, 10m or 1h30m")],
+    ),
+    (
         "alertmanager: a missing password key, a bad URL in a Secret",
         "address: am-SECRET:9093",
         "      alertmanager:\n        secretRef: {name: creds}\n        basicAuth: {username: herald, passwordSecretRef: {name: creds}}\n",

@@ -39,6 +39,8 @@ pub struct AppState {
     pub incoming: Option<Arc<dyn IncomingEvents>>,
     /// Repeated messages held back (`spec.repeatInterval`).
     pub repeats: Arc<Repeats>,
+    /// Notifications posted again while their canary stays failed (see [`crate::reposts`]).
+    pub open: Arc<crate::reposts::OpenNotifications>,
     /// When set, every event endpoint asks for this token (see [`crate::intake`]).
     pub event_token: Option<Arc<EventToken>>,
     /// How long an event body may take to arrive once its headers have (`408` after).

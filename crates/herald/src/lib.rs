@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod metrics_text;
 pub mod pipeline;
 pub mod policy_files;
+pub mod reposts;
 pub mod requeue;
 pub mod serve;
 pub mod telemetry;

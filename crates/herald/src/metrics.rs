@@ -113,6 +113,7 @@ pub struct Metrics {
     pub delivery_duration: Family<ReceiverLabels, Histogram>,
     pub render_failures: Counter,
     pub repeats_held: Counter,
+    pub reposts: Counter,
     pub queue_depth: Gauge,
     pub canary_status: Family<CanaryLabels, Gauge>,
     pub policies_loaded: Gauge,
@@ -199,6 +200,11 @@ impl Metrics {
                 "herald_repeats_held",
                 "Notifications not sent because the same message went to the receiver within its \
                 policy's repeatInterval",
+            ),
+            reposts: add.metric(
+                "herald_reposts",
+                "Notifications posted again because their canary stays failed (Alertmanager's \
+                alerts, every resendInterval)",
             ),
             queue_depth: add.metric(
                 "herald_queue_depth",

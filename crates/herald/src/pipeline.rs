@@ -166,9 +166,11 @@ pub fn dispatch(
         )),
         _ => None,
     };
+    let reopened = state.open.changes(input.event, &jobs);
     let mut admitted = state.dispatcher.enqueue_all(jobs, store);
     match &mut admitted {
         Ok(admitted) => {
+            state.open.apply(reopened);
             for (key, interval) in &sent {
                 filter.mark_sent(*key, *interval, now_ms);
             }

@@ -45,6 +45,7 @@ pub struct Running {
     http: JoinHandle<std::io::Result<()>>,
     watcher: JoinHandle<()>,
     reminders: JoinHandle<()>,
+    reposts: JoinHandle<()>,
     drain_timeout: Duration,
 }
 
@@ -85,6 +86,10 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         None => Arc::new(crate::gates::FileApprovals::in_memory()),
     };
     let gates = Arc::new(crate::gates::Gates::new(&options.gates, approvals)?);
+    let open = match &options.state_dir {
+        Some(dir) => crate::reposts::OpenNotifications::persisted(dir.join("open.json")),
+        None => Default::default(),
+    };
     let policies = Arc::new(ArcSwap::from_pointee(set));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -106,6 +111,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         ready: Arc::new(AtomicBool::new(true)),
         incoming: None,
         repeats: Default::default(),
+        open: Arc::new(open),
         event_token,
         body_timeout: options.http.body_timeout(),
         store: opened.as_ref().map(|o| o.store.clone()),
@@ -131,6 +137,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         stopped.clone(),
         options.gates.reminder_check(),
     ));
+    let reposts = tokio::spawn(crate::reposts::run(state.clone(), stopped.clone()));
     let watcher = {
         let mut stopped = stopped.clone();
         tokio::spawn(policy_files::watch(
@@ -155,6 +162,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         http,
         watcher,
         reminders,
+        reposts,
         drain_timeout: options.drain_timeout,
     })
 }
@@ -190,6 +198,7 @@ impl Running {
         served.map_err(Error::Serve)?;
         let _ = self.watcher.await;
         let _ = self.reminders.await;
+        let _ = self.reposts.await;
         info!(deadline = ?self.drain_timeout, "stopped accepting events; delivering queued notifications");
         let report = self.state.dispatcher.drain(self.drain_timeout).await;
         if let Some(store) = self.state.store.clone() {

@@ -3,7 +3,9 @@
 //! sends nowhere, and `herald serve` in process posting Flagger's events to it. What
 //! Alertmanager holds is read back from its own `GET /api/v2/alerts`: the alert fires with the
 //! canary's labels after a rollback, stays one alert when the failure is reported again, and
-//! is resolved (no longer listed) by the promotion, even with Herald restarted in between.
+//! is resolved (no longer listed) by the promotion, even with Herald restarted in between;
+//! and a canary that stays failed keeps its alert firing past Alertmanager's
+//! `resolve_timeout`, across a `kill -9` of Herald, until the promotion.
 //! Where the binary is missing (a developer's machine without the package) the test says so
 //! and passes.
 
@@ -44,11 +46,11 @@ fn installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts Alertmanager (with `web_config`, when given, as its `--web.config.file`) and waits
-/// until it is ready.
-async fn start_alertmanager(web_config: Option<&str>) -> Alertmanager {
+/// Starts Alertmanager with `config` (and `web_config`, when given, as its
+/// `--web.config.file`) and waits until it is ready.
+async fn start_alertmanager(config: &str, web_config: Option<&str>) -> Alertmanager {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("alertmanager.yml"), CONFIG).unwrap();
+    std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -148,7 +150,7 @@ async fn a_rollback_fires_and_the_promotion_after_a_restart_resolves_it() {
         eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
         return;
     }
-    let am = start_alertmanager(None).await;
+    let am = start_alertmanager(CONFIG, None).await;
     let dir = PolicyDir::new(&[("oncall.yaml", &policy(am.addr, ""))]);
     let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
     let now = std::time::SystemTime::now()
@@ -214,7 +216,7 @@ async fn basic_auth_from_a_secret_is_what_alertmanager_checks() {
         eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
         return;
     }
-    let am = start_alertmanager(Some(WEB_CONFIG)).await;
+    let am = start_alertmanager(CONFIG, Some(WEB_CONFIG)).await;
     let secret = |password: &str| {
         format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: am, namespace: test}}\nstringData: {{password: {password}}}\n---\n")
     };
@@ -241,4 +243,119 @@ async fn basic_auth_from_a_secret_is_what_alertmanager_checks() {
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["labels"]["canary"], "podinfo");
     assert_eq!(alerts[0]["startsAt"], "2023-11-14T22:13:20.000Z");
+}
+
+/// Active alerts, waiting up to `WAIT` for there to be `n`.
+async fn wait_for_alerts(am: &Alertmanager, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let alerts = active_alerts(am, None).await;
+        if alerts.len() == n {
+            return alerts;
+        }
+        assert!(Instant::now() < deadline, "not {n} alerts: {alerts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kill_9(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.wait();
+}
+
+const REPOSTS: &str = "herald_reposts_total";
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_canary_that_stays_failed_stays_firing_past_resolve_timeout_and_a_kill_9() {
+    if !installed() {
+        eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
+        return;
+    }
+    // Alertmanager ends an alert 2 s after it last heard of it; Herald posts it every second.
+    let resolve_timeout = Duration::from_secs(2);
+    let am = start_alertmanager(&format!("global:\n  resolve_timeout: 2s\n{CONFIG}"), None).await;
+    let dir = PolicyDir::new(&[(
+        "oncall.yaml",
+        &policy(am.addr, "        resendInterval: 1s\n"),
+    )]);
+    let state = tempfile::tempdir().unwrap();
+    let args = |dir: &PolicyDir| {
+        let mut args: Vec<std::ffi::OsString> = ["serve", "--listen", "127.0.0.1:0"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        args.extend(["--policies".into(), dir.path().into_os_string()]);
+        args.extend(["--state-dir".into(), state.path().as_os_str().to_owned()]);
+        args
+    };
+    let (mut herald, addr) = spawn_herald(args(&dir));
+    let failed = "Canary failed! Scaling down podinfo.test";
+    let body = event("podinfo", "test", "Failed", failed, "Warning", unix_ms());
+    assert_eq!(
+        post_event(addr, "/events", &body).await,
+        (202, json!({"deliveries": 1}))
+    );
+    let fired = wait_for_alerts(&am, 1).await;
+    let started = fired[0]["startsAt"].clone();
+
+    // Flagger says nothing more. Twice resolve_timeout later the alert still fires, because
+    // Herald posted it again.
+    tokio::time::sleep(2 * resolve_timeout).await;
+    let alerts = active_alerts(&am, None).await;
+    assert_eq!(alerts.len(), 1, "still firing: {alerts:?}");
+    assert_eq!(alerts[0]["status"]["state"], "active");
+    assert_eq!(
+        alerts[0]["startsAt"], started,
+        "one alert since the failure"
+    );
+    assert_eq!(alerts[0]["annotations"]["description"], failed);
+    let reposts = metric(&metrics_text(addr).await, REPOSTS);
+    assert!(reposts >= 2.0, "posted again every second: {reposts}");
+
+    // Killed: the new process reads what it was repeating from the state directory.
+    kill_9(&mut herald);
+    let (mut herald, addr) = spawn_herald(args(&dir));
+    tokio::time::sleep(2 * resolve_timeout).await;
+    let alerts = active_alerts(&am, None).await;
+    assert_eq!(alerts.len(), 1, "still firing after the kill: {alerts:?}");
+    assert_eq!(alerts[0]["startsAt"], started);
+    assert!(metric(&metrics_text(addr).await, REPOSTS) >= 2.0);
+
+    // The promotion resolves it, and nothing fires it again.
+    let body = event(
+        "podinfo",
+        "test",
+        "Succeeded",
+        PROMOTED,
+        "Normal",
+        unix_ms(),
+    );
+    assert_eq!(
+        post_event(addr, "/events", &body).await,
+        (202, json!({"deliveries": 1}))
+    );
+    wait_for_alerts(&am, 0).await;
+    let after = metric(&metrics_text(addr).await, REPOSTS);
+    tokio::time::sleep(2 * resolve_timeout).await;
+    assert_eq!(active_alerts(&am, None).await, Vec::<Value>::new());
+    assert_eq!(
+        metric(&metrics_text(addr).await, REPOSTS),
+        after,
+        "no repeats after the close"
+    );
+    let open: Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("open.json")).unwrap()).unwrap();
+    assert_eq!(open, json!({"open": []}));
+    kill_9(&mut herald);
 }

@@ -428,6 +428,7 @@ fn harness_with(
         ready: Arc::new(AtomicBool::new(true)),
         incoming: None,
         repeats: Default::default(),
+        open: Default::default(),
         event_token: None,
         body_timeout: herald::api::DEFAULT_BODY_TIMEOUT,
         store: None,

@@ -9,9 +9,8 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use common::spawn_herald;
 use common::{event, metric, PolicyDir};
 use rand::Rng;
 
@@ -103,59 +103,36 @@ fn policy(name: &str, url: &str) -> String {
 
 /// Starts `herald serve` and waits for its address.
 fn start_herald(policies: &std::path::Path, state: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-attempts",
-            "1000",
-            "--min-backoff",
-            "10ms",
-            "--max-backoff",
-            "200ms",
-            // Well above a loaded machine's slowest answer (so the receivers' 2xx answers are
-            // Herald's deliveries, exactly), well below a hang.
-            "--delivery-timeout",
-            "1s",
-            // Room for everything owed to the late receiver while it refuses connections.
-            "--queue-capacity",
-            "10000",
-            "--drain-timeout",
-            "30s",
-        ])
-        .arg("--policies")
-        .arg(policies)
-        .arg("--state-dir")
-        .arg(state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if !sent {
-                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if json["message"] == "herald serving" {
-                        let _ = tx.send(json["addr"].as_str().unwrap().to_owned());
-                        sent = true;
-                    }
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("herald logs that it is serving")
-        .parse()
-        .unwrap();
-    (child, addr)
+    let mut args: Vec<std::ffi::OsString> = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-attempts",
+        "1000",
+        "--min-backoff",
+        "10ms",
+        "--max-backoff",
+        "200ms",
+        // Well above a loaded machine's slowest answer (so the receivers' 2xx answers are
+        // Herald's deliveries, exactly), well below a hang.
+        "--delivery-timeout",
+        "1s",
+        // Room for everything owed to the late receiver while it refuses connections.
+        "--queue-capacity",
+        "10000",
+        "--drain-timeout",
+        "30s",
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    args.extend([
+        "--policies".into(),
+        policies.into(),
+        "--state-dir".into(),
+        state.into(),
+    ]);
+    spawn_herald(args)
 }
 
 fn kill(child: &mut Child, signal: &str) {

@@ -13,7 +13,9 @@ use super::{AddressRef, ReceiverSpec, SecretKeyRef};
 /// the canary, its namespace and cluster; every further failure posts it again, which keeps it
 /// firing (Alertmanager resolves an alert not posted again within its `resolve_timeout`). The
 /// canary's next success ("Promotion completed!", phase `Succeeded`) posts it with `endsAt`,
-/// which resolves it. Other events send nothing.
+/// which resolves it. Other events send nothing. While the canary stays failed, Herald posts
+/// its alert again every `resendInterval`, as Prometheus does, so Alertmanager does not
+/// resolve it when Flagger goes quiet.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url, secretRef"))]
@@ -39,6 +41,11 @@ pub struct AlertmanagerReceiver {
     /// The alert's `generatorURL` (a dashboard, Flagger's canary page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_url: Option<String>,
+    /// How often a failed canary's alert is posted again while it stays failed (e.g. `30s`,
+    /// `1m`). Defaults to `1m`, Prometheus' `--rules.alert.resend-delay`; keep it well under
+    /// Alertmanager's `resolve_timeout` (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_interval: Option<String>,
     /// HTTP basic authentication (an Alertmanager `--web.config.file`, a proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<AlertmanagerBasicAuth>,

@@ -8,12 +8,13 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_api::AlertmanagerReceiver;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::lifecycle::{transition, Transition};
-use super::{Compiled, ReceiverKind, Render, RequestSpec};
+use super::{Compiled, KeepOpen, ReceiverKind, Render, RequestSpec};
 use crate::escape::Markup;
 use crate::event::FlaggerEvent;
 use crate::policy::Compiler;
@@ -27,9 +28,14 @@ pub const DEFAULT_SEVERITY: &str = "critical";
 /// The labels Herald sets itself; a receiver's `labels` may not set them.
 pub const OWN_LABELS: [&str; 5] = ["alertname", "canary", "namespace", "cluster", "severity"];
 
+/// How often a failed canary's alert is posted again unless the receiver says
+/// (`resendInterval`): Prometheus' `--rules.alert.resend-delay`.
+pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
+
 /// An Alertmanager.
 #[derive(Debug)]
 pub struct Alertmanager {
+    pub resend_interval: Duration,
     pub alertname: String,
     pub severity: String,
     /// The receiver's own labels, sorted by name.
@@ -40,6 +46,17 @@ pub struct Alertmanager {
 impl ReceiverKind for Alertmanager {
     fn wants(&self, event: &FlaggerEvent) -> bool {
         transition(event).is_some()
+    }
+
+    /// A firing alert is posted again until the canary's success resolves it: Alertmanager
+    /// ends an alert `resolve_timeout` after it last heard of it, and Flagger says nothing
+    /// more about a canary that stays failed.
+    fn keeps_open(&self, event: &FlaggerEvent) -> KeepOpen {
+        match transition(event) {
+            Some(Transition::Open) => KeepOpen::Repeat(self.resend_interval),
+            Some(Transition::Resolve) => KeepOpen::Close,
+            None => KeepOpen::Leave,
+        }
     }
 
     fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError> {
@@ -151,6 +168,22 @@ pub(crate) fn compile(
             );
         }
     }
+    let resend_interval = match spec
+        .resend_interval
+        .as_deref()
+        .map(crate::repeats::parse_interval)
+    {
+        None => Some(DEFAULT_RESEND_INTERVAL),
+        Some(Ok(ms)) if ms >= 1_000 => Some(Duration::from_millis(ms)),
+        Some(Ok(_)) => {
+            cx.invalid(&format!("{path}.resendInterval"), "must be at least 1s");
+            None
+        }
+        Some(Err(e)) => {
+            cx.invalid(&format!("{path}.resendInterval"), &e);
+            None
+        }
+    };
     let mut request = RequestSpec::default();
     match (&spec.basic_auth, &spec.bearer_token_secret_ref) {
         (Some(_), Some(_)) => {
@@ -186,6 +219,7 @@ pub(crate) fn compile(
     }
     let url = format!("{}/api/v2/alerts", base?.expose().trim_end_matches('/'));
     let kind = Alertmanager {
+        resend_interval: resend_interval?,
         alertname: spec
             .alertname
             .clone()

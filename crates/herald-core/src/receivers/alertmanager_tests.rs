@@ -121,3 +121,52 @@ fn label_names_are_prometheus_names() {
         assert!(!is_label_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn a_failure_is_repeated_until_a_success_closes_it() {
+    let set = set("");
+    let kind = &set.receiver(0, 0).kind;
+    let cases = [
+        (
+            "Failed",
+            "Canary failed! Scaling down podinfo.default",
+            KeepOpen::Repeat(DEFAULT_RESEND_INTERVAL),
+        ),
+        (
+            "Progressing",
+            "Rolling back podinfo.default failed checks threshold reached 5",
+            KeepOpen::Repeat(Duration::from_secs(60)),
+        ),
+        (
+            "Succeeded",
+            "Promotion completed! Scaling down podinfo.default",
+            KeepOpen::Close,
+        ),
+        (
+            "Progressing",
+            "Advance podinfo.default canary weight 20",
+            KeepOpen::Leave,
+        ),
+    ];
+    for (phase, message, expected) in cases {
+        assert_eq!(
+            kind.keeps_open(&event(phase, message)),
+            expected,
+            "{message}"
+        );
+    }
+    let every = |interval: &str| {
+        let policy = POLICY.replace(
+            "labels: {team: payments}",
+            &format!("resendInterval: {interval}"),
+        );
+        let mut loaded = load_sources([("p.yaml", policy.as_str())]);
+        let set = loaded.build("", "default");
+        assert_eq!(loaded.problems, []);
+        set.receiver(0, 0)
+            .kind
+            .keeps_open(&event("Failed", "Canary failed!"))
+    };
+    assert_eq!(every("15s"), KeepOpen::Repeat(Duration::from_secs(15)));
+    assert_eq!(every("1m30s"), KeepOpen::Repeat(Duration::from_secs(90)));
+}

@@ -69,6 +69,14 @@ pub trait ReceiverKind: fmt::Debug + Send + Sync + 'static {
     /// The body of one notification.
     fn body(&self, render: &mut dyn Render) -> Result<Vec<u8>, TemplateError>;
 
+    /// For a kind whose service forgets what it was told unless told again (Alertmanager
+    /// ends an alert `resolve_timeout` after it last heard of it): whether this event's
+    /// notification is to be posted again, unchanged, while the canary's rollout stays open,
+    /// or ends such repeats. Most kinds say each thing once.
+    fn keeps_open(&self, _event: &FlaggerEvent) -> KeepOpen {
+        KeepOpen::Leave
+    }
+
     /// Names the receiver's rollout threads when it keeps one per rollout (see
     /// [`ThreadRef::scope`]).
     fn thread_scope(&self) -> Option<&str> {
@@ -133,6 +141,19 @@ pub trait ReceiverKind: fmt::Debug + Send + Sync + 'static {
 
     /// For tests and tools that inspect a compiled kind.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// What a notification does to the repeats of the canary's open one (see
+/// [`ReceiverKind::keeps_open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepOpen {
+    /// Post this notification again every interval until a later one closes it; it replaces
+    /// the one repeated so far.
+    Repeat(std::time::Duration),
+    /// The canary's open notification is closed: stop repeating it.
+    Close,
+    /// Nothing to do with repeats.
+    Leave,
 }
 
 /// What the buttons of an ask decide, and who may press them.

@@ -169,6 +169,18 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
     let mut gates = crate::gates::Gates::new(&options.gates, approvals.clone())?;
     gates.audit = Some(approvals);
     gates.decisions_over_http = false;
+    let leadership = match &options.lease_name {
+        None => Leadership::single(),
+        Some(lease) => {
+            Leadership::elect(client.clone(), &options.namespace, lease, &options.identity)
+        }
+    };
+    // The leader sees every watched Event, so every close: only it repeats alerts.
+    let open = match &options.state_dir {
+        Some(dir) => crate::reposts::OpenNotifications::persisted(dir.join("open.json")),
+        None => Default::default(),
+    }
+    .only_while(leadership.fence.checker());
     let app = AppState {
         gates: Arc::new(gates),
         policies: Arc::new(ArcSwap::from_pointee(PolicySet::empty())),
@@ -178,22 +190,21 @@ pub async fn start(client: Client, options: ControllerOptions) -> Result<Running
         ready: Arc::new(AtomicBool::new(false)),
         incoming: Some(sources.clone()),
         repeats: Default::default(),
+        open: Arc::new(open),
         event_token,
         body_timeout: options.http.body_timeout(),
         store: opened.as_ref().map(|o| o.store.clone()),
     };
+    tasks.push(tokio::spawn(crate::reposts::run(
+        app.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(crate::gates::run_reminders(
         app.clone(),
         stop_rx.clone(),
         options.gates.reminder_check(),
     )));
 
-    let leadership = match &options.lease_name {
-        None => Leadership::single(),
-        Some(lease) => {
-            Leadership::elect(client.clone(), &options.namespace, lease, &options.identity)
-        }
-    };
     let leader = leadership.leading.clone();
 
     let ctx = Arc::new(Context {

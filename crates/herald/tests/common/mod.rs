@@ -340,3 +340,41 @@ pub fn webhook_policy(name: &str, url: &str) -> String {
         "apiVersion: herald.dev/v1alpha1\nkind: NotificationPolicy\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  receivers:\n    - name: hook\n      webhook:\n        url: {url}\n"
     )
 }
+
+/// Starts the `herald` binary (`--log-format json`, then `args`, e.g. `serve --listen
+/// 127.0.0.1:0 ...`) and waits for the address it logs as serving.
+pub fn spawn_herald<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--log-format", "json"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        // Read to the end, so the process never blocks on a full pipe.
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !sent {
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if json["message"] == "herald serving" {
+                        let _ = tx.send(json["addr"].as_str().unwrap().to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("herald logs that it is serving")
+        .parse()
+        .unwrap();
+    (child, addr)
+}
