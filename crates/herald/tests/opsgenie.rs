@@ -2,7 +2,8 @@
 //! Alert API v2 that checks requests as Opsgenie documents them (`Authorization: GenieKey
 //! <key>`, else `401`; `POST /v2/alerts` with a `message` of at most 130 characters, an
 //! `alias` of at most 512, a priority `P1`..`P5`; `POST /v2/alerts/<alias>/close` with
-//! `identifierType=alias`) and answers as Opsgenie does: `202` with a `requestId`, `429` when
+//! `identifierType=alias`, and no encoded slash in the path, which servlet containers refuse
+//! by default) and answers as Opsgenie does: `202` with a `requestId`, `429` when
 //! asked to. It keeps alerts as Opsgenie does: a create whose alias has an open alert adds to
 //! its count instead of opening another; a close closes it.
 
@@ -117,12 +118,17 @@ async fn close(
     State(shared): State<Shared>,
     Path(alias): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: String,
 ) -> Response {
     let mut og = shared.lock().unwrap();
     if let Some(refused) = refuse(&mut og, &headers, &body) {
         return refused;
+    }
+    // As a servlet container refuses it by default (Tomcat's ALLOW_ENCODED_SLASH=false).
+    if uri.path().to_ascii_lowercase().contains("%2f") {
+        return invalid("an encoded slash in the path");
     }
     if query.get("identifierType").map(String::as_str) != Some("alias") {
         return invalid("identifierType must be alias for an alias");
@@ -200,13 +206,13 @@ async fn a_rollback_opens_one_alert_and_the_promotion_after_a_restart_closes_it(
     {
         let og = og.lock().unwrap();
         assert_eq!(og.created, 1, "the second failure adds to the open alert");
-        assert_eq!(og.alerts.get("herald//default/podinfo"), Some(&(true, 2)));
+        assert_eq!(og.alerts.get("herald::default:podinfo"), Some(&(true, 2)));
         assert_eq!(
             og.received[0],
             (
                 "/v2/alerts".to_owned(),
                 format!(
-                    r#"{{"message":"podinfo.default","alias":"herald//default/podinfo","description":"{rollback}","tags":["herald","default","payments"],"details":{{"canary":"podinfo","namespace":"default","phase":"Progressing","revision":"abc123"}},"entity":"podinfo.default","source":"herald","priority":"P1"}}"#
+                    r#"{{"message":"podinfo.default","alias":"herald::default:podinfo","description":"{rollback}","tags":["herald","default","payments"],"details":{{"canary":"podinfo","namespace":"default","phase":"Progressing","revision":"abc123"}},"entity":"podinfo.default","source":"herald","priority":"P1"}}"#
                 )
             )
         );
@@ -229,12 +235,12 @@ async fn a_rollback_opens_one_alert_and_the_promotion_after_a_restart_closes_it(
     assert_eq!(
         og.received[2],
         (
-            "/v2/alerts/herald//default/podinfo/close".to_owned(),
+            "/v2/alerts/herald::default:podinfo/close".to_owned(),
             r#"{"source":"herald","user":"herald","note":"Promotion completed! Scaling down podinfo.default"}"#.to_owned()
         )
     );
     assert_eq!(
-        og.alerts.get("herald//default/podinfo"),
+        og.alerts.get("herald::default:podinfo"),
         Some(&(false, 2)),
         "closed"
     );

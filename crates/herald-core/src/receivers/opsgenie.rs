@@ -1,6 +1,6 @@
 //! Opsgenie's Alert API v2: a canary's failure creates an alert (`POST /v2/alerts`), its next
 //! success closes it (`POST /v2/alerts/<alias>/close?identifierType=alias`), both by one
-//! `alias` per canary and cluster ([`canary_key`]). Opsgenie adds a create whose alias has an
+//! `alias` per canary and cluster ([`alias`]). Opsgenie adds a create whose alias has an
 //! open alert to that alert (its count), so repeated failures of a rollout stay one alert, and
 //! the alias is computed, not remembered: a restart of Herald in between still closes it.
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use herald_api::{OpsgeniePriority, OpsgenieReceiver, OpsgenieRegion};
 use serde::Serialize;
 
-use super::lifecycle::{canary_key, transition, Transition};
+use super::lifecycle::{transition, Transition};
 use super::{limit_chars, Compiled, ReceiverKind, Render, RequestSpec};
 use crate::escape::Markup;
 use crate::event::FlaggerEvent;
@@ -40,7 +40,7 @@ impl ReceiverKind for Opsgenie {
         (transition(event) == Some(Transition::Resolve)).then(|| {
             format!(
                 "/{}/close?identifierType=alias",
-                percent_encode(&canary_key(event, cluster))
+                percent_encode(&alias(event, cluster))
             )
         })
     }
@@ -66,7 +66,7 @@ impl ReceiverKind for Opsgenie {
         let entity = format!("{}.{}", event.name, event.namespace);
         let create = Create {
             message: &limit_chars(message, MESSAGE_LIMIT),
-            alias: &canary_key(event, cluster),
+            alias: &alias(event, cluster),
             description: &limit_chars(&text, DESCRIPTION_LIMIT),
             tags,
             details: Details {
@@ -88,12 +88,21 @@ impl ReceiverKind for Opsgenie {
     }
 }
 
-/// `text` with every byte outside URL-unreserved characters percent-encoded: the alias
-/// (`herald/<cluster>/...`) is one path segment.
+/// `herald:<cluster>:<namespace>:<canary>`: the canary's alert in its cluster, computed
+/// rather than remembered (see [`super::lifecycle::canary_key`]). Separated by `:`, which
+/// no namespace or canary name holds, rather than `/`: the alias is also a path segment of
+/// the close, and web servers commonly refuse an encoded slash (`%2F`) in a path (Tomcat's
+/// default) or decode it into two segments; `:` is a plain path character.
+pub fn alias(event: &FlaggerEvent, cluster: &str) -> String {
+    format!("herald:{cluster}:{}:{}", event.namespace, event.name)
+}
+
+/// `text` as one path segment: bytes other than URL-unreserved characters and `:` are
+/// percent-encoded (a cluster name may hold anything).
 fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -245,7 +254,7 @@ spec:
             body["message"].as_str().unwrap(),
             "[prod-eu] podinfo.default"
         );
-        assert_eq!(body["alias"], "herald/prod-eu/default/podinfo");
+        assert_eq!(body["alias"], "herald:prod-eu:default:podinfo");
         assert_eq!(body["description"].as_str().unwrap(), long);
         assert_eq!(body["priority"], "P2");
         assert_eq!(
@@ -261,7 +270,7 @@ spec:
         let n = got[0].as_ref().unwrap();
         assert_eq!(
             n.path.as_deref(),
-            Some("/herald%2Fprod-eu%2Fdefault%2Fpodinfo/close?identifierType=alias")
+            Some("/herald:prod-eu:default:podinfo/close?identifierType=alias")
         );
         assert_eq!(
             String::from_utf8(n.body.clone()).unwrap(),
