@@ -26,7 +26,7 @@ pub const VERSION: &str = concat!(
 #[command(
     name = "herald",
     version = VERSION,
-    about = "Flagger canary events to Slack, Teams, Discord, Google Chat, Rocket.Chat and webhooks, routed by NotificationPolicy"
+    about = "Flagger canary events to chat, on-call, alerting and dashboard services and webhooks, routed by NotificationPolicy; Flagger's gates decided from chat"
 )]
 pub struct Cli {
     /// Log format: human-readable text or JSON lines.

@@ -1,5 +1,5 @@
-//! Herald: Flagger canary events to Slack, Teams, Discord, Google Chat, Rocket.Chat and
-//! webhooks, chosen by NotificationPolicy.
+//! Herald: Flagger canary events to chat, on-call, alerting and dashboard services and
+//! webhooks, chosen by NotificationPolicy, and Flagger's gates decided from chat.
 //!
 //! The binary's commands live in [`cli`]; the standalone server's lifecycle in [`serve`], its
 //! HTTP API in [`api`]; the one path from an event to queued notifications in [`pipeline`];

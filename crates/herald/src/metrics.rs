@@ -203,8 +203,8 @@ impl Metrics {
             ),
             reposts: add.metric(
                 "herald_reposts",
-                "Notifications posted again because their canary stays failed (Alertmanager's \
-                alerts, every resendInterval)",
+                "Notifications posted again, unchanged, because their canary stays failed and the \
+                receiver's service would otherwise forget them (every resendInterval)",
             ),
             queue_depth: add.metric(
                 "herald_queue_depth",

@@ -1,13 +1,13 @@
 //! Notifications posted again, unchanged, while their canary's rollout stays open, for the
-//! kinds whose service forgets otherwise (`ReceiverKind::keeps_open`: Alertmanager resolves
-//! an alert it has not heard of for `resolve_timeout`, and Flagger says nothing more about a
-//! canary that stays failed). A later notification of the same canary to the same receiver
-//! replaces or closes the repeated one.
+//! kinds whose service forgets otherwise (see `ReceiverKind::keeps_open`: an alert that is
+//! not posted again lapses, and Flagger says nothing more about a canary that stays
+//! failed). A later notification of the same canary to the same receiver replaces or closes
+//! the repeated one.
 //!
 //! What is repeated is kept in memory and, with a state directory, in `open.json` there
 //! (written on each change, flushed, then renamed), so a restarted Herald posts the open
-//! alerts again at once instead of letting them lapse. In the controller only the leader
-//! keeps and posts them: it sees every watched Event, so it also sees every close.
+//! notifications again at once instead of letting them lapse. In the controller only the
+//! leader keeps and posts them: it sees every watched Event, so it also sees every close.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ impl Default for OpenNotifications {
 
 impl OpenNotifications {
     /// Repeats kept in `path` too; loaded from it now (due at once). A file that cannot be
-    /// read is logged and set aside (`.bad`): the alerts then lapse as they would without
+    /// read is logged and set aside (`.bad`): what it held then lapses as it would without
     /// Herald, which is not a reason not to start.
     pub fn persisted(path: PathBuf) -> Self {
         let saved = match std::fs::read(&path) {

@@ -285,4 +285,8 @@ impl RenderBody for ReceiverRender<'_, '_> {
     fn cluster(&self) -> &str {
         &self.render.set.cluster
     }
+
+    fn canary(&self) -> Option<&crate::CanaryFacts> {
+        self.render.input.canary
+    }
 }

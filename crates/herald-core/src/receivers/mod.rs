@@ -178,6 +178,9 @@ pub trait Render {
     fn event(&self) -> &FlaggerEvent;
     /// The cluster's name, empty when it has none.
     fn cluster(&self) -> &str;
+    /// The Canary's status as a watched cluster shows it (weight, failed checks); `None`
+    /// for an event that came over HTTP alone.
+    fn canary(&self) -> Option<&crate::CanaryFacts>;
 }
 
 /// The body of a chat kind: the receiver's title and text in `markup`, laid out by `build`.

@@ -49,6 +49,7 @@ impl ReceiverKind for Opsgenie {
         let (title, text) = render.title_and_text(Markup::Plain)?;
         let event = render.event();
         let cluster = render.cluster();
+        let canary = render.canary();
         if transition(event) == Some(Transition::Resolve) {
             let close = Close {
                 source: "herald",
@@ -73,7 +74,9 @@ impl ReceiverKind for Opsgenie {
                 canary: &event.name,
                 namespace: &event.namespace,
                 phase: &event.phase,
-                revision: event.checksum.as_deref(),
+                revision: super::threads::rollout_revision(event, canary),
+                weight: canary.and_then(|c| c.weight).map(|w| w.to_string()),
+                failed_checks: canary.and_then(|c| c.failed_checks).map(|n| n.to_string()),
                 cluster: (!cluster.is_empty()).then_some(cluster),
             },
             entity: &entity,
@@ -130,6 +133,12 @@ struct Details<'a> {
     phase: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     revision: Option<&'a str>,
+    /// The canary's traffic weight and failed checks, when Herald watches the Canary
+    /// (strings: Opsgenie's details are a map of strings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<String>,
+    #[serde(rename = "failedChecks", skip_serializing_if = "Option::is_none")]
+    failed_checks: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<&'a str>,
 }
@@ -280,6 +289,24 @@ spec:
         assert!(set
             .notifications(&MatchInput::event(&progress), None)
             .is_empty());
+        // A watched Canary adds its weight, failed checks and revision, as strings.
+        let canary = crate::CanaryFacts {
+            weight: Some(0),
+            failed_checks: Some(5),
+            revision: Some("7c4d1a2f".into()),
+            ..Default::default()
+        };
+        let input = MatchInput {
+            event: &failed,
+            canary: Some(&canary),
+            namespace_labels: None,
+        };
+        let got = set.notifications(&input, None);
+        let body: Value = serde_json::from_slice(&got[0].as_ref().unwrap().body).unwrap();
+        assert_eq!(
+            body["details"],
+            json!({"canary": "podinfo", "namespace": "default", "phase": "Failed", "revision": "7c4d1a2f", "weight": "0", "failedChecks": "5", "cluster": "prod-eu"})
+        );
     }
 
     #[test]

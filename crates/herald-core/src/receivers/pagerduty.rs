@@ -79,9 +79,12 @@ impl ReceiverKind for PagerDuty {
             None if !cluster.is_empty() => cluster,
             None => "herald",
         };
+        let canary = render.canary();
         let details = Details {
             phase: &event.phase,
-            revision: event.checksum.as_deref(),
+            revision: super::threads::rollout_revision(event, canary),
+            weight: canary.and_then(|c| c.weight),
+            failed_checks: canary.and_then(|c| c.failed_checks),
             cluster: (!cluster.is_empty()).then_some(cluster),
             message: event.message(),
         };
@@ -242,6 +245,11 @@ struct Details<'a> {
     phase: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     revision: Option<&'a str>,
+    /// The canary's traffic weight and failed checks, when Herald watches the Canary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_checks: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<&'a str>,
     message: &'a str,

@@ -213,3 +213,40 @@ fn change_events_follow_a_promotions_resolve_only() {
         assert_eq!(plan.follow_up, None, "{message}");
     }
 }
+
+#[test]
+fn a_watched_canary_adds_its_weight_and_failed_checks() {
+    let set = set("");
+    let ev = FlaggerEvent::new(
+        "podinfo",
+        "default",
+        "Failed",
+        "Canary failed! Scaling down podinfo.default",
+        EventType::Warning,
+        1_578_607_635_167,
+    );
+    // No checksum in a watched Event: the Canary's revision stands in.
+    let canary = crate::CanaryFacts {
+        weight: Some(0),
+        failed_checks: Some(5),
+        revision: Some("7c4d1a2f".into()),
+        ..Default::default()
+    };
+    let input = MatchInput {
+        event: &ev,
+        canary: Some(&canary),
+        namespace_labels: None,
+    };
+    let got = set.notifications(&input, None);
+    let body: Value = serde_json::from_slice(&got[0].as_ref().unwrap().body).unwrap();
+    assert_eq!(
+        body["payload"]["custom_details"],
+        json!({
+            "phase": "Failed",
+            "revision": "7c4d1a2f",
+            "weight": 0,
+            "failed_checks": 5,
+            "message": "Canary failed! Scaling down podinfo.default"
+        })
+    );
+}
