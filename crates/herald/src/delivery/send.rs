@@ -12,7 +12,7 @@ use herald_core::receivers::{Answer, KeepThread, Posted, Request};
 use herald_core::Redacted;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use reqwest::StatusCode;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use super::lane::LaneState;
 use super::redact::{describe, parse_retry_after, snippet};
@@ -152,7 +152,11 @@ async fn deliver(
         job.sending(false);
         match attempted {
             Ok((status, posted)) => {
-                info!(
+                // Debug, not info: `event received` already says how many notifications each
+                // event queued, `herald_deliveries_total` counts them delivered, and failures
+                // are logged at warn and error. One more line per notification at info was 4%
+                // of a busy relay's CPU (BENCHMARKS.md, session 6) for no more knowledge.
+                debug!(
                     policy = %job.policy, receiver = %job.receiver, receiver_type = job.receiver_type,
                     request, attempt, status = status.as_u16(), "notification delivered"
                 );
