@@ -3,7 +3,7 @@
 # Builds the API server once (cached under ~/.cache; needs root for apt), starts it on free
 # ports, runs the suites, and stops it:
 #
-#   1. crates/herald/tests/e2e.rs, e2e_controller.rs and e2e_gates.rs: the controller in process, and
+#   1. crates/herald/tests/e2e.rs, e2e_controller.rs, e2e_gates.rs and e2e_alerts.rs: the controller in process, and
 #      e2e_durable.rs: the binary killed with kill -9 (`cargo test --ignored`);
 #   2. tests/e2e/chart: Herald as the Helm chart installs it (pytest, on a fresh API server with
 #      an audit log): the chart rendered with Helm's engine, its objects applied, the release
@@ -36,7 +36,7 @@ trap 'bash tests/e2e/start.sh stop; [ -d "$CHART_DIR" ] && cp "$RUN_DIR/kube-api
 status=0
 if [ "$MODE" != chart-only ]; then
   eval "$(bash tests/e2e/start.sh)"
-  cargo test -p herald --test e2e --test e2e_controller --test e2e_durable --test e2e_gates -- --ignored --test-threads=1 "$@" || status=$?
+  cargo test -p herald --test e2e --test e2e_controller --test e2e_durable --test e2e_gates --test e2e_alerts -- --ignored --test-threads=1 "$@" || status=$?
 fi
 
 if [ "$MODE" != rust-only ]; then

@@ -235,6 +235,11 @@ pub async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
             _ = stopped.wait_for(|stop| *stop) => return,
             _ = tokio::time::sleep(TICK) => {}
         }
+        // Until the policies are loaded (the controller's first list), every receiver would
+        // look gone and its repeats be forgotten.
+        if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
         let due = state.open.take_due(Instant::now());
         if due.is_empty() {
             continue;

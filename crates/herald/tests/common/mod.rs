@@ -2,6 +2,7 @@
 //! from a script, policy files in a temporary directory, and metric lookups.
 #![allow(dead_code)]
 
+pub mod alertmanager;
 pub mod cluster;
 pub mod mock;
 pub mod slack;
