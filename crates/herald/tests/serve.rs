@@ -367,7 +367,8 @@ async fn a_429_also_holds_requests_waiting_for_their_min_interval_turn() {
     sink.delay_every_answer(Duration::from_millis(100));
     let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
     let mut opts = options(dir.path());
-    opts.delivery.min_interval = Duration::from_millis(200);
+    // Well past the 429's answer, even on a loaded machine: the next turn comes after it.
+    opts.delivery.min_interval = Duration::from_millis(500);
     let server = herald::serve::start(opts).await.unwrap();
     post_for_canaries(server.addr, 3).await;
     let mut got = sink.wait_for(4, WAIT).await;
@@ -1022,7 +1023,8 @@ fn messages_of(got: &[Received], name: &str) -> Vec<(String, Instant)> {
 #[tokio::test]
 async fn a_slow_canary_does_not_hold_up_others_and_each_keeps_its_order() {
     let sink = Sink::start().await;
-    let slow = Duration::from_millis(800);
+    // Long, so that "did not wait for it" (under half of it) holds on a loaded machine too.
+    let slow = Duration::from_millis(2000);
     sink.delay_when_body_contains(r#""name":"slow""#, slow);
     let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
     let server = herald::serve::start(options(dir.path())).await.unwrap();
@@ -1068,7 +1070,8 @@ async fn a_slow_canary_does_not_hold_up_others_and_each_keeps_its_order() {
 #[tokio::test]
 async fn requests_in_flight_to_one_receiver_are_limited() {
     let sink = Sink::start().await;
-    let answer_after = Duration::from_millis(400);
+    // Long, so that "at once" (under half of it) holds on a loaded machine too.
+    let answer_after = Duration::from_millis(1000);
     sink.delay_every_answer(answer_after);
     let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
     let mut opts = options(dir.path());
