@@ -166,11 +166,12 @@ pub fn dispatch(
         )),
         _ => None,
     };
-    let reopened = state.open.changes(input.event, &jobs);
+    let repeats = crate::reposts::repeats_of(input.event, &jobs);
+    let mut open = state.open.lock();
     let mut admitted = state.dispatcher.enqueue_all(jobs, store);
     match &mut admitted {
         Ok(admitted) => {
-            state.open.apply(reopened);
+            open.observe(input.event, policies, repeats, state.open.is_active());
             for (key, interval) in &sent {
                 filter.mark_sent(*key, *interval, now_ms);
             }

@@ -1,22 +1,28 @@
-//! Notifications posted again, unchanged, while their canary's rollout stays open, for the
-//! kinds whose service forgets otherwise (see `ReceiverKind::keeps_open`: an alert that is
-//! not posted again lapses, and Flagger says nothing more about a canary that stays
-//! failed). A later notification of the same canary to the same receiver replaces or closes
-//! the repeated one.
+//! Notifications posted again while their canary's rollout stays open, for the kinds whose
+//! service forgets otherwise (see `ReceiverKind::keeps_open`: an alert that is not posted
+//! again lapses, and Flagger says nothing more about a canary that stays failed).
 //!
-//! What is repeated is kept in memory and, with a state directory, in `open.json` there
-//! (written on each change, flushed, then renamed), so a restarted Herald posts the open
-//! notifications again at once instead of letting them lapse. In the controller only the
-//! leader keeps and posts them: it sees every watched Event, so it also sees every close.
+//! What is kept is the event that opened it, rendered again at each repeat with the receiver
+//! as it is then (an edited label or severity applies from the next repeat). Any later event
+//! of the canary that the receiver's kind takes as a close ends it, whether or not the
+//! policy matches that event; in the controller, so does the Canary's deletion or its return
+//! to a healthy phase (the leader's watch cache), whatever was missed. A receiver gone from
+//! the policies for [`FORGET_AFTER`] is forgotten; a suspended policy repeats nothing.
+//!
+//! With a state directory the repeats are also kept in `open.json` (written in the
+//! background after a change, flushed, then renamed), so a restarted Herald goes on. In the
+//! controller only the leader adds and posts repeats (it sees every watched Event, so every
+//! close); closes are applied on every replica.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_core::policy::{CompiledPolicy, CompiledReceiver};
 use herald_core::receivers::KeepOpen;
-use herald_core::FlaggerEvent;
+use herald_core::{FlaggerEvent, MatchInput, PolicySet};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -27,33 +33,44 @@ use crate::durable::StoredPolicy;
 
 /// The most notifications repeated at once: one per failed canary and receiver.
 pub const CAPACITY: usize = 10_000;
-/// How often due repeats are looked for.
+/// How long a repeat's receiver may be missing from the policies (a policy rejected for a
+/// while, a Secret being replaced) before the repeat is forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(300);
+/// How often due repeats are looked for, and changes saved.
 const TICK: Duration = Duration::from_millis(250);
+/// After a restart, the repeats loaded are spread over this long, not posted all at once.
+const SPREAD: Duration = Duration::from_secs(5);
 
-/// A canary's repeated notification to one receiver of one policy.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct OpenKey {
-    pub policy: StoredPolicy,
-    pub receiver: String,
-    pub namespace: String,
-    pub canary: String,
+/// Where a watched canary stands now, as the controller's cache shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CanaryNow {
+    /// No such Canary (deleted).
+    Gone,
+    /// `Succeeded` or `Initialized`: nothing is open any more.
+    Healthy,
+    /// Anything else: a failure stays open until the canary's next success.
+    Other,
 }
 
-/// What is posted again, and how often.
+type CanaryView = Arc<dyn Fn(&str, &str) -> CanaryNow + Send + Sync>;
+
+/// One receiver's repeated notification for one canary.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Open {
-    #[serde(flatten)]
-    key: OpenKey,
-    /// The receiver's kind when it was rendered: a receiver changed to another kind
-    /// repeats nothing.
+    namespace: String,
+    canary: String,
+    policy: StoredPolicy,
+    receiver: String,
+    /// The receiver's kind when it was opened: a receiver changed to another kind repeats
+    /// nothing.
     receiver_type: String,
-    body: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
-    every_ms: u64,
+    /// The event that opened it, as Flagger's JSON.
+    event: String,
     #[serde(skip, default = "Instant::now")]
     due: Instant,
+    #[serde(skip)]
+    missing_since: Option<Instant>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,31 +78,137 @@ struct Saved {
     open: Vec<Open>,
 }
 
-/// A change to what is repeated, made once its notification is queued.
-pub struct Change(OpenKey, Option<Open>);
+/// A notification just queued that its kind repeats.
+pub struct Repeat {
+    policy: StoredPolicy,
+    receiver: String,
+    receiver_type: &'static str,
+    every: Duration,
+}
+
+/// The repeats, by namespace and canary.
+#[derive(Default)]
+pub struct Registry {
+    canaries: HashMap<String, HashMap<String, Vec<Open>>>,
+    len: usize,
+    dirty: bool,
+}
 
 /// The notifications being repeated.
 pub struct OpenNotifications {
-    entries: Mutex<HashMap<OpenKey, Open>>,
+    registry: Mutex<Registry>,
     file: Option<PathBuf>,
-    /// Whether this process keeps and posts repeats now (the controller: while it leads).
+    /// Whether this process adds and posts repeats now (the controller: while it leads).
     active: Box<dyn Fn() -> bool + Send + Sync>,
+    canary_view: RwLock<Option<CanaryView>>,
 }
 
 impl Default for OpenNotifications {
     fn default() -> Self {
         OpenNotifications {
-            entries: Default::default(),
+            registry: Default::default(),
             file: None,
             active: Box::new(|| true),
+            canary_view: RwLock::new(None),
+        }
+    }
+}
+
+/// The notifications among `jobs` (queued for `event`) that their kind repeats.
+pub fn repeats_of<'a>(
+    event: &FlaggerEvent,
+    jobs: impl IntoIterator<Item = &'a Job>,
+) -> Vec<Repeat> {
+    jobs.into_iter()
+        .filter_map(|job| match job.kind.keeps_open(event) {
+            KeepOpen::Repeat(every) => Some(Repeat {
+                policy: StoredPolicy::from(&*job.policy),
+                receiver: job.receiver.to_string(),
+                receiver_type: job.receiver_type,
+                every,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The policy and receiver a repeat names, if they still exist as the same kind.
+fn receiver_of<'p>(
+    policies: &'p PolicySet,
+    open: &Open,
+) -> Option<(u32, u32, &'p CompiledPolicy, &'p CompiledReceiver)> {
+    let index = policies.find(&open.policy.id())?;
+    let policy = policies.policy(index);
+    let position = policy
+        .receivers
+        .iter()
+        .position(|r| r.name == open.receiver && r.type_name == open.receiver_type)?;
+    Some((index, position as u32, policy, &policy.receivers[position]))
+}
+
+impl Registry {
+    /// Applies a queued event: an open repeat whose receiver's kind takes `event` as a close
+    /// ends; `repeats` (when `add`) start or replace the canary's repeat to their receiver.
+    pub fn observe(
+        &mut self,
+        event: &FlaggerEvent,
+        policies: &PolicySet,
+        repeats: Vec<Repeat>,
+        add: bool,
+    ) {
+        if let Some(list) = self
+            .canaries
+            .get_mut(&event.namespace)
+            .and_then(|canaries| canaries.get_mut(&event.name))
+        {
+            let before = list.len();
+            list.retain(|open| {
+                receiver_of(policies, open)
+                    .is_none_or(|(.., receiver)| receiver.kind.keeps_open(event) != KeepOpen::Close)
+            });
+            self.len -= before - list.len();
+            self.dirty |= list.len() != before;
+        }
+        if !add || repeats.is_empty() {
+            return;
+        }
+        let json = String::from_utf8(event.to_json()).expect("event JSON is UTF-8");
+        let list = self
+            .canaries
+            .entry(event.namespace.clone())
+            .or_default()
+            .entry(event.name.clone())
+            .or_default();
+        for repeat in repeats {
+            let open = Open {
+                namespace: event.namespace.clone(),
+                canary: event.name.clone(),
+                policy: repeat.policy,
+                receiver: repeat.receiver,
+                receiver_type: repeat.receiver_type.to_owned(),
+                event: json.clone(),
+                due: Instant::now() + repeat.every,
+                missing_since: None,
+            };
+            let same = |o: &Open| o.policy == open.policy && o.receiver == open.receiver;
+            match list.iter_mut().find(|o| same(o)) {
+                Some(existing) => *existing = open,
+                None if self.len < CAPACITY => {
+                    list.push(open);
+                    self.len += 1;
+                }
+                None => warn!(canary = %event.name, namespace = %event.namespace,
+                    "{CAPACITY} notifications are repeated already; this one is posted once"),
+            }
+            self.dirty = true;
         }
     }
 }
 
 impl OpenNotifications {
-    /// Repeats kept in `path` too; loaded from it now (due at once). A file that cannot be
-    /// read is logged and set aside (`.bad`): what it held then lapses as it would without
-    /// Herald, which is not a reason not to start.
+    /// Repeats kept in `path` too, and loaded from it now. A file that cannot be read is
+    /// logged and set aside (`.bad`): what it held then lapses as it would without Herald,
+    /// which is not a reason not to start.
     pub fn persisted(path: PathBuf) -> Self {
         let saved = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Saved>(&bytes).unwrap_or_else(|e| {
@@ -103,180 +226,193 @@ impl OpenNotifications {
                 Saved { open: Vec::new() }
             }
         };
-        let entries = saved.open.into_iter().map(|o| (o.key.clone(), o)).collect();
+        let mut registry = Registry::default();
+        let (now, n) = (Instant::now(), saved.open.len().max(1) as u32);
+        for (i, mut open) in saved.open.into_iter().take(CAPACITY).enumerate() {
+            open.due = now + SPREAD * i as u32 / n;
+            let canaries = registry.canaries.entry(open.namespace.clone()).or_default();
+            canaries.entry(open.canary.clone()).or_default().push(open);
+            registry.len += 1;
+        }
         OpenNotifications {
-            entries: Mutex::new(entries),
+            registry: Mutex::new(registry),
             file: Some(path),
-            active: Box::new(|| true),
+            ..Default::default()
         }
     }
 
-    /// Keeps and posts repeats only while `active` says so.
+    /// Adds and posts repeats only while `active` says so.
     pub fn only_while(mut self, active: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.active = Box::new(active);
         self
     }
 
-    /// What queueing `jobs` for `event` changes, asked of each job's kind.
-    pub fn changes<'a>(
-        &self,
-        event: &FlaggerEvent,
-        jobs: impl IntoIterator<Item = &'a Job>,
-    ) -> Vec<Change> {
-        jobs.into_iter()
-            .filter_map(|job| {
-                let key = OpenKey {
-                    policy: StoredPolicy::from(&*job.policy),
-                    receiver: job.receiver.to_string(),
-                    namespace: event.namespace.clone(),
-                    canary: event.name.clone(),
-                };
-                match job.kind.keeps_open(event) {
-                    KeepOpen::Leave => None,
-                    KeepOpen::Close => Some(Change(key, None)),
-                    KeepOpen::Repeat(every) => {
-                        let open = Open {
-                            key: key.clone(),
-                            receiver_type: job.receiver_type.to_owned(),
-                            body: String::from_utf8(job.body.to_vec()).ok()?,
-                            path: job.path.clone(),
-                            every_ms: every.as_millis() as u64,
-                            due: Instant::now() + every,
-                        };
-                        Some(Change(key, Some(open)))
-                    }
-                }
-            })
-            .collect()
+    /// Consults `view` (the controller's Canary cache, once listed) before each repeat.
+    pub fn watch_canaries(&self, view: impl Fn(&str, &str) -> CanaryNow + Send + Sync + 'static) {
+        *self.canary_view.write().expect("canary view lock") = Some(Arc::new(view));
     }
 
-    /// Applies changes whose notifications were queued.
-    pub fn apply(&self, changes: Vec<Change>) {
-        if changes.is_empty() || !(self.active)() {
-            return;
-        }
-        let mut entries = self.entries.lock().expect("repeats lock poisoned");
-        for Change(key, open) in changes {
-            match open {
-                Some(open) if entries.len() < CAPACITY || entries.contains_key(&key) => {
-                    entries.insert(key, open);
-                }
-                Some(open) => warn!(
-                    canary = %open.key.canary, namespace = %open.key.namespace,
-                    "{CAPACITY} notifications are repeated already; this one is posted once"
-                ),
-                None => {
-                    entries.remove(&key);
-                }
-            }
-        }
-        self.save(&entries);
+    pub fn is_active(&self) -> bool {
+        (self.active)()
+    }
+
+    /// The registry, held while an event's notifications are queued and observed, so that a
+    /// repeat cannot be queued between a close being queued and being applied.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().expect("repeats lock poisoned")
     }
 
     /// How many notifications are being repeated.
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("repeats lock poisoned").len()
+        self.lock().len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The repeats due at `now`, each made due again one interval later.
-    fn take_due(&self, now: Instant) -> Vec<Open> {
-        if !(self.active)() {
-            return Vec::new();
+    /// The file's bytes when something changed since the last save.
+    fn changes_to_save(&self) -> Option<(PathBuf, Vec<u8>)> {
+        let path = self.file.clone()?;
+        let mut registry = self.lock();
+        if !std::mem::take(&mut registry.dirty) {
+            return None;
         }
-        let mut entries = self.entries.lock().expect("repeats lock poisoned");
-        entries
-            .values_mut()
-            .filter(|open| open.due <= now)
-            .map(|open| {
-                open.due = now + Duration::from_millis(open.every_ms);
-                open.clone()
-            })
-            .collect()
-    }
-
-    fn forget(&self, key: &OpenKey) {
-        let mut entries = self.entries.lock().expect("repeats lock poisoned");
-        if entries.remove(key).is_some() {
-            self.save(&entries);
-        }
-    }
-
-    /// Writes the file: a temporary file, flushed, then renamed over the old one.
-    fn save(&self, entries: &HashMap<OpenKey, Open>) {
-        let Some(path) = &self.file else { return };
-        let saved = Saved {
-            open: entries.values().cloned().collect(),
-        };
-        let bytes = serde_json::to_vec(&saved).expect("repeats serialise");
-        let temporary = path.with_extension("tmp");
-        let written = (|| {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)
-        })();
-        if let Err(e) = written {
-            warn!(path = %path.display(), error = %e, "could not save the repeated notifications");
-        }
+        let open: Vec<Open> = registry
+            .canaries
+            .values()
+            .flat_map(|c| c.values().flatten())
+            .cloned()
+            .collect();
+        Some((
+            path,
+            serde_json::to_vec(&Saved { open }).expect("repeats serialise"),
+        ))
     }
 }
 
-/// Posts the due repeats through the delivery engine (so in the canary's order, with its
-/// retries) until `stopped`. A repeat whose policy or receiver is gone, or whose receiver is
-/// now of another kind, is forgotten.
+/// Writes the file: a temporary file, flushed, then renamed over the old one.
+fn save(path: &std::path::Path, bytes: &[u8]) {
+    let temporary = path.with_extension("tmp");
+    let written = (|| {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if let Err(e) = written {
+        warn!(path = %path.display(), error = %e, "could not save the repeated notifications");
+    }
+}
+
+async fn save_changes(open: &OpenNotifications) {
+    if let Some((path, bytes)) = open.changes_to_save() {
+        let _ = tokio::task::spawn_blocking(move || save(&path, &bytes)).await;
+    }
+}
+
+/// Posts the due repeats through the delivery engine (in the canary's order, with its
+/// retries) and saves changes, until `stopped`.
 pub async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = stopped.wait_for(|stop| *stop) => break,
             _ = tokio::time::sleep(TICK) => {}
         }
         // Until the policies are loaded (the controller's first list), every receiver would
-        // look gone and its repeats be forgotten.
-        if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
-            continue;
+        // look gone.
+        if state.ready.load(std::sync::atomic::Ordering::Acquire) && state.open.is_active() {
+            post_due(&state, Instant::now());
         }
-        let due = state.open.take_due(Instant::now());
-        if due.is_empty() {
-            continue;
-        }
-        let policies = state.policies.load();
-        for open in due {
-            let receiver = policies
-                .find(&open.key.policy.id())
-                .map(|index| policies.policy(index))
-                .and_then(|policy| {
-                    let receiver = policy
-                        .receivers
-                        .iter()
-                        .find(|r| r.name == open.key.receiver);
-                    receiver.map(|receiver| (policy, receiver))
-                })
-                .filter(|(_, receiver)| receiver.type_name == open.receiver_type);
-            let Some((policy, receiver)) = receiver else {
-                debug!(canary = %open.key.canary, namespace = %open.key.namespace,
-                    "the repeated notification's receiver is gone; not posted again");
-                state.open.forget(&open.key);
-                continue;
-            };
-            let mut job = Job::new(
-                Arc::new(policy.id.clone()),
-                receiver,
-                Bytes::from(open.body.into_bytes()),
-                Instant::now(),
-            );
-            job.path = open.path;
-            job.order_key = format!("{}/{}", open.key.namespace, open.key.canary).into();
-            if let Err(refusal) = state.dispatcher.enqueue_all(vec![job], None) {
-                // Posted again at the next interval; the queue is full or stopping.
-                debug!(canary = %open.key.canary, ?refusal, "a repeat was not queued");
+        save_changes(&state.open).await;
+    }
+    save_changes(&state.open).await;
+}
+
+/// Queues every due repeat, under the registry's lock.
+fn post_due(state: &AppState, now: Instant) {
+    let policies = state.policies.load();
+    let view = state
+        .open
+        .canary_view
+        .read()
+        .expect("canary view lock")
+        .clone();
+    let mut registry = state.open.lock();
+    let Registry {
+        canaries,
+        len,
+        dirty,
+    } = &mut *registry;
+    for (namespace, by_name) in canaries.iter_mut() {
+        by_name.retain(|name, list| {
+            let before = list.len();
+            let now_is = view.as_ref().map_or(CanaryNow::Other, |view| view(namespace, name));
+            if now_is == CanaryNow::Other {
+                list.retain_mut(|open| post_one(state, &policies, open, now));
             } else {
-                state.metrics.reposts.inc();
+                debug!(%namespace, canary = %name, state = ?now_is, "canary no longer failed; its repeats end");
+                list.clear();
             }
+            *len -= before - list.len();
+            *dirty |= list.len() != before;
+            !list.is_empty()
+        });
+    }
+    canaries.retain(|_, by_name| !by_name.is_empty());
+}
+
+/// Queues `open` again if it is due; false when it is to be forgotten.
+fn post_one(state: &AppState, policies: &PolicySet, open: &mut Open, now: Instant) -> bool {
+    if open.due > now {
+        return true;
+    }
+    let Some((policy_index, receiver_index, policy, receiver)) = receiver_of(policies, open) else {
+        let since = *open.missing_since.get_or_insert(now);
+        open.due = now + TICK * 4;
+        return now.duration_since(since) < FORGET_AFTER;
+    };
+    open.missing_since = None;
+    let Ok(event) = FlaggerEvent::from_json(open.event.as_bytes()) else {
+        return false;
+    };
+    let KeepOpen::Repeat(every) = receiver.kind.keeps_open(&event) else {
+        return false;
+    };
+    open.due = now + every;
+    if policy.suspend {
+        return true;
+    }
+    let notification =
+        match policies.notification_for(&MatchInput::event(&event), policy_index, receiver_index) {
+            Some(Ok(notification)) => notification,
+            Some(Err(failure)) => {
+                state.metrics.render_failures.inc();
+                warn!(policy = %policy.id, receiver = %receiver.name, error = %failure.error,
+                "template failed for a repeated notification; posted again next time");
+                return true;
+            }
+            None => return false,
+        };
+    let mut job = Job::new(
+        Arc::new(policy.id.clone()),
+        receiver,
+        Bytes::from(notification.body),
+        now,
+    );
+    job.path = notification.path;
+    job.order_key = format!("{}/{}", open.namespace, open.canary).into();
+    match state.dispatcher.enqueue_all(vec![job], None) {
+        Ok(_) => {
+            state.metrics.reposts.inc();
+        }
+        Err(refusal) => {
+            // Soon again rather than a whole interval later: the queue is full for now.
+            open.due = now + TICK * 4;
+            warn!(canary = %open.canary, namespace = %open.namespace, ?refusal,
+                "a repeated notification was not queued; trying again shortly");
         }
     }
+    true
 }

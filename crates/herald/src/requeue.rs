@@ -112,7 +112,12 @@ pub fn requeue(
             }
         }
         done.events += 1;
+        // As the pipeline does: a recovered failure starts its repeat, a success closes one.
+        let repeats = crate::reposts::repeats_of(&event, jobs.iter().map(|(job, _)| job));
+        let mut open = state.open.lock();
         done.notifications += state.dispatcher.enqueue_recovered(jobs);
+        open.observe(&event, &policies, repeats, state.open.is_active());
+        drop(open);
     }
     done
 }

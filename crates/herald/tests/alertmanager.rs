@@ -14,7 +14,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::alertmanager::*;
 use common::*;
@@ -256,4 +256,72 @@ async fn a_canary_that_stays_failed_stays_firing_past_resolve_timeout_and_a_kill
         serde_json::from_slice(&std::fs::read(state.path().join("open.json")).unwrap()).unwrap();
     assert_eq!(open, json!({"open": []}));
     kill_9(&mut herald);
+}
+
+/// Alertmanager ending alerts 2 s after it last heard of them, and a policy whose receiver
+/// posts them every second, with `spec` extra lines after the receiver.
+async fn repeating(spec_extra: &str) -> (Alertmanager, PolicyDir) {
+    let am = start_alertmanager(&format!("global:\n  resolve_timeout: 2s\n{CONFIG}"), None).await;
+    let text = policy(am.addr, "        resendInterval: 1s\n") + spec_extra;
+    let dir = PolicyDir::new(&[("oncall.yaml", &text)]);
+    (am, dir)
+}
+
+#[tokio::test]
+async fn a_success_the_policy_does_not_match_still_ends_the_repeats() {
+    if !installed() {
+        eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
+        return;
+    }
+    // An on-call policy for warnings only: the promotion (Normal) is not sent to it.
+    let (am, dir) = repeating("  eventTypes: [Warning]\n").await;
+    let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
+    let failed = "Canary failed! Scaling down podinfo.test";
+    let body = event("podinfo", "test", "Failed", failed, "Warning", unix_ms());
+    assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
+    wait_for_alerts(&am, 1).await;
+    wait_for_metric(server.addr, REPOSTS, 2.0, WAIT).await;
+    let body = event("podinfo", "test", "Succeeded", PROMOTED, "Normal", unix_ms());
+    assert_eq!(
+        post_event(server.addr, "/events", &body).await,
+        (202, json!({"deliveries": 0}))
+    );
+    // No resolve was sent, so the alert lapses by itself: it is not posted again.
+    let after = metric(&metrics_text(server.addr).await, REPOSTS);
+    wait_for_alerts(&am, 0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metric(&metrics_text(server.addr).await, REPOSTS), after);
+    assert_eq!(active_alerts(&am, None).await, Vec::<Value>::new());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_repeat_is_rendered_with_the_receiver_as_it_is_now() {
+    if !installed() {
+        eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
+        return;
+    }
+    let (am, dir) = repeating("").await;
+    let mut options = options_in(&dir.path());
+    options.reload_interval = Duration::from_millis(200);
+    let server = herald::serve::start(options).await.unwrap();
+    let failed = "Canary failed! Scaling down podinfo.test";
+    let body = event("podinfo", "test", "Failed", failed, "Warning", unix_ms());
+    assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
+    let alerts = wait_for_alerts(&am, 1).await;
+    assert_eq!(alerts[0]["labels"]["team"], "payments");
+    // The team is renamed: the repeats carry the new label, the old alert lapses.
+    let edited = policy(am.addr, "        resendInterval: 1s\n").replace("team: payments", "team: checkout");
+    dir.write("oncall.yaml", &edited);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let alerts = active_alerts(&am, None).await;
+        if alerts.len() == 1 && alerts[0]["labels"]["team"] == "checkout" {
+            assert_eq!(alerts[0]["annotations"]["description"], failed);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{alerts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await.unwrap();
 }

@@ -132,35 +132,62 @@ impl PolicySet {
         );
         for policy_index in matched {
             let policy = &self.policies[policy_index as usize];
-            for (receiver_index, receiver) in policy.receivers.iter().enumerate() {
-                if !receiver.kind.wants(input.event) {
-                    continue;
-                }
-                out.push(
-                    render
-                        .receiver(&policy.display, receiver)
-                        .map(|body| Notification {
-                            policy: policy_index,
-                            receiver: receiver_index as u32,
-                            body,
-                            path: receiver.kind.path(input.event, &self.cluster),
-                            thread: receiver.kind.thread_scope().map(|scope| {
-                                crate::receivers::threads::thread_ref(
-                                    scope,
-                                    input.event,
-                                    input.canary,
-                                )
-                            }),
-                        })
-                        .map_err(|error| RenderFailure {
-                            policy: policy_index,
-                            receiver: receiver_index as u32,
-                            error,
-                        }),
-                );
+            for receiver_index in 0..policy.receivers.len() as u32 {
+                out.extend(self.render_receiver(&mut render, policy_index, receiver_index));
             }
         }
         out
+    }
+
+    /// Renders `input` for one receiver of one policy, whatever the policy matches (a
+    /// notification posted again renders the event that opened it with the receiver as it is
+    /// now); `None` when the receiver's kind sends nothing for the event.
+    pub fn notification_for(
+        &self,
+        input: &MatchInput<'_>,
+        policy: u32,
+        receiver: u32,
+    ) -> Option<Result<Notification, RenderFailure>> {
+        let mut render = Render {
+            set: self,
+            input,
+            context: None,
+            formatted: template::Formatted::default(),
+            event_json: None,
+        };
+        self.render_receiver(&mut render, policy, receiver)
+    }
+
+    fn render_receiver(
+        &self,
+        render: &mut Render<'_>,
+        policy_index: u32,
+        receiver_index: u32,
+    ) -> Option<Result<Notification, RenderFailure>> {
+        let policy = &self.policies[policy_index as usize];
+        let receiver = &policy.receivers[receiver_index as usize];
+        let input = render.input;
+        if !receiver.kind.wants(input.event) {
+            return None;
+        }
+        Some(
+            render
+                .receiver(&policy.display, receiver)
+                .map(|body| Notification {
+                    policy: policy_index,
+                    receiver: receiver_index,
+                    body,
+                    path: receiver.kind.path(input.event, &self.cluster),
+                    thread: receiver.kind.thread_scope().map(|scope| {
+                        crate::receivers::threads::thread_ref(scope, input.event, input.canary)
+                    }),
+                })
+                .map_err(|error| RenderFailure {
+                    policy: policy_index,
+                    receiver: receiver_index,
+                    error,
+                }),
+        )
     }
 }
 
