@@ -281,7 +281,14 @@ async fn a_success_the_policy_does_not_match_still_ends_the_repeats() {
     assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
     wait_for_alerts(&am, 1).await;
     wait_for_metric(server.addr, REPOSTS, 2.0, WAIT).await;
-    let body = event("podinfo", "test", "Succeeded", PROMOTED, "Normal", unix_ms());
+    let body = event(
+        "podinfo",
+        "test",
+        "Succeeded",
+        PROMOTED,
+        "Normal",
+        unix_ms(),
+    );
     assert_eq!(
         post_event(server.addr, "/events", &body).await,
         (202, json!({"deliveries": 0}))
@@ -311,7 +318,8 @@ async fn a_repeat_is_rendered_with_the_receiver_as_it_is_now() {
     let alerts = wait_for_alerts(&am, 1).await;
     assert_eq!(alerts[0]["labels"]["team"], "payments");
     // The team is renamed: the repeats carry the new label, the old alert lapses.
-    let edited = policy(am.addr, "        resendInterval: 1s\n").replace("team: payments", "team: checkout");
+    let edited =
+        policy(am.addr, "        resendInterval: 1s\n").replace("team: payments", "team: checkout");
     dir.write("oncall.yaml", &edited);
     let deadline = Instant::now() + WAIT;
     loop {

@@ -3,7 +3,7 @@
 //! alert firing past Alertmanager's `resolve_timeout` while Flagger says nothing more,
 //! through a restart of the controller (what it repeats is in its state directory, as the
 //! chart's `stateDir` keeps it), and its promotion resolves the alert for good. A replica
-//! that does not lead repeats nothing.
+//! that does not lead repeats nothing; a Canary deleted while failed is not repeated.
 
 mod common;
 
@@ -68,6 +68,27 @@ async fn a_failed_canary_stays_firing_through_a_controller_restart_until_promote
     let follower = herald::controller::start(client.clone(), follower_options)
         .await
         .unwrap();
+
+    // frontend fails too, and is deleted while failed: its repeats end.
+    create_canary(&client, &ns, "frontend").await;
+    set_phase(&client, &ns, "frontend", "Failed").await;
+    let frontend = format!("Canary failed! Scaling down frontend.{ns}");
+    flagger_event(
+        &client,
+        &ns,
+        "frontend",
+        "frontend.f1",
+        &frontend,
+        "Warning",
+    )
+    .await;
+    wait_for_alerts(&am, 1).await;
+    Api::<herald_api::flagger::Canary>::namespaced(client.clone(), &ns)
+        .delete("frontend", &Default::default())
+        .await
+        .unwrap();
+    // Lapsed (2 s) and not posted again.
+    wait_for_alerts(&am, 0).await;
 
     set_phase(&client, &ns, "podinfo", "Failed").await;
     let failed = format!("Canary failed! Scaling down podinfo.{ns}");

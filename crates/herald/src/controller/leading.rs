@@ -111,7 +111,6 @@ pub(super) async fn lead(
         canaries::run(
             client.clone(),
             move |canaries, namespaces| {
-                end_repeats_of_healthy_canaries(&notifier_app, canaries.clone());
                 CanaryNotifier::new(
                     notifier_app,
                     notifier_state,
@@ -140,29 +139,4 @@ pub(super) async fn lead(
         warn!("lost leadership: no longer notifying on canary events");
         *sources.state.lock().expect("state slot") = None;
     }
-}
-
-/// Once the leader's Canary cache is listed, repeated notifications of a canary that is
-/// deleted, or healthy again (a success Herald missed), end.
-fn end_repeats_of_healthy_canaries(
-    app: &AppState,
-    canaries: kube::runtime::reflector::Store<herald_api::flagger::Canary>,
-) {
-    use crate::reposts::CanaryNow;
-    let open = app.open.clone();
-    tokio::spawn(async move {
-        if canaries.wait_until_ready().await.is_err() {
-            return;
-        }
-        open.watch_canaries(move |namespace, name| {
-            let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
-            match canaries.get(&key) {
-                None => CanaryNow::Gone,
-                Some(canary) => match canary.status.as_ref().and_then(|s| s.phase.as_deref()) {
-                    Some("Succeeded" | "Initialized") => CanaryNow::Healthy,
-                    _ => CanaryNow::Other,
-                },
-            }
-        });
-    });
 }

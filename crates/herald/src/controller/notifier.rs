@@ -40,6 +40,24 @@ pub struct CanaryNotifier {
     pub fence: Fence,
 }
 
+impl CanaryNotifier {
+    /// Once the Canary cache is listed: repeated notifications of a canary that is deleted,
+    /// or healthy again (a success Herald missed), end.
+    pub fn end_repeats_of_healthy_canaries(&self) {
+        use crate::reposts::CanaryNow;
+        let canaries = self.canaries.clone();
+        self.app.open.watch_canaries(move |namespace, name| {
+            match canaries.get(&ObjectRef::new(name).within(namespace)) {
+                None => CanaryNow::Gone,
+                Some(canary) => match canary.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                    Some("Succeeded" | "Initialized") => CanaryNow::Healthy,
+                    _ => CanaryNow::Other,
+                },
+            }
+        });
+    }
+}
+
 /// What the notifier reacts to.
 pub enum Input {
     /// A Kubernetes Event, as the API server sent it.

@@ -134,6 +134,7 @@ pub async fn run(
         _ = async {
             let _ = canary_reader.wait_until_ready().await;
             let _ = namespace_reader.wait_until_ready().await;
+            notifier.end_repeats_of_healthy_canaries();
             let mut gave_up_waiting: HashSet<CanaryRef> = HashSet::new();
             while let Some(input) = received.recv().await {
                 if let Input::Observed(observed) = &input {
