@@ -975,7 +975,9 @@ async fn min_interval_spaces_messages_to_one_receiver() {
     let sink = Sink::start().await;
     let dir = PolicyDir::new(&[("p.yaml", &webhook_policy("all", &sink.url("/hook")))]);
     let mut opts = options(dir.path());
-    opts.delivery.min_interval = Duration::from_millis(250);
+    // Long against the jitter of arrivals on a loaded machine (a late arrival shortens the
+    // gap after it): gaps are checked to 80% of it.
+    opts.delivery.min_interval = Duration::from_millis(500);
     let server = herald::serve::start(opts).await.unwrap();
     // Four canaries: their requests could go out together, but the interval holds across them.
     for i in 0..4 {
@@ -998,7 +1000,7 @@ async fn min_interval_spaces_messages_to_one_receiver() {
     // so compare arrivals from the second on.
     for pair in got[1..].windows(2) {
         let gap = pair[1].at - pair[0].at;
-        assert!(gap >= Duration::from_millis(240), "messages {gap:?} apart");
+        assert!(gap >= Duration::from_millis(400), "messages {gap:?} apart");
     }
     server.stop().await.unwrap();
 }
