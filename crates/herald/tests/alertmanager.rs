@@ -333,3 +333,31 @@ async fn a_repeat_is_rendered_with_the_receiver_as_it_is_now() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_suspended_policy_repeats_nothing_and_its_resumption_repeats_again() {
+    if !installed() {
+        eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
+        return;
+    }
+    let (am, dir) = repeating("").await;
+    let mut options = options_in(&dir.path());
+    options.reload_interval = Duration::from_millis(200);
+    let server = herald::serve::start(options).await.unwrap();
+    let failed = "Canary failed! Scaling down podinfo.test";
+    let body = event("podinfo", "test", "Failed", failed, "Warning", unix_ms());
+    assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
+    wait_for_alerts(&am, 1).await;
+    let resendable = policy(am.addr, "        resendInterval: 1s\n");
+    dir.write("oncall.yaml", &(resendable.clone() + "  suspend: true\n"));
+    // Suspended: nothing is posted, and the alert lapses.
+    wait_for_alerts(&am, 0).await;
+    let held = metric(&metrics_text(server.addr).await, REPOSTS);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&metrics_text(server.addr).await, REPOSTS), held);
+    // Resumed while the canary is still failed: it fires again.
+    dir.write("oncall.yaml", &resendable);
+    let alerts = wait_for_alerts(&am, 1).await;
+    assert_eq!(alerts[0]["annotations"]["description"], failed);
+    server.stop().await.unwrap();
+}
