@@ -126,7 +126,8 @@ pub struct Metrics {
     pub gate_answers: Family<GateAnswerLabels, Counter>,
     pub gate_decisions: Family<GateDecisionLabels, Counter>,
     pub gate_refusals: Family<ReasonLabels, Counter>,
-    tracked_canaries: Mutex<Tracked>,
+    /// The canaries with a `canary_status` series, each with its series' gauge.
+    tracked_canaries: Mutex<Tracked<Gauge>>,
     eviction_logs: crate::telemetry::LogLimiter,
 }
 
@@ -276,50 +277,56 @@ impl Metrics {
             _ => 1,
         };
         let class = Class::of(phase);
-        {
-            let mut tracked = self.tracked_canaries.lock().expect("metrics lock poisoned");
-            let key = (name.to_owned(), namespace.to_owned());
-            if !tracked.contains(&key) && tracked.len() >= MAX_TRACKED_CANARIES {
-                match tracked.make_room(class) {
-                    Ok(((old_name, old_namespace), reason)) => {
-                        self.canary_status.remove(&CanaryLabels {
-                            name: old_name.clone(),
-                            namespace: old_namespace.clone(),
-                        });
-                        self.canary_evictions
-                            .get_or_create(&ReasonLabels { reason })
-                            .inc();
-                        if let Some(suppressed) = self.eviction_logs.admit(reason) {
-                            tracing::warn!(
-                                evicted = %old_name, evicted_namespace = %old_namespace,
-                                reason, suppressed, limit = MAX_TRACKED_CANARIES,
-                                "herald_canary_status is full: removed a series to make room"
-                            );
-                        }
-                    }
-                    Err(()) => {
-                        self.canary_evictions
-                            .get_or_create(&ReasonLabels { reason: "refused" })
-                            .inc();
-                        if let Some(suppressed) = self.eviction_logs.admit("refused") {
-                            tracing::error!(
-                                canary = %name, namespace = %namespace, phase = ?phase,
-                                suppressed, limit = MAX_TRACKED_CANARIES,
-                                "herald_canary_status is full of failed canaries: no series for this one"
-                            );
-                        }
-                        return;
+        let mut tracked = self.tracked_canaries.lock().expect("metrics lock poisoned");
+        // Tracked already (nearly every event): no labels to build, no lookup in the family.
+        if let Some(gauge) = tracked.update(name, namespace, class) {
+            gauge.set(status);
+            return;
+        }
+        if tracked.len() >= MAX_TRACKED_CANARIES {
+            match tracked.make_room(class) {
+                Ok(((old_name, old_namespace), reason)) => {
+                    self.canary_status.remove(&CanaryLabels {
+                        name: old_name.clone(),
+                        namespace: old_namespace.clone(),
+                    });
+                    self.canary_evictions
+                        .get_or_create(&ReasonLabels { reason })
+                        .inc();
+                    if let Some(suppressed) = self.eviction_logs.admit(reason) {
+                        tracing::warn!(
+                            evicted = %old_name, evicted_namespace = %old_namespace,
+                            reason, suppressed, limit = MAX_TRACKED_CANARIES,
+                            "herald_canary_status is full: removed a series to make room"
+                        );
                     }
                 }
+                Err(()) => {
+                    self.canary_evictions
+                        .get_or_create(&ReasonLabels { reason: "refused" })
+                        .inc();
+                    if let Some(suppressed) = self.eviction_logs.admit("refused") {
+                        tracing::error!(
+                            canary = %name, namespace = %namespace, phase = ?phase,
+                            suppressed, limit = MAX_TRACKED_CANARIES,
+                            "herald_canary_status is full of failed canaries: no series for this one"
+                        );
+                    }
+                    return;
+                }
             }
-            tracked.put(key, class);
         }
-        self.canary_status
+        // Under the lock, so that the gauge kept is the family's series (an eviction removes
+        // both under it).
+        let gauge = self
+            .canary_status
             .get_or_create(&CanaryLabels {
                 name: name.to_owned(),
                 namespace: namespace.to_owned(),
             })
-            .set(status);
+            .clone();
+        gauge.set(status);
+        tracked.insert((name.to_owned(), namespace.to_owned()), class, gauge);
     }
 
     pub fn count_unauthorized(&self, reason: &'static str) {

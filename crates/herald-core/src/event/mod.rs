@@ -6,7 +6,8 @@
 //! unix milliseconds as a string.
 //!
 //! - `parse`: the strict reading of Flagger's body (errors name the field);
-//! - `unique_keys`: the JSON reader under it, which refuses a key written twice;
+//! - `typed`: the reading of the body straight into its fields, under `parse`;
+//! - `unique_keys`: the JSON reading under that, which refuses a key written twice;
 //! - `serialise`: the body written back as Go would marshal it;
 //! - `severity`: how an event reads to a person;
 //! - `names`: the Kubernetes name rules an event's canary and namespace must follow;
@@ -24,6 +25,9 @@ mod serialise;
 mod severity;
 #[cfg(test)]
 mod tests;
+mod typed;
+#[cfg(test)]
+mod typed_tests;
 mod unique_keys;
 
 pub(crate) use error::json_error_reason;

@@ -8,7 +8,7 @@ use herald_api::{CanaryPhase, EventType};
 use serde_json::{Map, Value};
 
 use super::{
-    check_dns_label, check_dns_subdomain, unique_keys, EventError, FlaggerEvent, MESSAGE_KEY,
+    check_dns_label, check_dns_subdomain, typed, EventError, FlaggerEvent, MESSAGE_KEY,
     TIMESTAMP_KEY, TYPE_KEY,
 };
 
@@ -16,46 +16,135 @@ impl FlaggerEvent {
     /// Parses the JSON body Flagger POSTs. Errors name the offending field; a key that
     /// appears twice in one object is refused (naming it), rather than the last one winning.
     pub fn from_json(body: &[u8]) -> Result<Self, EventError> {
-        let value = unique_keys::parse(body)?;
-        Self::from_value(value)
+        match typed::parse(body)? {
+            Some(parts) => parts.check(),
+            None => Err(not_an_object()),
+        }
     }
 
     pub fn from_value(value: Value) -> Result<Self, EventError> {
-        let Value::Object(mut obj) = value else {
-            return Err(EventError::field("", "expected a JSON object"));
+        let Value::Object(obj) = value else {
+            return Err(not_an_object());
         };
-        let name = take_string(&mut obj, "name")?;
-        let namespace = take_string(&mut obj, "namespace")?;
-        let phase = take_string(&mut obj, "phase")?;
-        let checksum = match obj.remove("checksum") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(other) => return Err(EventError::field("checksum", expected_string(&other))),
+        Parts::from_object(obj).check()
+    }
+}
+
+fn not_an_object() -> EventError {
+    EventError::field("", "expected a JSON object")
+}
+
+/// A value where a string is wanted: the string, or the kind of what was found
+/// (`"a number"`, `"null"`...), for the error.
+pub(super) enum Raw {
+    Str(String),
+    Other(&'static str),
+}
+
+impl Raw {
+    fn of(value: Value) -> Raw {
+        match value {
+            Value::String(s) => Raw::Str(s),
+            other => Raw::Other(kind(&other)),
+        }
+    }
+}
+
+/// `metadata`: its string values, and the first key (in key order) whose value is not a
+/// string; or the kind of what was found instead of an object.
+pub(super) enum RawMeta {
+    Object {
+        strings: BTreeMap<String, String>,
+        first_other: Option<(String, &'static str)>,
+    },
+    Other(&'static str),
+}
+
+/// A body's fields as read, before they are checked: what both readings (`typed` from the
+/// bytes, [`Parts::from_object`] from a `Value`) produce, so both are checked by the same
+/// code, in the same order.
+#[derive(Default)]
+pub(super) struct Parts {
+    pub(super) name: Option<Raw>,
+    pub(super) namespace: Option<Raw>,
+    pub(super) phase: Option<Raw>,
+    pub(super) checksum: Option<Raw>,
+    pub(super) metadata: Option<RawMeta>,
+    pub(super) extra: BTreeMap<String, Value>,
+}
+
+impl Parts {
+    fn from_object(mut obj: Map<String, Value>) -> Parts {
+        let mut take = |field: &str| obj.remove(field).map(Raw::of);
+        let (name, namespace, phase, checksum) = (
+            take("name"),
+            take("namespace"),
+            take("phase"),
+            take("checksum"),
+        );
+        let metadata = obj.remove("metadata").map(|value| match value {
+            Value::Object(m) => {
+                let mut strings = BTreeMap::new();
+                let mut first_other = None;
+                // In key order (serde_json's map is sorted): the first non-string is named.
+                for (key, value) in m {
+                    match value {
+                        Value::String(s) => {
+                            strings.insert(key, s);
+                        }
+                        other => {
+                            first_other.get_or_insert((key, kind(&other)));
+                        }
+                    }
+                }
+                RawMeta::Object {
+                    strings,
+                    first_other,
+                }
+            }
+            other => RawMeta::Other(kind(&other)),
+        });
+        Parts {
+            name,
+            namespace,
+            phase,
+            checksum,
+            metadata,
+            extra: obj.into_iter().collect(),
+        }
+    }
+
+    /// The event, or the first thing wrong with it, in a fixed order of fields.
+    pub(super) fn check(self) -> Result<FlaggerEvent, EventError> {
+        let name = required(self.name, "name")?;
+        let namespace = required(self.namespace, "namespace")?;
+        let phase = required(self.phase, "phase")?;
+        let checksum = match self.checksum {
+            None | Some(Raw::Other("null")) => None,
+            Some(Raw::Str(s)) => Some(s),
+            Some(Raw::Other(found)) => {
+                return Err(EventError::field("checksum", expected_string(found)))
+            }
         };
-        let metadata = match obj.remove("metadata") {
-            Some(Value::Object(m)) => m,
-            Some(other) => {
+        let meta = match self.metadata {
+            Some(RawMeta::Object {
+                first_other: Some((key, found)),
+                ..
+            }) => {
+                return Err(EventError::field(
+                    format!("metadata.{key}"),
+                    expected_string(found),
+                ))
+            }
+            Some(RawMeta::Object { strings, .. }) => strings,
+            Some(RawMeta::Other(found)) => {
                 return Err(EventError::field(
                     "metadata",
-                    format!("expected an object, found {}", kind(&other)),
+                    format!("expected an object, found {found}"),
                 ))
             }
             None => return Err(EventError::field("metadata", "missing field")),
         };
-        let mut meta = BTreeMap::new();
-        for (key, value) in metadata {
-            match value {
-                Value::String(s) => {
-                    meta.insert(key, s);
-                }
-                other => {
-                    return Err(EventError::field(
-                        format!("metadata.{key}"),
-                        expected_string(&other),
-                    ))
-                }
-            }
-        }
         let message_present = meta.contains_key(MESSAGE_KEY);
         if !message_present {
             return Err(EventError::field("metadata.eventMessage", "missing field"));
@@ -100,17 +189,17 @@ impl FlaggerEvent {
             phase,
             checksum,
             metadata: meta,
-            extra: obj.into_iter().collect(),
+            extra: self.extra,
             event_type,
             timestamp_ms,
         })
     }
 }
 
-fn take_string(obj: &mut Map<String, Value>, field: &'static str) -> Result<String, EventError> {
-    match obj.remove(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(EventError::field(field, expected_string(&other))),
+fn required(raw: Option<Raw>, field: &'static str) -> Result<String, EventError> {
+    match raw {
+        Some(Raw::Str(s)) => Ok(s),
+        Some(Raw::Other(found)) => Err(EventError::field(field, expected_string(found))),
         None => Err(EventError::field(field, "missing field")),
     }
 }
@@ -126,8 +215,8 @@ fn parse_timestamp(ts: &str) -> Result<u64, EventError> {
         .map_err(|_| EventError::field("metadata.timestamp", format!("{ts:?} is out of range")))
 }
 
-fn expected_string(found: &Value) -> String {
-    format!("expected a string, found {}", kind(found))
+fn expected_string(found: &str) -> String {
+    format!("expected a string, found {found}")
 }
 
 fn kind(value: &Value) -> &'static str {

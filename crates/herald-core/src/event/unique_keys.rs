@@ -10,15 +10,35 @@ use serde_json::{Map, Value};
 
 use super::{json_error_reason, EventError};
 
+/// The key written twice, by its JSON path, once a visitor has refused it (serde's error
+/// type cannot carry it).
+pub(super) type Duplicate = RefCell<Option<String>>;
+
+/// Parses `body` into a `Value`, refusing duplicate keys (the reference reading: the typed
+/// reader in `typed` must answer exactly as this one does).
+#[cfg(test)]
 pub(super) fn parse(body: &[u8]) -> Result<Value, EventError> {
+    read(body, |de, duplicate| {
+        Seed {
+            path: String::new(),
+            duplicate,
+        }
+        .deserialize(de)
+    })
+}
+
+/// Runs `visit` over the whole of `body` (trailing characters refused) and turns its error
+/// into an [`EventError`]: the duplicate key by its path, or the syntax error's position.
+pub(super) fn read<T>(
+    body: &[u8],
+    visit: impl FnOnce(
+        &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+        &Duplicate,
+    ) -> Result<T, serde_json::Error>,
+) -> Result<T, EventError> {
     let duplicate = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = Seed {
-        path: String::new(),
-        duplicate: &duplicate,
-    }
-    .deserialize(&mut de)
-    .and_then(|value| de.end().map(|()| value));
+    let parsed = visit(&mut de, &duplicate).and_then(|value| de.end().map(|()| value));
     parsed.map_err(|e| match duplicate.take() {
         Some(path) => EventError::field(path, "duplicate key"),
         None => EventError::Syntax {
@@ -29,9 +49,17 @@ pub(super) fn parse(body: &[u8]) -> Result<Value, EventError> {
     })
 }
 
-struct Seed<'a> {
-    path: String,
-    duplicate: &'a RefCell<Option<String>>,
+/// Refuses `path` as a duplicate key: records it for [`read`] and fails the parse.
+pub(super) fn refuse<E: de::Error>(duplicate: &Duplicate, path: String) -> E {
+    let message = format!("duplicate key {path:?}");
+    *duplicate.borrow_mut() = Some(path);
+    E::custom(message)
+}
+
+/// Reads any JSON value into a `Value`; `path` is where it sits, for the duplicate's name.
+pub(super) struct Seed<'a> {
+    pub(super) path: String,
+    pub(super) duplicate: &'a Duplicate,
 }
 
 impl<'de> DeserializeSeed<'de> for Seed<'_> {
@@ -89,9 +117,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
                 format!("{}.{key}", self.path)
             };
             if object.contains_key(&key) {
-                let message = format!("duplicate key {path:?}");
-                *self.duplicate.borrow_mut() = Some(path);
-                return Err(de::Error::custom(message));
+                return Err(refuse(self.duplicate, path));
             }
             let value = map.next_value_seed(Seed {
                 path,
