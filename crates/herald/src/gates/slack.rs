@@ -155,7 +155,7 @@ async fn in_user_groups(
     for group in &gates.approvers.slack_user_groups {
         let answer = state
             .gates
-            .client
+            .client()
             // Group IDs are validated as letters and digits: nothing to escape.
             .get(format!("{api}/usergroups.users.list?usergroup={group}"))
             .bearer_auth(token.expose())
@@ -188,7 +188,7 @@ async fn in_user_groups(
 async fn reply(state: &AppState, press: &Interaction, body: Vec<u8>) {
     let sent = state
         .gates
-        .client
+        .client()
         .post(&press.response_url)
         .header("content-type", "application/json")
         .body(body)
