@@ -179,9 +179,13 @@ impl<'s> PolicySetBuilder<'s> {
                 });
             }
         }
-        let gates = rules
-            .gates
-            .map(|spec| super::gates::compile(spec, rules.receivers, &mut cx.problems));
+        let gates = rules.gates.map(|spec| {
+            Box::new(super::gates::compile(
+                spec,
+                rules.receivers,
+                &mut cx.problems,
+            ))
+        });
         if !cx.problems.is_empty() {
             return Err(cx.problems);
         }

@@ -71,7 +71,7 @@ async fn handle(state: AppState, press: Interaction) {
     let policies = state.policies.load_full();
     let found = policies.find(&policy_id(&press.value.policy));
     let Some((index, gates)) =
-        found.and_then(|i| policies.policy(i).gates.as_ref().map(|g| (i, g)))
+        found.and_then(|i| policies.policy(i).gates.as_deref().map(|g| (i, g)))
     else {
         let text = format!("Policy {} no longer answers gates.", press.value.policy);
         reply(&state, &press, ephemeral(&text)).await;
