@@ -69,8 +69,10 @@ macro_rules! policy_spec {
             pub suspend: bool,
             /// Answer Flagger's gate webhooks for these canaries: ask the receivers, take
             /// decisions from the approvers (see the README's "Gates").
+            // Boxed: most policies answer no gates, and every parsed policy would otherwise
+            // carry the room for them.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub gates: Option<GatePolicy>,
+            pub gates: Option<Box<GatePolicy>>,
         }
 
         impl $name {
@@ -86,7 +88,7 @@ macro_rules! policy_spec {
                     receivers: &self.receivers,
                     template: self.template.as_ref(),
                     suspend: self.suspend,
-                    gates: self.gates.as_ref(),
+                    gates: self.gates.as_deref(),
                 }
             }
         }

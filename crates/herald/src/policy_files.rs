@@ -74,19 +74,26 @@ impl PolicyFiles {
     /// Reads and compiles every policy. Any problem rejects the whole set, so a bad edit
     /// never half-applies.
     pub fn load(&self) -> Result<std::result::Result<PolicySet, Rejected>> {
-        let Compiled { loaded, set, .. } = self.compile()?;
-        if loaded.problems.is_empty() {
+        let (_, loaded) = self.read()?;
+        // Only the set is kept: compiled dropping each parsed policy on the way.
+        let (set, problems) = loaded.into_set(&self.cluster, &self.namespace);
+        if problems.is_empty() {
             Ok(Ok(set))
         } else {
-            Ok(Err(Rejected {
-                problems: loaded.problems,
-            }))
+            Ok(Err(Rejected { problems }))
         }
     }
 
     /// Reads and compiles every policy, keeping all that was found on the way: `herald check`
     /// reports it, [`Self::load`] keeps only the set, and only when nothing is wrong.
     pub fn compile(&self) -> Result<Compiled> {
+        let (files, mut loaded) = self.read()?;
+        let set = loaded.build(&self.cluster, &self.namespace);
+        Ok(Compiled { files, loaded, set })
+    }
+
+    /// Reads and parses every file: how many there were, and what they hold.
+    fn read(&self) -> Result<(usize, Loaded)> {
         let files = self.files()?;
         let mut texts = Vec::with_capacity(files.len());
         for file in &files {
@@ -96,17 +103,12 @@ impl PolicyFiles {
             })?;
             texts.push((file.display().to_string(), text));
         }
-        let mut loaded = load_sources(
+        let loaded = load_sources(
             texts
                 .iter()
                 .map(|(name, text)| (name.as_str(), text.as_str())),
         );
-        let set = loaded.build(&self.cluster, &self.namespace);
-        Ok(Compiled {
-            files: files.len(),
-            loaded,
-            set,
-        })
+        Ok((files.len(), loaded))
     }
 
     /// What identifies the current state of the files: paths, sizes and modification times.

@@ -60,9 +60,12 @@ macro_rules! receiver_kinds {
                 regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
             )]
             pub name: String,
+            // Boxed: a receiver sets one kind of many, and inline settings would make every
+            // receiver as large as all of them together (over 2 KiB), which 10,000 parsed
+            // policies hold at once while they compile.
             $(
                 #[serde(default, skip_serializing_if = "Option::is_none")]
-                pub $field: Option<$spec>,
+                pub $field: Option<Box<$spec>>,
             )*
             /// Overrides the policy's template for this receiver.
             #[serde(default, skip_serializing_if = "Option::is_none")]

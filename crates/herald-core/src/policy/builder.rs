@@ -179,9 +179,13 @@ impl<'s> PolicySetBuilder<'s> {
                 });
             }
         }
-        let gates = rules
-            .gates
-            .map(|spec| super::gates::compile(spec, rules.receivers, &mut cx.problems));
+        let gates = rules.gates.map(|spec| {
+            Box::new(super::gates::compile(
+                spec,
+                rules.receivers,
+                &mut cx.problems,
+            ))
+        });
         if !cx.problems.is_empty() {
             return Err(cx.problems);
         }
@@ -208,9 +212,10 @@ impl<'s> PolicySetBuilder<'s> {
     /// Compiles a title/text pair, each part falling back to `inherited` (the policy's pair)
     /// and then to Herald's defaults. `None` when a part fails (the problem is recorded).
     pub fn build(mut self) -> PolicySet {
-        let mut policies: Vec<CompiledPolicy> =
+        // In id order already, as the map keeps them: a sort would find nothing to do, after
+        // allocating scratch room for every policy.
+        let policies: Vec<CompiledPolicy> =
             std::mem::take(&mut self.policies).into_values().collect();
-        policies.sort_by(|a, b| a.id.cmp(&b.id));
         let mut by_namespace: HashMap<String, Bucket> = HashMap::new();
         let mut any_namespace = Bucket::default();
         for (i, policy) in policies.iter().enumerate() {

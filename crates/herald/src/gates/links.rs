@@ -123,7 +123,7 @@ pub async fn use_link(
     let policies = state.policies.load_full();
     let Some(gates) = policies
         .find(&policy_id(&claims.policy))
-        .and_then(|index| policies.policy(index).gates.as_ref())
+        .and_then(|index| policies.policy(index).gates.as_deref())
     else {
         return refused(
             &state,

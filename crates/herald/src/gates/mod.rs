@@ -73,8 +73,11 @@ pub struct Gates {
     /// terminals decide by writing Approvals, which RBAC guards (the event token is in every
     /// Canary that calls a gate, so it cannot tell an approver from Flagger).
     pub decisions_over_http: bool,
-    /// For Slack's `response_url` and its Web API (user groups).
-    client: reqwest::Client,
+    /// For Slack's `response_url` and its Web API (user groups). Built on first use: a
+    /// client loads the system's CA certificates (milliseconds), which only a Slack press
+    /// needs, so start-up and readiness do not wait for a second copy of the delivery
+    /// client's.
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 fn read_secret(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
@@ -121,10 +124,17 @@ impl Gates {
             identity_header,
             audit: None,
             decisions_over_http: true,
-            client: reqwest::Client::builder()
+            client: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The client for Slack's `response_url` and Web API.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
-                .expect("an HTTP client"),
+                .expect("an HTTP client")
         })
     }
 

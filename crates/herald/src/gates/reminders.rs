@@ -67,7 +67,7 @@ pub async fn remind_once(state: &AppState) {
         for (gate, waited, reminded, escalated) in due {
             let matched = super::answering(&policies, &key, "Progressing", gate);
             let after = |index: &u32, step: Step| {
-                let gates = policies.policy(*index).gates.as_ref()?;
+                let gates = policies.policy(*index).gates.as_deref()?;
                 match step {
                     Step::Remind => gates.remind_after_ms,
                     Step::Escalate => gates.escalate_after_ms,

@@ -71,7 +71,7 @@ async fn handle(state: AppState, press: Interaction) {
     let policies = state.policies.load_full();
     let found = policies.find(&policy_id(&press.value.policy));
     let Some((index, gates)) =
-        found.and_then(|i| policies.policy(i).gates.as_ref().map(|g| (i, g)))
+        found.and_then(|i| policies.policy(i).gates.as_deref().map(|g| (i, g)))
     else {
         let text = format!("Policy {} no longer answers gates.", press.value.policy);
         reply(&state, &press, ephemeral(&text)).await;
@@ -155,7 +155,7 @@ async fn in_user_groups(
     for group in &gates.approvers.slack_user_groups {
         let answer = state
             .gates
-            .client
+            .client()
             // Group IDs are validated as letters and digits: nothing to escape.
             .get(format!("{api}/usergroups.users.list?usergroup={group}"))
             .bearer_auth(token.expose())
@@ -188,7 +188,7 @@ async fn in_user_groups(
 async fn reply(state: &AppState, press: &Interaction, body: Vec<u8>) {
     let sent = state
         .gates
-        .client
+        .client()
         .post(&press.response_url)
         .header("content-type", "application/json")
         .body(body)
