@@ -23,6 +23,7 @@ pub mod policy_files;
 pub mod reposts;
 pub mod requeue;
 pub mod serve;
+pub mod state_file;
 pub mod telemetry;
 
 use std::path::PathBuf;

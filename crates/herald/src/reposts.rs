@@ -262,15 +262,6 @@ impl OpenNotifications {
         self.registry.lock().expect("repeats lock poisoned")
     }
 
-    /// How many notifications are being repeated.
-    pub fn len(&self) -> usize {
-        self.lock().len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The file's bytes when something changed since the last save.
     fn changes_to_save(&self) -> Option<(PathBuf, Vec<u8>)> {
         let path = self.file.clone()?;
@@ -291,24 +282,15 @@ impl OpenNotifications {
     }
 }
 
-/// Writes the file: a temporary file, flushed, then renamed over the old one.
-fn save(path: &std::path::Path, bytes: &[u8]) {
-    let temporary = path.with_extension("tmp");
-    let written = (|| {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if let Err(e) = written {
-        warn!(path = %path.display(), error = %e, "could not save the repeated notifications");
-    }
-}
-
 async fn save_changes(open: &OpenNotifications) {
     if let Some((path, bytes)) = open.changes_to_save() {
-        let _ = tokio::task::spawn_blocking(move || save(&path, &bytes)).await;
+        let saved = tokio::task::spawn_blocking(move || {
+            crate::state_file::write_atomically(&path, &bytes).map_err(|e| (path, e))
+        })
+        .await;
+        if let Ok(Err((path, e))) = saved {
+            warn!(path = %path.display(), error = %e, "could not save the repeated notifications");
+        }
     }
 }
 

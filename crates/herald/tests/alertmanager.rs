@@ -258,13 +258,22 @@ async fn a_canary_that_stays_failed_stays_firing_past_resolve_timeout_and_a_kill
     kill_9(&mut herald);
 }
 
-/// Alertmanager ending alerts 2 s after it last heard of them, and a policy whose receiver
-/// posts them every second, with `spec` extra lines after the receiver.
-async fn repeating(spec_extra: &str) -> (Alertmanager, PolicyDir) {
+const FAILED: &str = "Canary failed! Scaling down podinfo.test";
+
+/// Alertmanager ending alerts 2 s after it last heard of them; a policy whose receiver posts
+/// them every second, with `spec_extra` lines after the receiver; Herald reading its policies
+/// again every 200 ms; and the canary's failure, fired.
+async fn firing(spec_extra: &str) -> (Alertmanager, PolicyDir, herald::serve::Running) {
     let am = start_alertmanager(&format!("global:\n  resolve_timeout: 2s\n{CONFIG}"), None).await;
     let text = policy(am.addr, "        resendInterval: 1s\n") + spec_extra;
     let dir = PolicyDir::new(&[("oncall.yaml", &text)]);
-    (am, dir)
+    let mut options = options_in(&dir.path());
+    options.reload_interval = Duration::from_millis(200);
+    let server = herald::serve::start(options).await.unwrap();
+    let body = event("podinfo", "test", "Failed", FAILED, "Warning", unix_ms());
+    assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
+    wait_for_alerts(&am, 1).await;
+    (am, dir, server)
 }
 
 #[tokio::test]
@@ -274,12 +283,7 @@ async fn a_success_the_policy_does_not_match_still_ends_the_repeats() {
         return;
     }
     // An on-call policy for warnings only: the promotion (Normal) is not sent to it.
-    let (am, dir) = repeating("  eventTypes: [Warning]\n").await;
-    let server = herald::serve::start(options_in(&dir.path())).await.unwrap();
-    let failed = "Canary failed! Scaling down podinfo.test";
-    let body = event("podinfo", "test", "Failed", failed, "Warning", unix_ms());
-    assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
-    wait_for_alerts(&am, 1).await;
+    let (am, _dir, server) = firing("  eventTypes: [Warning]\n").await;
     wait_for_metric(server.addr, REPOSTS, 2.0, WAIT).await;
     let body = event(
         "podinfo",
@@ -308,15 +312,11 @@ async fn a_repeat_is_rendered_with_the_receiver_as_it_is_now() {
         eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
         return;
     }
-    let (am, dir) = repeating("").await;
-    let mut options = options_in(&dir.path());
-    options.reload_interval = Duration::from_millis(200);
-    let server = herald::serve::start(options).await.unwrap();
-    let failed = "Canary failed! Scaling down podinfo.test";
-    let body = event("podinfo", "test", "Failed", failed, "Warning", unix_ms());
-    assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
-    let alerts = wait_for_alerts(&am, 1).await;
-    assert_eq!(alerts[0]["labels"]["team"], "payments");
+    let (am, dir, server) = firing("").await;
+    assert_eq!(
+        active_alerts(&am, None).await[0]["labels"]["team"],
+        "payments"
+    );
     // The team is renamed: the repeats carry the new label, the old alert lapses.
     let edited =
         policy(am.addr, "        resendInterval: 1s\n").replace("team: payments", "team: checkout");
@@ -325,7 +325,7 @@ async fn a_repeat_is_rendered_with_the_receiver_as_it_is_now() {
     loop {
         let alerts = active_alerts(&am, None).await;
         if alerts.len() == 1 && alerts[0]["labels"]["team"] == "checkout" {
-            assert_eq!(alerts[0]["annotations"]["description"], failed);
+            assert_eq!(alerts[0]["annotations"]["description"], FAILED);
             break;
         }
         assert!(Instant::now() < deadline, "{alerts:?}");
@@ -340,14 +340,7 @@ async fn a_suspended_policy_repeats_nothing_and_its_resumption_repeats_again() {
         eprintln!("skipped: {BINARY} is not installed (apt-get install prometheus-alertmanager)");
         return;
     }
-    let (am, dir) = repeating("").await;
-    let mut options = options_in(&dir.path());
-    options.reload_interval = Duration::from_millis(200);
-    let server = herald::serve::start(options).await.unwrap();
-    let failed = "Canary failed! Scaling down podinfo.test";
-    let body = event("podinfo", "test", "Failed", failed, "Warning", unix_ms());
-    assert_eq!(post_event(server.addr, "/events", &body).await.0, 202);
-    wait_for_alerts(&am, 1).await;
+    let (am, dir, server) = firing("").await;
     let resendable = policy(am.addr, "        resendInterval: 1s\n");
     dir.write("oncall.yaml", &(resendable.clone() + "  suspend: true\n"));
     // Suspended: nothing is posted, and the alert lapses.
@@ -358,6 +351,6 @@ async fn a_suspended_policy_repeats_nothing_and_its_resumption_repeats_again() {
     // Resumed while the canary is still failed: it fires again.
     dir.write("oncall.yaml", &resendable);
     let alerts = wait_for_alerts(&am, 1).await;
-    assert_eq!(alerts[0]["annotations"]["description"], failed);
+    assert_eq!(alerts[0]["annotations"]["description"], FAILED);
     server.stop().await.unwrap();
 }

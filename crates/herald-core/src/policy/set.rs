@@ -117,13 +117,7 @@ impl PolicySet {
         if matched.is_empty() {
             return Vec::new();
         }
-        let mut render = Render {
-            set: self,
-            input,
-            context: None,
-            formatted: template::Formatted::default(),
-            event_json: None,
-        };
+        let mut render = Render::new(self, input);
         let mut out = Vec::with_capacity(
             matched
                 .iter()
@@ -148,13 +142,7 @@ impl PolicySet {
         policy: u32,
         receiver: u32,
     ) -> Option<Result<Notification, RenderFailure>> {
-        let mut render = Render {
-            set: self,
-            input,
-            context: None,
-            formatted: template::Formatted::default(),
-            event_json: None,
-        };
+        let mut render = Render::new(self, input);
         self.render_receiver(&mut render, policy, receiver)
     }
 
@@ -204,13 +192,7 @@ impl PolicySet {
             &mut dyn RenderBody,
         ) -> Option<Result<Vec<u8>, TemplateError>>,
     ) -> Option<Result<Vec<u8>, TemplateError>> {
-        let mut render = Render {
-            set: self,
-            input,
-            context: None,
-            formatted: template::Formatted::default(),
-            event_json: None,
-        };
+        let mut render = Render::new(self, input);
         body(
             receiver.kind.as_ref(),
             &mut ReceiverRender {
@@ -233,6 +215,19 @@ struct Render<'a> {
     /// The event's formatted template variables, made once for all its templates.
     formatted: template::Formatted,
     event_json: Option<Vec<u8>>,
+}
+
+impl<'a> Render<'a> {
+    /// Nothing made yet: each costly part is made on first use.
+    fn new(set: &'a PolicySet, input: &'a MatchInput<'a>) -> Self {
+        Render {
+            set,
+            input,
+            context: None,
+            formatted: template::Formatted::default(),
+            event_json: None,
+        }
+    }
 }
 
 impl Render<'_> {

@@ -144,6 +144,31 @@ pub(crate) mod test_support {
     use herald_api::EventType;
     use serde_json::Value;
 
+    /// A watched Canary that failed: weight 0, 5 failed checks, revision `7c4d1a2f`.
+    pub fn failed_canary() -> crate::CanaryFacts {
+        crate::CanaryFacts {
+            weight: Some(0),
+            failed_checks: Some(5),
+            revision: Some("7c4d1a2f".into()),
+            ..Default::default()
+        }
+    }
+
+    /// The body of `set`'s first notification for `event` from the watched `canary`.
+    pub fn watched_body(
+        set: &crate::PolicySet,
+        event: &FlaggerEvent,
+        canary: &crate::CanaryFacts,
+    ) -> Value {
+        let input = crate::MatchInput {
+            event,
+            canary: Some(canary),
+            namespace_labels: None,
+        };
+        let got = set.notifications(&input, None);
+        serde_json::from_slice(&got[0].as_ref().unwrap().body).unwrap()
+    }
+
     /// An event at 2020-01-09T22:07:15.167Z.
     pub fn event(phase: &str, message: &str, event_type: EventType) -> FlaggerEvent {
         FlaggerEvent::new(

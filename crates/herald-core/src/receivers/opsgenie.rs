@@ -290,19 +290,11 @@ spec:
             .notifications(&MatchInput::event(&progress), None)
             .is_empty());
         // A watched Canary adds its weight, failed checks and revision, as strings.
-        let canary = crate::CanaryFacts {
-            weight: Some(0),
-            failed_checks: Some(5),
-            revision: Some("7c4d1a2f".into()),
-            ..Default::default()
-        };
-        let input = MatchInput {
-            event: &failed,
-            canary: Some(&canary),
-            namespace_labels: None,
-        };
-        let got = set.notifications(&input, None);
-        let body: Value = serde_json::from_slice(&got[0].as_ref().unwrap().body).unwrap();
+        let body = super::super::test_support::watched_body(
+            &set,
+            &failed,
+            &super::super::test_support::failed_canary(),
+        );
         assert_eq!(
             body["details"],
             json!({"canary": "podinfo", "namespace": "default", "phase": "Failed", "revision": "7c4d1a2f", "weight": "0", "failedChecks": "5", "cluster": "prod-eu"})

@@ -226,19 +226,11 @@ fn a_watched_canary_adds_its_weight_and_failed_checks() {
         1_578_607_635_167,
     );
     // No checksum in a watched Event: the Canary's revision stands in.
-    let canary = crate::CanaryFacts {
-        weight: Some(0),
-        failed_checks: Some(5),
-        revision: Some("7c4d1a2f".into()),
-        ..Default::default()
-    };
-    let input = MatchInput {
-        event: &ev,
-        canary: Some(&canary),
-        namespace_labels: None,
-    };
-    let got = set.notifications(&input, None);
-    let body: Value = serde_json::from_slice(&got[0].as_ref().unwrap().body).unwrap();
+    let body = super::super::test_support::watched_body(
+        &set,
+        &ev,
+        &super::super::test_support::failed_canary(),
+    );
     assert_eq!(
         body["payload"]["custom_details"],
         json!({

@@ -83,15 +83,7 @@ impl MemoryThreads {
                 .collect(),
         };
         let bytes = serde_json::to_vec(&saved).expect("threads serialise");
-        let temporary = path.with_extension("tmp");
-        let written = (|| {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)
-        })();
-        if let Err(e) = written {
+        if let Err(e) = crate::state_file::write_atomically(path, &bytes) {
             warn!(path = %path.display(), error = %e, "could not save the thread state");
         }
     }

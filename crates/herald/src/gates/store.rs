@@ -103,15 +103,7 @@ impl FileApprovals {
                 .collect(),
         };
         let bytes = serde_json::to_vec_pretty(&saved).expect("records serialise");
-        let temporary = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)
-        };
-        write().map_err(|e| {
+        crate::state_file::write_atomically(path, &bytes).map_err(|e| {
             warn!(path = %path.display(), error = %e, "cannot write the approvals file");
             format!("cannot write {}: {e}", path.display())
         })
