@@ -146,4 +146,5 @@ async fn a_failed_canary_stays_firing_through_a_controller_restart_until_promote
     let open: Value =
         serde_json::from_slice(&std::fs::read(state.path().join("open.json")).unwrap()).unwrap();
     assert_eq!(open, json!({"open": []}));
+    clear_namespace(&client, &ns).await;
 }

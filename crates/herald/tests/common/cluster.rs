@@ -242,3 +242,24 @@ pub async fn set_phase(client: &Client, ns: &str, canary: &str, phase: &str) {
         .await
         .unwrap();
 }
+
+/// Deletes the Events, Canaries and NotificationPolicies of `ns`. The suites share one API
+/// server without a namespace controller, and every controller watches the whole cluster:
+/// what a test leaves (say, the Event of a Canary it deleted, which a controller waits for)
+/// is replayed by the next suite's controllers.
+pub async fn clear_namespace(client: &Client, ns: &str) {
+    let all = kube::api::DeleteParams::default();
+    let every = kube::api::ListParams::default();
+    Api::<Event>::namespaced(client.clone(), ns)
+        .delete_collection(&all, &every)
+        .await
+        .unwrap();
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .delete_collection(&all, &every)
+        .await
+        .unwrap();
+    Api::<NotificationPolicy>::namespaced(client.clone(), ns)
+        .delete_collection(&all, &every)
+        .await
+        .unwrap();
+}
