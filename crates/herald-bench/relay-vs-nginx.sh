@@ -6,16 +6,22 @@
 #
 #   crates/herald-bench/relay-vs-nginx.sh            # 3 rounds each, 4 s, 32 connections, 32 canaries
 #   CANARIES=10000 POLICIES=10000 crates/herald-bench/relay-vs-nginx.sh
+#   HERALD_B=/tmp/herald-before crates/herald-bench/relay-vs-nginx.sh   # two builds, same run
 #
 # Reports per relay the median delivered events/s (what the sink counted, from the first
 # request until the sink stopped receiving: a relay that queues is still delivering after the
 # load ends), relay CPU per delivered event (user + system time of the relay's processes),
 # the relay's RSS, and the ratios Herald/nginx. Needs nginx and wrk (Debian packages) and a
-# release build of Herald (HERALD, default target/release/herald).
+# release build of Herald (HERALD, default target/release/herald). With HERALD_B, a second
+# Herald (another build, or a script that `exec`s one with other settings) takes part in every
+# round too; the order of the relays rotates from round to round, and each Herald's ratios are
+# also given as the median of its per-round ratios to that round's nginx, which cancels the
+# machine's drift between rounds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 HERALD=${HERALD:-target/release/herald}
+HERALD_B=${HERALD_B:-}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-4}
 CONNECTIONS=${CONNECTIONS:-32}
@@ -39,7 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-SINK_PORT=$(free_port) NGINX_PORT=$(free_port) HERALD_PORT=$(free_port)
+SINK_PORT=$(free_port) NGINX_PORT=$(free_port) HERALD_PORT=$(free_port) HERALD_B_PORT=$(free_port)
 
 nginx_conf() { # name, server block
   cat >"$work/$1.conf" <<EOF
@@ -81,11 +87,21 @@ with open(path, "w") as f:
                 f"  canaries: [service-{i}]\n  receivers:\n"
                 f"    - name: sink\n      webhook: {{url: \"http://127.0.0.1:{port}/other\"}}\n")
 EOF
-"$HERALD" serve --listen "127.0.0.1:$HERALD_PORT" --policies "$work/policies" \
-  --queue-capacity 10000000 --queue-bytes 8Gi >"$work/herald.log" 2>&1 &
-pids+=($!)
-HERALD_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HERALD_PORT/readyz" >/dev/null && break; sleep 0.1; done
+start_herald() { # binary, port, log: starts it, waits until ready, sets STARTED
+  "$1" serve --listen "127.0.0.1:$2" --policies "$work/policies" \
+    --queue-capacity 10000000 --queue-bytes 8Gi >"$work/$3" 2>&1 &
+  STARTED=$!
+  pids+=("$STARTED")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && return; sleep 0.1; done
+  echo "Herald ($1) did not become ready" >&2
+  exit 1
+}
+start_herald "$HERALD" "$HERALD_PORT" herald.log
+HERALD_PID=$STARTED
+if [ -n "$HERALD_B" ]; then
+  start_herald "$HERALD_B" "$HERALD_B_PORT" herald-b.log
+  HERALD_B_PID=$STARTED
+fi
 
 # The load: Flagger's event JSON, byte for byte as Flagger marshals it, over CANARIES canaries.
 cat >"$work/load.lua" <<EOF
@@ -138,24 +154,51 @@ d = $after - $before - $calls + 1
 print(round(d / ($t1 - $t0)), round(($cpu1 - $cpu0) / $TICK * 1e6 / max(d, 1), 1))"
 }
 
-herald_results=() nginx_results=()
+relays=(nginx herald)
+[ -n "$HERALD_B" ] && relays+=(herald_b)
+nginx_results=() herald_results=() herald_b_results=()
 for r in $(seq "$ROUNDS"); do
-  nginx_results+=("$(round "$NGINX_PORT" $(nginx_relay_pids))")
-  herald_results+=("$(round "$HERALD_PORT" "$HERALD_PID")")
-  echo "round $r: nginx ${nginx_results[-1]}  herald ${herald_results[-1]}" >&2
+  line="round $r:"
+  for i in "${!relays[@]}"; do
+    relay=${relays[$(( (i + r - 1) % ${#relays[@]} ))]}
+    case $relay in
+      nginx) nginx_results+=("$(round "$NGINX_PORT" $(nginx_relay_pids))"); line+=" nginx ${nginx_results[-1]}" ;;
+      herald) herald_results+=("$(round "$HERALD_PORT" "$HERALD_PID")"); line+=" herald ${herald_results[-1]}" ;;
+      herald_b) herald_b_results+=("$(round "$HERALD_B_PORT" "$HERALD_B_PID")"); line+=" herald_b ${herald_b_results[-1]}" ;;
+    esac
+  done
+  echo "$line" >&2
 done
-python3 - "$CONNECTIONS" "$CANARIES" "$POLICIES" "$(rss_kib $(nginx_relay_pids))" "$(rss_kib "$HERALD_PID")" \
-  "${nginx_results[*]}" "${herald_results[*]}" <<'EOF'
+python3 - "$CONNECTIONS" "$CANARIES" "$POLICIES" "$(rss_kib $(nginx_relay_pids))" \
+  "${nginx_results[*]}" "$(rss_kib "$HERALD_PID") ${herald_results[*]}" \
+  ${HERALD_B:+"$(rss_kib "$HERALD_B_PID") ${herald_b_results[*]}"} <<'EOF'
 import statistics, sys
-conn, canaries, policies, nginx_rss, herald_rss = sys.argv[1:6]
-def parse(s):
+conn, canaries, policies, nginx_rss = sys.argv[1:5]
+def rounds(s):
     vals = [float(v) for v in s.split()]
-    return statistics.median(vals[0::2]), statistics.median(vals[1::2])
-(n_rate, n_cpu), (h_rate, h_cpu) = parse(sys.argv[6]), parse(sys.argv[7])
+    return list(zip(vals[0::2], vals[1::2]))
+nginx = rounds(sys.argv[5])
+heralds = []
+for name, arg in zip(["Herald serve", "Herald serve (B)"], sys.argv[6:]):
+    rss, rest = arg.split(" ", 1)
+    heralds.append((name, int(rss), rounds(rest)))
+med = statistics.median
+n_rate, n_cpu = med(r for r, _ in nginx), med(c for _, c in nginx)
 print(f"{conn} connections, {canaries} canaries, {policies} extra policies; medians of the rounds\n")
 print("| | delivered events/s | relay CPU per delivered event | relay RSS |")
 print("|---|---|---|---|")
 print(f"| nginx proxy_pass | {n_rate:,.0f} | {n_cpu:.1f} µs | {int(nginx_rss) / 1024:.1f} MiB |")
-print(f"| Herald serve | {h_rate:,.0f} | {h_cpu:.1f} µs | {int(herald_rss) / 1024:.1f} MiB |")
-print(f"| Herald / nginx | {h_rate / n_rate:.2f}× | {h_cpu / n_cpu:.2f}× | |")
+for name, rss, res in heralds:
+    print(f"| {name} | {med(r for r, _ in res):,.0f} | {med(c for _, c in res):.1f} µs | {rss / 1024:.1f} MiB |")
+for name, rss, res in heralds:
+    h_rate, h_cpu = med(r for r, _ in res), med(c for _, c in res)
+    print(f"| {name} / nginx | {h_rate / n_rate:.2f}× | {h_cpu / n_cpu:.2f}× | |")
+if len(nginx) > 1:
+    print("\nMedian of the per-round ratios (each Herald round against the same round's nginx):\n")
+    print("| | throughput | CPU per event |")
+    print("|---|---|---|")
+    for name, rss, res in heralds:
+        t = med(h / n for (h, _), (n, _) in zip(res, nginx))
+        c = med(h / n for (_, h), (_, n) in zip(res, nginx))
+        print(f"| {name} / nginx | {t:.2f}× | {c:.2f}× |")
 EOF
