@@ -41,6 +41,12 @@ pub struct Cli {
     /// Log level or tracing filter (RUST_LOG overrides it).
     #[arg(long, global = true, default_value = "info", env = "HERALD_LOG_LEVEL")]
     pub log_level: String,
+    /// Threads that run Herald's work (`serve`, `controller`, `demo`, `gate`). Default: as
+    /// many as the CPUs Herald may use, a container's CPU limit included (the chart's 500m
+    /// gives one). One thread relays at least 10,000 events/s; each more thread costs CPU
+    /// per event in hand-offs between threads (BENCHMARKS.md, session 8).
+    #[arg(long, global = true, env = "HERALD_WORKER_THREADS")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -332,6 +338,7 @@ impl ServeArgs {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let runtime = || runtime(cli.worker_threads);
     match cli.command {
         Command::Crd { dir: None } => {
             print!("{}", herald_api::crds_yaml());
@@ -357,8 +364,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+fn runtime(worker_threads: Option<std::num::NonZeroUsize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads.get());
+    }
+    builder
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

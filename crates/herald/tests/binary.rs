@@ -378,3 +378,42 @@ async fn serve_logs_json_without_secrets_and_drains_on_sigterm() {
             .unwrap_or_else(|_| panic!("not JSON: {line}"));
     }
 }
+
+/// `--worker-threads N` runs Herald's work on N threads (tokio names them
+/// `tokio-rt-worker`); zero is refused before anything starts.
+#[test]
+fn worker_threads_sets_the_runtime_threads() {
+    let policies = examples().join("policies");
+    for threads in ["1", "3"] {
+        let (mut child, _addr) = spawn_herald([
+            "--worker-threads",
+            threads,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            policies.to_str().unwrap(),
+        ]);
+        let workers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+            .unwrap()
+            .filter(|task| {
+                let comm = task.as_ref().unwrap().path().join("comm");
+                std::fs::read_to_string(comm).unwrap().trim() == "tokio-rt-worker"
+            })
+            .count();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(workers.to_string(), threads);
+    }
+    let out = herald()
+        .args(["--worker-threads", "0", "serve", "--policies"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("invalid value '0' for '--worker-threads <WORKER_THREADS>'"),
+        "{stderr}"
+    );
+}
