@@ -102,6 +102,10 @@ impl Report {
                 s.loaded_events, s.loaded_rss_mib, s.loaded_hwm_mib
             );
             println!(
+                "| latency at {:.0} events/s, POST to delivered: p50 / p99 / max | {:.0} / {:.0} / {:.0} µs |",
+                self.rate, s.rate_us[0], s.rate_us[1], s.rate_us[2]
+            );
+            println!(
                 "| ready with {} policies: median of {} | {:.0} ms |",
                 s.big_policies,
                 s.big_ready_ms.len(),

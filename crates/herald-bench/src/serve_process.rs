@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use herald_core::bench_fixtures as fixtures;
 
 use crate::args::Args;
-use crate::load::{client, closed_loop};
+use crate::load::{client, closed_loop, fixed_rate};
 use crate::process_stats::{mib, proc_status_kib};
 use crate::sink::Sink;
 use crate::PHASE_TIMEOUT;
@@ -21,6 +21,9 @@ pub(crate) struct ServeReport {
     pub(crate) loaded_rss_mib: f64,
     pub(crate) loaded_hwm_mib: f64,
     pub(crate) loaded_events: usize,
+    /// The same process at `--rate` events/s for `--rate-seconds`, after the burst: POST to
+    /// delivered, p50 / p99 / max in µs (the runtime `herald serve` builds, not the bench's).
+    pub(crate) rate_us: [f64; 3],
     pub(crate) big_policies: usize,
     pub(crate) big_ready_ms: Vec<f64>,
     pub(crate) big_rss_mib: f64,
@@ -175,6 +178,15 @@ pub(crate) fn measure_serve(
         phase.p50_us,
         phase.p99_us
     );
+    let rate = runtime.block_on(async {
+        let client = client(args.concurrency);
+        let offset = loaded_events as u64;
+        fixed_rate(&client, sink, &url, args.rate, args.rate_seconds, offset, 1).await
+    });
+    println!(
+        "herald serve (own process), fixed rate {}/s: p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+        args.rate, rate.p50_us, rate.p99_us, rate.max_us
+    );
     std::thread::sleep(Duration::from_millis(500));
     let loaded_rss_mib = mib(proc_status_kib(&served.pid(), "VmRSS"));
     let loaded_hwm_mib = mib(proc_status_kib(&served.pid(), "VmHWM"));
@@ -200,6 +212,7 @@ pub(crate) fn measure_serve(
         loaded_rss_mib,
         loaded_hwm_mib,
         loaded_events,
+        rate_us: [rate.p50_us, rate.p99_us, rate.max_us],
         big_policies: BIG,
         big_ready_ms,
         big_rss_mib,
