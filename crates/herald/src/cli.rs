@@ -43,8 +43,10 @@ pub struct Cli {
     pub log_level: String,
     /// Threads that run Herald's work (`serve`, `controller`, `demo`, `gate`). Default: as
     /// many as the CPUs Herald may use, a container's CPU limit included (the chart's 500m
-    /// gives one). One thread relays at least 10,000 events/s; each more thread costs CPU
-    /// per event in hand-offs between threads (BENCHMARKS.md, session 8).
+    /// gives one). Fewer threads hand events between them less often (one thread used a
+    /// fifth less CPU per event than two on 2 CPUs), but a stalled thread then stalls every
+    /// request (p99 at 1,000 events/s 5-56 ms instead of about 1 ms; BENCHMARKS.md,
+    /// session 8).
     #[arg(long, global = true, env = "HERALD_WORKER_THREADS")]
     pub worker_threads: Option<std::num::NonZeroUsize>,
     #[command(subcommand)]
