@@ -114,6 +114,7 @@ pub struct Metrics {
     pub render_failures: Counter,
     pub repeats_held: Counter,
     pub reposts: Counter,
+    pub reposts_open: Gauge,
     pub queue_depth: Gauge,
     pub canary_status: Family<CanaryLabels, Gauge>,
     pub policies_loaded: Gauge,
@@ -206,6 +207,10 @@ impl Metrics {
                 "herald_reposts",
                 "Notifications posted again, unchanged, because their canary stays failed and the \
                 receiver's service would otherwise forget them (every resendInterval)",
+            ),
+            reposts_open: add.metric(
+                "herald_reposts_open",
+                "Notifications being posted again while their canary stays failed",
             ),
             queue_depth: add.metric(
                 "herald_queue_depth",

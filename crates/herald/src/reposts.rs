@@ -307,6 +307,9 @@ pub async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
         if state.ready.load(std::sync::atomic::Ordering::Acquire) && state.open.is_active() {
             post_due(&state, Instant::now());
         }
+        // Read each tick rather than at every change: closes also happen in the pipeline.
+        let open = state.open.lock().len;
+        state.metrics.reposts_open.set(open as i64);
         save_changes(&state.open).await;
     }
     save_changes(&state.open).await;

@@ -166,6 +166,7 @@ fn kill_9(child: &mut Child) {
 }
 
 const REPOSTS: &str = "herald_reposts_total";
+const OPEN: &str = "herald_reposts_open";
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -218,8 +219,10 @@ async fn a_canary_that_stays_failed_stays_firing_past_resolve_timeout_and_a_kill
         "one alert since the failure"
     );
     assert_eq!(alerts[0]["annotations"]["description"], failed);
-    let reposts = metric(&metrics_text(addr).await, REPOSTS);
+    let text = metrics_text(addr).await;
+    let reposts = metric(&text, REPOSTS);
     assert!(reposts >= 2.0, "posted again every second: {reposts}");
+    assert_eq!(metric(&text, OPEN), 1.0, "one notification kept open");
 
     // Killed: the new process reads what it was repeating from the state directory.
     kill_9(&mut herald);
@@ -228,7 +231,9 @@ async fn a_canary_that_stays_failed_stays_firing_past_resolve_timeout_and_a_kill
     let alerts = active_alerts(&am, None).await;
     assert_eq!(alerts.len(), 1, "still firing after the kill: {alerts:?}");
     assert_eq!(alerts[0]["startsAt"], started);
-    assert!(metric(&metrics_text(addr).await, REPOSTS) >= 2.0);
+    let text = metrics_text(addr).await;
+    assert!(metric(&text, REPOSTS) >= 2.0);
+    assert_eq!(metric(&text, OPEN), 1.0, "still open after the kill");
 
     // The promotion resolves it, and nothing fires it again.
     let body = event(
@@ -252,6 +257,7 @@ async fn a_canary_that_stays_failed_stays_firing_past_resolve_timeout_and_a_kill
         after,
         "no repeats after the close"
     );
+    assert_eq!(metric(&metrics_text(addr).await, OPEN), 0.0, "none open");
     let open: Value =
         serde_json::from_slice(&std::fs::read(state.path().join("open.json")).unwrap()).unwrap();
     assert_eq!(open, json!({"open": []}));
