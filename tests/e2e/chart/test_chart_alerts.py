@@ -72,12 +72,16 @@ class Alertmanager:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def policies_loaded(herald: h.Herald) -> float:
+def metric(herald: h.Herald, name: str) -> float:
     with urllib.request.urlopen(herald.url + "/metrics", timeout=2) as response:
         for line in response.read().decode().splitlines():
-            if line.startswith("herald_policies "):
+            if line.startswith(name + " "):
                 return float(line.split()[1])
-    raise AssertionError("no herald_policies")
+    raise AssertionError(f"no {name}")
+
+
+def policies_loaded(herald: h.Herald) -> float:
+    return metric(herald, "herald_policies")
 
 
 @pytest.mark.skipif(shutil.which(BINARY) is None, reason=f"{BINARY} is not installed")
@@ -131,10 +135,12 @@ def test_a_failed_canary_stays_firing_through_kill_9_until_promoted(install):
     alerts = am.alerts()
     assert len(alerts) == 1, f"still firing after kill -9: {alerts}"
     assert alerts[0]["startsAt"] == started
+    assert metric(herald, "herald_reposts_open") == 1
 
     h.set_phase(install.kube, "podinfo", install.apps, "Succeeded")
     install.event("podinfo", f"Promotion completed! Scaling down podinfo.{install.apps}")
     h.wait_for("the alert resolved", lambda: am.alerts() == [], 20)
     time.sleep(2 * RESOLVE_TIMEOUT)
     assert am.alerts() == [], "fired again after the promotion"
+    assert metric(herald, "herald_reposts_open") == 0
     assert herald.forbidden_lines() == []
