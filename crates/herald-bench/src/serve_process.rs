@@ -167,10 +167,17 @@ pub(crate) fn measure_serve(
     // The same process after a burst of events.
     let loaded_events = args.events.min(10_000);
     let url = format!("http://127.0.0.1:{}/events", served.port);
-    let phase = runtime.block_on(async {
-        let client = client(args.concurrency);
-        closed_loop(&client, sink, &url, loaded_events, args.concurrency, 0, 1).await
-    });
+    // One client for both phases, as the in-process run does: its connections stay alive.
+    let client = client(args.concurrency);
+    let phase = runtime.block_on(closed_loop(
+        &client,
+        sink,
+        &url,
+        loaded_events,
+        args.concurrency,
+        0,
+        1,
+    ));
     println!(
         "herald serve (own process): {} events, {:.0} ev/s end to end, p50 {:.0} us, p99 {:.0} us",
         phase.events,
@@ -178,18 +185,24 @@ pub(crate) fn measure_serve(
         phase.p50_us,
         phase.p99_us
     );
-    let rate = runtime.block_on(async {
-        let client = client(args.concurrency);
-        let offset = loaded_events as u64;
-        fixed_rate(&client, sink, &url, args.rate, args.rate_seconds, offset, 1).await
-    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Read before the fixed-rate phase, so they stay the RSS after the burst alone.
+    let loaded_rss_mib = mib(proc_status_kib(&served.pid(), "VmRSS"));
+    let loaded_hwm_mib = mib(proc_status_kib(&served.pid(), "VmHWM"));
+    let offset = loaded_events as u64;
+    let rate = runtime.block_on(fixed_rate(
+        &client,
+        sink,
+        &url,
+        args.rate,
+        args.rate_seconds,
+        offset,
+        1,
+    ));
     println!(
         "herald serve (own process), fixed rate {}/s: p50 {:.0} us, p99 {:.0} us, max {:.0} us",
         args.rate, rate.p50_us, rate.p99_us, rate.max_us
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let loaded_rss_mib = mib(proc_status_kib(&served.pid(), "VmRSS"));
-    let loaded_hwm_mib = mib(proc_status_kib(&served.pid(), "VmHWM"));
     drop(served);
 
     // 10,000 policies.
